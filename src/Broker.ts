@@ -1,0 +1,234 @@
+/**
+ * The seam between effect-mesh and its transport: a small contract in the AMQP model.
+ *
+ * Everything above the transport (RPC protocols, events, timers' leases, discovery) is written once
+ * against `Broker`. Two implementations exist: `MemoryBroker` (embedded, in-process, the default) and
+ * `AmqpBroker` (RabbitMQ). Both must behave the same; `test/fixtures/brokerSuite.ts` proves it.
+ *
+ * @since 0.1.0
+ */
+import { Context, Schema } from "effect"
+import type { Effect, Scope, Stream } from "effect"
+
+/**
+ * Why a broker operation failed.
+ *
+ * - `Closed`: the broker (or its connection) is gone or shutting down.
+ * - `Unroutable`: a `mandatory` publish with `confirm` reached no queue.
+ * - `Nacked`: the broker refused a confirmed publish.
+ * - `NotFound`: a queue or exchange that does not exist.
+ * - `Precondition`: a declaration that conflicts with an existing one.
+ * - `Transport`: any other transport failure.
+ *
+ * @since 0.1.0
+ */
+export const BrokerErrorReason = Schema.Literals(["Closed", "Unroutable", "Nacked", "NotFound", "Precondition", "Transport"])
+
+/**
+ * @since 0.1.0
+ */
+export type BrokerErrorReason = typeof BrokerErrorReason.Type
+
+/**
+ * The one error of the `Broker` boundary.
+ *
+ * @since 0.1.0
+ */
+export class BrokerError extends Schema.TaggedError<BrokerError>()("BrokerError", {
+  reason: BrokerErrorReason,
+  message: Schema.String
+}) {}
+
+/**
+ * Header values that survive both brokers unchanged.
+ *
+ * @since 0.1.0
+ */
+export type HeaderValue = string | number | boolean
+
+/**
+ * Message properties, as in AMQP's basic properties.
+ *
+ * @since 0.1.0
+ */
+export interface Properties {
+  readonly contentType?: string | undefined
+  readonly correlationId?: string | undefined
+  readonly replyTo?: string | undefined
+  readonly messageId?: string | undefined
+  readonly type?: string | undefined
+  /** per-message time to live in milliseconds; the message is dropped when it expires in a queue */
+  readonly expiration?: number | undefined
+  /** survive a broker restart (on durable queues) */
+  readonly persistent?: boolean | undefined
+  readonly headers?: Readonly<Record<string, HeaderValue>> | undefined
+}
+
+/**
+ * Options of a publish.
+ *
+ * @since 0.1.0
+ */
+export interface PublishOptions extends Properties {
+  /** return the message to the publisher when no queue is bound for it */
+  readonly mandatory?: boolean | undefined
+  /**
+   * wait for the broker's confirm; with `mandatory`, an unroutable message fails with
+   * `BrokerError` reason `Unroutable`
+   */
+  readonly confirm?: boolean | undefined
+}
+
+/**
+ * A message as it arrives at a consumer or a reply queue.
+ *
+ * @since 0.1.0
+ */
+export interface Message {
+  readonly body: Uint8Array
+  readonly exchange: string
+  readonly routingKey: string
+  readonly properties: Properties
+  /** true when the broker delivered this message before and it was not acked */
+  readonly redelivered: boolean
+}
+
+/**
+ * A message delivered by `consume`. Settle it exactly once: `ack` removes it from the queue,
+ * `nack(true)` puts it back, `nack(false)` (reject) drops it or dead-letters it when the queue has a
+ * dead-letter exchange. Settling a delivery whose channel is gone does nothing: the broker
+ * redelivers it.
+ *
+ * @since 0.1.0
+ */
+export interface Delivery extends Message {
+  readonly ack: Effect.Effect<void>
+  readonly nack: (requeue: boolean) => Effect.Effect<void>
+  /** how many times this message was delivered before (0 on first delivery) */
+  readonly deliveryCount: number
+}
+
+/**
+ * A message a `mandatory` publish got back because no queue was bound for it.
+ *
+ * @since 0.1.0
+ */
+export interface Returned extends Message {
+  readonly replyText: string
+}
+
+/**
+ * @since 0.1.0
+ */
+export type ExchangeType = "direct" | "topic" | "fanout"
+
+/**
+ * @since 0.1.0
+ */
+export interface ExchangeOptions {
+  readonly durable?: boolean | undefined
+  readonly autoDelete?: boolean | undefined
+}
+
+/**
+ * Options of a queue declaration. Unknown options of the real broker are not exposed: what is here
+ * behaves the same on both brokers.
+ *
+ * @since 0.1.0
+ */
+export interface QueueOptions {
+  readonly durable?: boolean | undefined
+  /** only the declaring connection may use it; deleted when that connection closes */
+  readonly exclusive?: boolean | undefined
+  /** deleted when its last consumer goes away */
+  readonly autoDelete?: boolean | undefined
+  /** messages rejected, expired or over the delivery limit go here */
+  readonly deadLetterExchange?: string | undefined
+  readonly deadLetterRoutingKey?: string | undefined
+  /** default time to live of every message, in milliseconds */
+  readonly messageTtl?: number | undefined
+  /** only one consumer receives messages at a time; the next takes over when it goes away */
+  readonly singleActiveConsumer?: boolean | undefined
+  /**
+   * after this many deliveries without an ack, a message is dead-lettered (or dropped) instead of
+   * being redelivered again. Makes the queue a quorum queue on RabbitMQ.
+   */
+  readonly deliveryLimit?: number | undefined
+  /** delete the queue after it has had no consumers for this many milliseconds */
+  readonly expires?: number | undefined
+}
+
+/**
+ * @since 0.1.0
+ */
+export interface ConsumeOptions {
+  /** how many unacked deliveries this consumer may hold */
+  readonly prefetch: number
+  /** a name for logs and the management UI */
+  readonly tag?: string | undefined
+}
+
+/**
+ * A running consumer. `deliveries` is the stream of messages; `cancel` stops new deliveries while the
+ * ones already received can still be settled; closing the consumer's scope requeues anything unsettled.
+ *
+ * @since 0.1.0
+ */
+export interface Consumer {
+  readonly deliveries: Stream.Stream<Delivery, BrokerError>
+  readonly cancel: Effect.Effect<void>
+}
+
+/**
+ * A private address for replies, with the publish that must be used for requests expecting replies
+ * on it (on RabbitMQ the direct reply-to pseudo-queue only works on the channel that publishes).
+ * `incoming` carries both the replies and the mandatory requests the broker returned.
+ *
+ * @since 0.1.0
+ */
+export interface ReplyQueue {
+  readonly address: string
+  readonly publish: (
+    exchange: string,
+    routingKey: string,
+    body: Uint8Array,
+    options?: PublishOptions
+  ) => Effect.Effect<void, BrokerError>
+  readonly incoming: Stream.Stream<Incoming, BrokerError>
+}
+
+/**
+ * @since 0.1.0
+ */
+export type Incoming =
+  | { readonly _tag: "Reply"; readonly message: Message }
+  | { readonly _tag: "Returned"; readonly message: Returned }
+
+/**
+ * The broker contract.
+ *
+ * @since 0.1.0
+ */
+export class Broker extends Context.Service<Broker, {
+  /** a short name for logs: "memory" or "amqp" */
+  readonly kind: string
+  readonly declareExchange: (
+    name: string,
+    type: ExchangeType,
+    options?: ExchangeOptions
+  ) => Effect.Effect<void, BrokerError>
+  /** declares a queue; the empty name asks the broker for a unique one, which is returned */
+  readonly declareQueue: (name: string, options?: QueueOptions) => Effect.Effect<string, BrokerError>
+  readonly deleteQueue: (name: string) => Effect.Effect<void, BrokerError>
+  readonly bindQueue: (queue: string, exchange: string, pattern: string) => Effect.Effect<void, BrokerError>
+  readonly unbindQueue: (queue: string, exchange: string, pattern: string) => Effect.Effect<void, BrokerError>
+  /** publishes to an exchange; the empty exchange routes to the queue named by the routing key */
+  readonly publish: (
+    exchange: string,
+    routingKey: string,
+    body: Uint8Array,
+    options?: PublishOptions
+  ) => Effect.Effect<void, BrokerError>
+  readonly consume: (queue: string, options: ConsumeOptions) => Effect.Effect<Consumer, BrokerError, Scope.Scope>
+  readonly replyQueue: Effect.Effect<ReplyQueue, BrokerError, Scope.Scope>
+}>()("effect-mesh/Broker") {}
