@@ -1,0 +1,291 @@
+/**
+ * effect/rpc's `RpcServer.Protocol` over a `Broker`: how one service instance takes requests from its
+ * queue and answers them.
+ *
+ * One delivery is one protocol client (as effect's HTTP protocol does), so a bad message or a defect
+ * only ever affects its own call. The protocol answers what `RpcServer` cannot answer typed (an unknown
+ * method, a body that is not JSON, a payload that fails its schema) itself, with the mesh's errors.
+ * A delivery is acked only after its reply is published; a broker that fails the publish leaves it
+ * unacked, so it is redelivered. Interrupts and stream acks come from callers over the control
+ * exchange. `drain` stops taking requests, lets the running ones finish within a deadline, and puts
+ * the rest back in the queue unanswered, for another instance.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Deferred, Duration, Effect, Exit, Option, Queue, Schema, SchemaIssue, Stream } from "effect"
+import type { Scope } from "effect"
+import type { Rpc, RpcGroup } from "effect/rpc"
+import { RpcServer } from "effect/rpc"
+import type { FromClientEncoded, FromServerEncoded } from "effect/rpc/RpcMessage"
+import type { BrokerError, Delivery } from "./Broker.ts"
+import { Broker } from "./Broker.ts"
+import { headerNames } from "./CallContext.ts"
+import * as topology from "./internal/topology.ts"
+import * as wire from "./internal/wire.ts"
+import type { ServiceError } from "./ServiceError.ts"
+import { InvalidPayload, MethodNotFound } from "./ServiceError.ts"
+
+/**
+ * @since 0.1.0
+ */
+export interface Options {
+  readonly service: string
+  readonly group: RpcGroup.RpcGroup<Rpc.Any>
+  /** unacked requests this instance holds at once (the queue's prefetch) */
+  readonly concurrency: number
+  /** how long `drain` waits for running requests */
+  readonly drainTimeout: Duration.Input
+  /** unique per running instance: stream acks are routed to it */
+  readonly instanceId: string
+  /** after this many deliveries a request goes to the service's dead-letter queue */
+  readonly deliveryLimit?: number | undefined
+}
+
+/**
+ * A server protocol and the way to stop it gracefully.
+ *
+ * @since 0.1.0
+ */
+export interface BrokerRpcServer {
+  readonly protocol: RpcServer.Protocol["Service"]
+  readonly drain: Effect.Effect<void>
+}
+
+const formatIssue = SchemaIssue.makeFormatterDefault()
+
+interface Call {
+  readonly delivery: Delivery
+  readonly replyTo: string
+  readonly requestId: string
+  readonly key: string
+}
+
+/**
+ * Declares the service's queues and starts consuming them. The protocol buffers requests until
+ * `RpcServer` runs it.
+ *
+ * @since 0.1.0
+ */
+export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerError, Broker | Scope.Scope> = Effect
+  .fnUntraced(function*(options: Options) {
+    const broker = yield* Broker
+    const service = options.service
+    yield* topology.declareCommon(broker)
+    const queue = topology.rpcQueue(service)
+    const deadQueue = topology.rpcDeadLetterQueue(service)
+    yield* broker.declareQueue(deadQueue, { durable: true })
+    yield* broker.bindQueue(deadQueue, topology.deadLetterExchange, deadQueue)
+    yield* broker.declareQueue(queue, {
+      durable: true,
+      deadLetterExchange: topology.deadLetterExchange,
+      deadLetterRoutingKey: deadQueue,
+      deliveryLimit: options.deliveryLimit ?? 5
+    })
+    yield* broker.bindQueue(queue, topology.rpcExchange, topology.rpcRoutingKey(service))
+    const controlQueue = yield* broker.declareQueue("", { exclusive: true, autoDelete: true })
+    yield* broker.bindQueue(controlQueue, topology.controlExchange, topology.controlServiceKey(service))
+    yield* broker.bindQueue(controlQueue, topology.controlExchange, topology.controlInstanceKey(options.instanceId))
+
+    const calls = new Map<number, Call>()
+    const byKey = new Map<string, number>()
+    let nextClientId = 0
+    let draining = false
+    let idle: Deferred.Deferred<void> | undefined
+    const disconnects = yield* Queue.unbounded<number>()
+    const replyHeaders = { [wire.header.instance]: options.instanceId }
+
+    const forget = (clientId: number, call: Call) => {
+      calls.delete(clientId)
+      byKey.delete(call.key)
+      if (idle !== undefined && calls.size === 0) Deferred.doneUnsafe(idle, Exit.void)
+    }
+
+    const publishReply = (replyTo: string, requestId: string, message: FromServerEncoded) =>
+      broker.publish("", replyTo, wire.encodeJson(message), {
+        correlationId: requestId,
+        contentType: wire.contentType,
+        headers: replyHeaders
+      })
+
+    // the reply is published first; only then is the request acked, on its own channel
+    const finish = (clientId: number, call: Call, message: FromServerEncoded) => {
+      forget(clientId, call)
+      return publishReply(call.replyTo, call.requestId, message).pipe(
+        Effect.matchCauseEffect({
+          onSuccess: () => call.delivery.ack,
+          onFailure: (cause) =>
+            Effect.andThen(
+              Effect.logWarning(`could not reply to ${service} request ${call.requestId}; leaving it to redelivery`, cause),
+              call.delivery.nack(true)
+            )
+        })
+      )
+    }
+
+    const answer = (delivery: Delivery, replyTo: string, requestId: string, error: ServiceError) =>
+      publishReply(replyTo, requestId, { _tag: "Exit", requestId, exit: wire.serviceErrorExit(error) }).pipe(
+        Effect.matchCauseEffect({
+          onSuccess: () => delivery.ack,
+          onFailure: () => delivery.nack(true)
+        })
+      )
+
+    const payloadDecoders = new Map<string, (u: unknown) => Exit.Exit<unknown, Schema.SchemaError>>()
+    const decoderFor = (rpc: Rpc.AnyWithProps) => {
+      let decode = payloadDecoders.get(rpc._tag)
+      if (decode === undefined) {
+        decode = Schema.decodeUnknownExit(
+          Schema.toCodecJson(rpc.payloadSchema) as unknown as Schema.Codec<unknown, unknown>
+        )
+        payloadDecoders.set(rpc._tag, decode)
+      }
+      return decode
+    }
+
+    let writeRequest!: (clientId: number, message: FromClientEncoded) => Effect.Effect<void>
+
+    const onDelivery = (delivery: Delivery): Effect.Effect<void> => {
+      const props = delivery.properties
+      const replyTo = props.replyTo
+      const requestId = props.correlationId
+      if (replyTo === undefined || replyTo === "" || requestId === undefined) {
+        // nobody to answer: it goes to the dead-letter queue rather than around in circles
+        return Effect.andThen(
+          Effect.logWarning(`${service}: a message without reply-to or correlation id was dead-lettered`),
+          delivery.nack(false)
+        )
+      }
+      if (draining) return delivery.nack(true)
+      const method = props.type ?? ""
+      const rpc = options.group.requests.get(method) as Rpc.AnyWithProps | undefined
+      if (rpc === undefined) return answer(delivery, replyTo, requestId, new MethodNotFound({ service, method }))
+      if (props.contentType !== undefined && props.contentType !== wire.contentType) {
+        return answer(
+          delivery,
+          replyTo,
+          requestId,
+          new InvalidPayload({ service, method, issue: `content-type "${props.contentType}" is not ${wire.contentType}` })
+        )
+      }
+      const body = wire.decodeJson(delivery.body)
+      if (Option.isNone(body)) {
+        return answer(delivery, replyTo, requestId, new InvalidPayload({ service, method, issue: "the body is not JSON" }))
+      }
+      const decoded = decoderFor(rpc)(body.value)
+      if (Exit.isFailure(decoded)) {
+        const issue = Option.match(Exit.findErrorOption(decoded), {
+          onNone: () => "the payload could not be decoded",
+          onSome: (error) => formatIssue(error.issue)
+        })
+        return answer(delivery, replyTo, requestId, new InvalidPayload({ service, method, issue }))
+      }
+      const headers = wire.stringHeaders(props.headers)
+      return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const deadline = Number(headers[headerNames.deadline])
+        if (Number.isFinite(deadline) && deadline <= now) {
+          // the caller has given up: running it now would be wasted work
+          return Effect.andThen(Effect.logDebug(`${service}.${method}: dropped a request past its deadline`), delivery.ack)
+        }
+        const clientId = nextClientId++
+        const key = `${headers[wire.header.client] ?? replyTo} ${requestId}`
+        const call: Call = { delivery, replyTo, requestId, key }
+        calls.set(clientId, call)
+        byKey.set(key, clientId)
+        const traceId = headers[wire.header.traceId]
+        const spanId = headers[wire.header.spanId]
+        const request: FromClientEncoded = {
+          _tag: "Request",
+          id: requestId,
+          tag: method,
+          payload: body.value,
+          headers: Object.entries(headers),
+          ...(traceId !== undefined && spanId !== undefined
+            ? { traceId, spanId, sampled: headers[wire.header.sampled] !== "false" }
+            : {})
+        }
+        return Effect.andThen(writeRequest(clientId, request), writeRequest(clientId, { _tag: "Eof" }))
+      })
+    }
+
+    const onControl = (delivery: Delivery): Effect.Effect<void> => {
+      const message = Option.filter(wire.decodeJson(delivery.body), wire.isControl)
+      if (Option.isNone(message)) return delivery.ack
+      const clientId = byKey.get(`${message.value.client} ${message.value.requestId}`)
+      if (clientId === undefined) return delivery.ack
+      const write = message.value._tag === "Interrupt"
+        ? writeRequest(clientId, { _tag: "Interrupt", requestId: message.value.requestId })
+        : writeRequest(clientId, { _tag: "Ack", requestId: message.value.requestId })
+      // a late control message for a finished call makes RpcServer answer with an interrupt: ignore it
+      return Effect.andThen(Effect.exit(write), delivery.ack)
+    }
+
+    const protocol = yield* RpcServer.Protocol.make((write) => {
+      writeRequest = (clientId, message) => Effect.asVoid(Effect.exit(write(clientId, message)))
+      return Effect.succeed({
+        disconnects,
+        send: (clientId: number, response: FromServerEncoded): Effect.Effect<void> => {
+          const call = calls.get(clientId)
+          if (call === undefined) return Effect.void
+          switch (response._tag) {
+            case "Chunk":
+              return Effect.ignore(publishReply(call.replyTo, call.requestId, response))
+            case "Exit":
+              return finish(clientId, call, response)
+            case "Defect":
+              return finish(clientId, call, {
+                _tag: "Exit",
+                requestId: call.requestId,
+                exit: { _tag: "Failure", cause: [{ _tag: "Die", defect: response.defect }] }
+              })
+            default:
+              return Effect.void
+          }
+        },
+        end: (clientId: number) => {
+          const call = calls.get(clientId)
+          if (call !== undefined) forget(clientId, call)
+          return Effect.void
+        },
+        clientIds: Effect.sync(() => new Set(calls.keys())),
+        initialMessage: Effect.succeedNone,
+        supportsAck: true,
+        supportsTransferables: false,
+        supportsSpanPropagation: true,
+        supportsNotifications: false,
+        codecFor: Schema.toCodecJson
+      })
+    })
+
+    const requests = yield* broker.consume(queue, { prefetch: options.concurrency, tag: `${service}.${options.instanceId}` })
+    const control = yield* broker.consume(controlQueue, { prefetch: 256, tag: `${service}.control` })
+    const guard = (f: (d: Delivery) => Effect.Effect<void>) => (d: Delivery) =>
+      Effect.catchCause(f(d), (cause) => Effect.logError(`${service}: a delivery could not be handled`, cause))
+    yield* requests.deliveries.pipe(Stream.runForEach(guard(onDelivery)), Effect.forkScoped)
+    yield* control.deliveries.pipe(Stream.runForEach(guard(onControl)), Effect.forkScoped)
+
+    const drain = Effect.gen(function*() {
+      draining = true
+      yield* requests.cancel
+      if (calls.size > 0) {
+        idle = Deferred.makeUnsafe<void>()
+        yield* Effect.timeoutOption(Deferred.await(idle), options.drainTimeout)
+      }
+      const left = Array.from(calls.entries())
+      if (left.length > 0) {
+        yield* Effect.logInfo(`${service}: ${left.length} request(s) still running at shutdown go back to the queue`)
+      }
+      for (const [clientId, call] of left) {
+        forget(clientId, call)
+        yield* call.delivery.nack(true)
+      }
+    })
+
+    return { protocol, drain }
+  })
+
+/**
+ * The default drain deadline.
+ *
+ * @since 0.1.0
+ */
+export const defaultDrainTimeout: Duration.Duration = Duration.seconds(10)

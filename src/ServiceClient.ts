@@ -1,0 +1,216 @@
+/**
+ * A typed client for a service, derived from its contract.
+ *
+ * Every method takes the rpc's payload and returns an `Effect` (or a `Stream` for streaming rpcs)
+ * whose error channel is exactly the contract's errors plus the mesh's own `ServiceError`s. Calls
+ * carry the current `CallContext` one hop further; a timeout (per client or per call) becomes the
+ * callee's deadline and fails the call with `CallTimeout`, interrupting the handler. A retry
+ * `Schedule` applies only to retryable failures (`TransportError`, `ServiceNotFound`), never to the
+ * contract's errors.
+ *
+ * ```ts
+ * const calc = yield* ServiceClient.make(Calculator, { timeout: "5 seconds" })
+ * const sum = yield* calc.add({ a: 1, b: 2 })
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Cause, Clock, Duration, Effect, Option, Schedule, Schema, Stream } from "effect"
+import type { Layer } from "effect"
+import type { Rpc, RpcSchema } from "effect/rpc"
+import { RpcClientError } from "effect/rpc"
+import type { Broker, BrokerError } from "./Broker.ts"
+import * as BrokerRpcClient from "./BrokerRpcClient.ts"
+import * as CallContext from "./CallContext.ts"
+import type { ServiceContract } from "./ServiceContract.ts"
+import type { ServiceError } from "./ServiceError.ts"
+import {
+  CallTimeout,
+  isRetryable,
+  RemoteDefect,
+  ServiceError as ServiceErrorSchema,
+  TransportError
+} from "./ServiceError.ts"
+
+/**
+ * Options of one call.
+ *
+ * @since 0.1.0
+ */
+export interface CallOptions {
+  /** overrides the client's timeout for this call */
+  readonly timeout?: Duration.Input | undefined
+  /** extra headers, readable by the handler through effect/rpc's `headers` */
+  readonly headers?: Readonly<Record<string, string>> | undefined
+}
+
+/**
+ * Options of a client.
+ *
+ * @since 0.1.0
+ */
+export interface Options {
+  /** the default timeout of every call (none by default: the call waits for its deadline, if any) */
+  readonly timeout?: Duration.Input | undefined
+  /** retries failures for which `ServiceError.isRetryable` holds */
+  readonly retry?: Schedule.Schedule<unknown, ServiceError> | undefined
+}
+
+/**
+ * The client method of one rpc.
+ *
+ * @since 0.1.0
+ */
+export type Method<R extends Rpc.Any> = (
+  payload: Rpc.PayloadConstructor<R>,
+  options?: CallOptions
+) => [Rpc.SuccessSchema<R>] extends [RpcSchema.Stream<infer A, infer E>]
+  ? Stream.Stream<A["Type"], E["Type"] | Rpc.Error<R> | ServiceError>
+  : Effect.Effect<Rpc.Success<R>, Rpc.Error<R> | ServiceError>
+
+/**
+ * A client: one method per rpc of the contract.
+ *
+ * @since 0.1.0
+ */
+export type ServiceClient<Rpcs extends Rpc.Any> = {
+  readonly [R in Rpcs as R["_tag"]]: Method<R>
+}
+
+/**
+ * The process-wide connection clients use (one reply queue). Provided by `ServiceClient.layer`.
+ *
+ * @since 0.1.0
+ */
+export const Transport = BrokerRpcClient.Transport
+
+/**
+ * @since 0.1.0
+ */
+export type Transport = BrokerRpcClient.Transport
+
+/**
+ * The transport clients need, on the current `Broker`.
+ *
+ * @since 0.1.0
+ */
+export const layer: Layer.Layer<Transport, BrokerError, Broker> = BrokerRpcClient.layer
+
+/**
+ * Makes a typed client for a contract. Cheap after the first time: the underlying client is made once
+ * per process.
+ *
+ * @since 0.1.0
+ */
+export const make = <const Name extends string, Rpcs extends Rpc.Any>(
+  contract: ServiceContract<Name, Rpcs>,
+  options?: Options
+): Effect.Effect<ServiceClient<Rpcs>, never, Transport> =>
+  Effect.gen(function*() {
+    const transport = yield* BrokerRpcClient.Transport
+    const rpc = yield* transport.client(contract.name, contract.group)
+    const service = contract.name
+    const methods: Record<string, unknown> = {}
+    for (const [tag, definition] of contract.group.requests) {
+      const call = (rpc as unknown as Record<string, RawMethod>)[tag]
+      methods[tag] = isStream(definition)
+        ? streamMethod(service, tag, call, options)
+        : effectMethod(service, tag, call, options)
+    }
+    return methods as ServiceClient<Rpcs>
+  })
+
+// ---- internal ----
+
+type RawMethod = (
+  payload: unknown,
+  options: { readonly headers: Record<string, string> }
+) => Effect.Effect<unknown, unknown> | Stream.Stream<unknown, unknown>
+
+const isStream = (rpc: Rpc.AnyWithProps | Rpc.Any): boolean =>
+  "successSchema" in rpc && typeof rpc.successSchema === "object" && rpc.successSchema !== null &&
+  "~effect/rpc/RpcSchema/Stream" in rpc.successSchema
+
+const decodeServiceError = Schema.decodeUnknownOption(ServiceErrorSchema)
+
+const defectMessage = (defect: unknown): string => {
+  if (typeof defect === "string") return defect
+  if (typeof defect === "object" && defect !== null && "message" in defect && typeof defect.message === "string") {
+    return defect.message
+  }
+  return String(defect)
+}
+
+/** what a failed call's cause means to the caller */
+const toCallError = (service: string, method: string) => (cause: Cause.Cause<unknown>): Effect.Effect<never, unknown> => {
+  for (const reason of cause.reasons) {
+    if (Cause.isFailReason(reason)) {
+      const error = reason.error
+      return Effect.fail(
+        RpcClientError.RpcClientError.prototype.isPrototypeOf(error as object)
+          ? new TransportError({ service, method, message: defectMessage(error) })
+          : error
+      )
+    }
+    if (Cause.isDieReason(reason)) {
+      const meshError = decodeServiceError(reason.defect)
+      return Effect.fail(Option.getOrElse(
+        meshError,
+        (): ServiceError => new RemoteDefect({ service, method, message: defectMessage(reason.defect) })
+      ))
+    }
+  }
+  return Effect.failCause(cause)
+}
+
+const shortId = (): string => crypto.randomUUID().slice(0, 13)
+
+interface Prepared {
+  readonly headers: Record<string, string>
+  /** milliseconds left before the deadline, if there is one */
+  readonly remaining: number | undefined
+}
+
+const prepare = (service: string, method: string, clientTimeout: Duration.Input | undefined, call: CallOptions | undefined) =>
+  Effect.map(Effect.all([CallContext.CallContext, Clock.currentTimeMillis]), ([parent, now]): Prepared => {
+    const timeout = call?.timeout ?? clientTimeout
+    const own = timeout === undefined ? undefined : now + Duration.toMillis(Duration.fromInputUnsafe(timeout))
+    const context = CallContext.child(parent, { service, method, id: shortId(), deadline: own })
+    const headers = CallContext.toHeaders(context)
+    return {
+      headers: call?.headers === undefined ? headers : { ...call.headers, ...headers },
+      remaining: context.deadline === undefined ? undefined : context.deadline - now
+    }
+  })
+
+const effectMethod = (service: string, method: string, raw: RawMethod, options: Options | undefined) =>
+(payload: unknown, call?: CallOptions): Effect.Effect<unknown, unknown> => {
+  const attempt = Effect.flatMap(prepare(service, method, options?.timeout, call), ({ headers, remaining }) => {
+    const timedOut = () => Effect.fail(new CallTimeout({ service, method, timeoutMillis: Math.max(0, remaining ?? 0) }))
+    if (remaining !== undefined && remaining <= 0) return timedOut()
+    const result = Effect.catchCause(raw(payload, { headers }) as Effect.Effect<unknown, unknown>, toCallError(service, method))
+    return remaining === undefined ? result : Effect.timeoutOrElse(result, { duration: remaining, orElse: timedOut })
+  })
+  const retry = options?.retry as Schedule.Schedule<unknown, unknown> | undefined
+  return retry === undefined ? attempt : Effect.retry(attempt, { schedule: retry, while: isRetryable })
+}
+
+const streamMethod = (service: string, method: string, raw: RawMethod, options: Options | undefined) =>
+(payload: unknown, call?: CallOptions): Stream.Stream<unknown, unknown> => {
+  const stream = Stream.unwrap(Effect.map(prepare(service, method, options?.timeout, call), ({ headers, remaining }) => {
+    const result = Stream.catchCause(
+      raw(payload, { headers }) as Stream.Stream<unknown, unknown>,
+      (cause) => Stream.fromEffect(toCallError(service, method)(cause))
+    )
+    if (remaining === undefined) return result
+    return Stream.interruptWhen(
+      result,
+      Effect.andThen(
+        Effect.sleep(Math.max(0, remaining)),
+        Effect.fail(new CallTimeout({ service, method, timeoutMillis: Math.max(0, remaining) }))
+      )
+    )
+  }))
+  const retry = options?.retry as Schedule.Schedule<unknown, unknown> | undefined
+  return retry === undefined ? stream : Stream.retry(stream, retry.pipe(Schedule.while(({ input }) => isRetryable(input))))
+}

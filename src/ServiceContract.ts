@@ -1,0 +1,47 @@
+/**
+ * A service's contract: its name on the mesh and its `RpcGroup`. Servers implement it with
+ * `Service.make`, callers get a typed client from it with `ServiceClient.make`; both sides import the
+ * same value, so payloads, successes, errors and streams are checked at compile time on both ends.
+ *
+ * @since 0.1.0
+ */
+import type { Rpc, RpcGroup } from "effect/rpc"
+
+/**
+ * @since 0.1.0
+ */
+export interface ServiceContract<Name extends string, Rpcs extends Rpc.Any> {
+  readonly name: Name
+  readonly group: RpcGroup.RpcGroup<Rpcs>
+}
+
+/**
+ * Any contract, for APIs that accept all of them.
+ *
+ * @since 0.1.0
+ */
+export type Any = ServiceContract<string, Rpc.Any>
+
+/**
+ * The rpcs of a contract.
+ *
+ * @since 0.1.0
+ */
+export type Rpcs<C> = C extends ServiceContract<infer _Name, infer R> ? R : never
+
+const validName = /^[A-Za-z0-9_-]+$/
+
+/**
+ * Names a group of rpcs as a service. The name becomes the routing key: letters, digits, `_`, `-`.
+ *
+ * @since 0.1.0
+ */
+export const make = <const Name extends string, Rpcs extends Rpc.Any>(
+  name: Name,
+  group: RpcGroup.RpcGroup<Rpcs>
+): ServiceContract<Name, Rpcs> => {
+  if (!validName.test(name)) {
+    throw new globalThis.Error(`invalid service name "${name}": use letters, digits, "_" and "-"`)
+  }
+  return { name, group }
+}

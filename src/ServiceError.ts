@@ -1,0 +1,141 @@
+/**
+ * The errors the mesh itself can put in a caller's error channel, next to the contract's own errors.
+ *
+ * Each is a `Schema.TaggedError`, so it crosses the wire typed: a server answers an unknown method
+ * with `MethodNotFound`, a payload that fails its schema with `InvalidPayload` (carrying the schema
+ * issue text), and a handler's defect or undeclared failure with `RemoteDefect`. The client adds
+ * `ServiceNotFound`, `CallTimeout` and `TransportError`.
+ *
+ * @since 0.1.0
+ */
+import { Schema } from "effect"
+
+/**
+ * No queue serves this service: nobody ever started it, or it is gone.
+ *
+ * @since 0.1.0
+ */
+export class ServiceNotFound extends Schema.TaggedError<ServiceNotFound>()("ServiceNotFound", {
+  service: Schema.String
+}) {
+  override get message(): string {
+    return `no service named "${this.service}" is running`
+  }
+}
+
+/**
+ * The service runs but has no method of this name (often: client and server contracts differ).
+ *
+ * @since 0.1.0
+ */
+export class MethodNotFound extends Schema.TaggedError<MethodNotFound>()("MethodNotFound", {
+  service: Schema.String,
+  method: Schema.String
+}) {
+  override get message(): string {
+    return `service "${this.service}" has no method "${this.method}"`
+  }
+}
+
+/**
+ * The payload did not match the method's schema on the server. `issue` is the schema's explanation.
+ *
+ * @since 0.1.0
+ */
+export class InvalidPayload extends Schema.TaggedError<InvalidPayload>()("InvalidPayload", {
+  service: Schema.String,
+  method: Schema.String,
+  issue: Schema.String
+}) {
+  override get message(): string {
+    return `invalid payload for ${this.service}.${this.method}: ${this.issue}`
+  }
+}
+
+/**
+ * The call did not complete before its deadline; the handler (if it started) was interrupted.
+ *
+ * @since 0.1.0
+ */
+export class CallTimeout extends Schema.TaggedError<CallTimeout>()("CallTimeout", {
+  service: Schema.String,
+  method: Schema.String,
+  timeoutMillis: Schema.Number
+}) {
+  override get message(): string {
+    return `${this.service}.${this.method} did not answer within ${this.timeoutMillis} ms`
+  }
+}
+
+/**
+ * The handler died, or failed with an error its contract does not declare. No stack trace crosses
+ * the wire unless the service is configured to send them.
+ *
+ * @since 0.1.0
+ */
+export class RemoteDefect extends Schema.TaggedError<RemoteDefect>()("RemoteDefect", {
+  service: Schema.String,
+  method: Schema.String,
+  message: Schema.String,
+  stack: Schema.optionalKey(Schema.String)
+}) {}
+
+/**
+ * The transport failed: the broker went away, a publish was refused, a reply could not be read.
+ *
+ * @since 0.1.0
+ */
+export class TransportError extends Schema.TaggedError<TransportError>()("TransportError", {
+  service: Schema.String,
+  method: Schema.String,
+  message: Schema.String
+}) {}
+
+/**
+ * Every error the mesh adds to a call.
+ *
+ * @since 0.1.0
+ */
+export type ServiceError =
+  | ServiceNotFound
+  | MethodNotFound
+  | InvalidPayload
+  | CallTimeout
+  | RemoteDefect
+  | TransportError
+
+/**
+ * The schema of `ServiceError`, as it travels inside a defect on the wire.
+ *
+ * @since 0.1.0
+ */
+export const ServiceError: Schema.Codec<ServiceError, unknown> = Schema.toCodecJson(
+  Schema.Union([ServiceNotFound, MethodNotFound, InvalidPayload, CallTimeout, RemoteDefect, TransportError])
+) as Schema.Codec<ServiceError, unknown>
+
+const tags: ReadonlySet<string> = new Set([
+  "ServiceNotFound",
+  "MethodNotFound",
+  "InvalidPayload",
+  "CallTimeout",
+  "RemoteDefect",
+  "TransportError"
+])
+
+/**
+ * Whether a value is one of the mesh's own errors.
+ *
+ * @since 0.1.0
+ */
+export const isServiceError = (u: unknown): u is ServiceError =>
+  typeof u === "object" && u !== null && "_tag" in u && typeof u._tag === "string" && tags.has(u._tag) &&
+  u instanceof Error
+
+/**
+ * Whether a retry can help: the transport failed or the service was not there yet. Contract errors,
+ * invalid payloads, defects and timeouts are never retried by the client.
+ *
+ * @since 0.1.0
+ */
+export const isRetryable = (u: unknown): boolean =>
+  isServiceError(u) && (u._tag === "TransportError" || u._tag === "ServiceNotFound")

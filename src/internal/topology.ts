@@ -1,0 +1,29 @@
+/**
+ * Every name the mesh gives to exchanges, queues and routing keys, in one place, so that a
+ * compatibility mode (Nameko's `nameko-rpc` / `rpc-<service>`) could swap them.
+ */
+import { Effect } from "effect"
+import type { Broker, BrokerError } from "../Broker.ts"
+
+/** requests: a direct exchange, routing key = service name */
+export const rpcExchange = "mesh.rpc"
+/** interrupts and stream acks: a topic exchange every instance listens to */
+export const controlExchange = "mesh.control"
+/** messages nobody could handle */
+export const deadLetterExchange = "mesh.dlx"
+
+export const rpcQueue = (service: string): string => `mesh.rpc.${service}`
+export const rpcDeadLetterQueue = (service: string): string => `mesh.rpc.${service}.dead`
+export const rpcRoutingKey = (service: string): string => service
+/** interrupts for any instance of a service */
+export const controlServiceKey = (service: string): string => `rpc.${service}`
+/** stream acks for one instance */
+export const controlInstanceKey = (instance: string): string => `instance.${instance}`
+
+/** the exchanges every participant needs */
+export const declareCommon = (broker: Broker["Service"]): Effect.Effect<void, BrokerError> =>
+  Effect.all([
+    broker.declareExchange(rpcExchange, "direct", { durable: true }),
+    broker.declareExchange(controlExchange, "topic", { durable: true }),
+    broker.declareExchange(deadLetterExchange, "direct", { durable: true })
+  ], { discard: true })
