@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# A private RabbitMQ node for tests and local runs, without Docker.
+#
+#   scripts/rabbitmq.sh start|stop|restart|status|url
+#
+# `start` installs Debian's rabbitmq-server when missing (as root, without letting the package's own
+# service run), then starts a node of our own: its own name, AMQP port, Erlang distribution port,
+# cookie, data, logs, config and plugins, all under the project's `.rabbitmq/<port>/`. It is
+# idempotent and prints the AMQP URL on stdout when the node answers. `restart` keeps the data.
+#
+# Environment:
+#   MESH_RABBITMQ_PORT      AMQP port (default 5699); the distribution port is this + 20000
+#   MESH_RABBITMQ_DIR       base folder (default <project>/.rabbitmq)
+#   MESH_RABBITMQ_TIMEOUT   seconds to wait for the node to start (default 120)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PORT="${MESH_RABBITMQ_PORT:-5699}"
+BASE="${MESH_RABBITMQ_DIR:-$ROOT/.rabbitmq}/$PORT"
+TIMEOUT="${MESH_RABBITMQ_TIMEOUT:-120}"
+NODE="mesh-test-$PORT@localhost"
+DIST_PORT=$((PORT + 20000))
+URL="amqp://guest:guest@127.0.0.1:$PORT"
+SBIN=/usr/lib/rabbitmq/bin
+
+log() { echo "rabbitmq.sh: $*" >&2; }
+
+# Everything the node and the CLI tools read. The CLI tools find the node by name and authenticate
+# with the cookie in $HOME, so they must run with the same environment as the node.
+setup_env() {
+  mkdir -p "$BASE/home" "$BASE/mnesia" "$BASE/log"
+  # A fixed cookie per port: a node started from another checkout on the same port is still
+  # recognised (and reused) instead of clashing on the node name.
+  local cookie="$BASE/home/.erlang.cookie"
+  if [[ ! -f "$cookie" ]]; then
+    printf 'effect-mesh-test-%s' "$PORT" >"$cookie"
+  fi
+  chmod 400 "$cookie"
+  cat >"$BASE/rabbitmq.conf" <<EOF
+listeners.tcp.1 = 127.0.0.1:$PORT
+loopback_users.guest = true
+log.console = false
+log.file.level = info
+disk_free_limit.absolute = 50MB
+EOF
+  echo '[].' >"$BASE/enabled_plugins"
+  : >"$BASE/rabbitmq-env.conf"
+
+  export HOME="$BASE/home"
+  export RABBITMQ_NODENAME="$NODE"
+  export RABBITMQ_USE_LONGNAME=false
+  export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+  export RABBITMQ_NODE_PORT="$PORT"
+  export RABBITMQ_DIST_PORT="$DIST_PORT"
+  export RABBITMQ_CTL_DIST_PORT_MIN=$((DIST_PORT + 1))
+  export RABBITMQ_CTL_DIST_PORT_MAX=$((DIST_PORT + 10))
+  export RABBITMQ_MNESIA_BASE="$BASE/mnesia"
+  export RABBITMQ_LOG_BASE="$BASE/log"
+  export RABBITMQ_CONFIG_FILE="$BASE/rabbitmq.conf"
+  export RABBITMQ_ADVANCED_CONFIG_FILE="$BASE/advanced.config"
+  export RABBITMQ_CONF_ENV_FILE="$BASE/rabbitmq-env.conf"
+  export RABBITMQ_ENABLED_PLUGINS_FILE="$BASE/enabled_plugins"
+  export RABBITMQ_PID_FILE="$BASE/rabbitmq.pid"
+  unset RABBITMQ_ALLOW_INPUT || true
+  unset RABBITMQ_ERLANG_COOKIE RABBITMQ_SERVER_START_ARGS || true
+}
+
+install_server() {
+  if [[ -x "$SBIN/rabbitmq-server" ]]; then
+    return 0
+  fi
+  if [[ "$(id -u)" != 0 ]]; then
+    log "rabbitmq-server is not installed and this is not root: apt-get install rabbitmq-server"
+    exit 1
+  fi
+  log "installing rabbitmq-server with apt-get"
+  # Keep the package's own service from starting a node on the default port during the install.
+  local policy=/usr/sbin/policy-rc.d placed=0
+  if [[ ! -e "$policy" ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod +x "$policy"
+    placed=1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y -q --no-install-recommends rabbitmq-server >&2; then
+    apt-get update -q >&2
+    apt-get install -y -q --no-install-recommends rabbitmq-server >&2
+  fi
+  if [[ "$placed" == 1 ]]; then
+    rm -f "$policy"
+  fi
+  # Where systemd runs, make sure the packaged service neither runs now nor at boot.
+  if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+    systemctl disable --now rabbitmq-server >&2 || true
+  fi
+}
+
+ctl() { "$SBIN/rabbitmqctl" -q -n "$NODE" "$@"; }
+
+running() {
+  [[ -x "$SBIN/rabbitmqctl" ]] || return 1
+  ctl status >/dev/null 2>&1 || return 1
+}
+
+server_pid() {
+  if [[ -f "$RABBITMQ_PID_FILE" ]]; then
+    local pid
+    pid="$(cat "$RABBITMQ_PID_FILE" 2>/dev/null || true)"
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+      echo "$pid"
+    fi
+  fi
+}
+
+do_start() {
+  install_server
+  setup_env
+  if running; then
+    log "node $NODE already running"
+    echo "$URL"
+    return 0
+  fi
+  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+    log "port $PORT is taken by something that is not $NODE; set MESH_RABBITMQ_PORT"
+    exit 1
+  fi
+  log "starting $NODE on 127.0.0.1:$PORT (dist $DIST_PORT, data $BASE)"
+  local started
+  started=$(date +%s)
+  setsid "$SBIN/rabbitmq-server" </dev/null >"$BASE/log/console.log" 2>&1 &
+  local launcher=$!
+  # The AMQP listener opens at the end of the boot: poll it (cheap), then let the CLI confirm.
+  until (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do
+    if ! kill -0 "$launcher" 2>/dev/null; then
+      log "rabbitmq-server exited; last lines of $BASE/log/console.log:"
+      tail -n 30 "$BASE/log/console.log" >&2 || true
+      exit 1
+    fi
+    if (($(date +%s) - started > TIMEOUT)); then
+      log "node did not open port $PORT within ${TIMEOUT}s; see $BASE/log"
+      tail -n 30 "$BASE/log/console.log" >&2 || true
+      exit 1
+    fi
+    sleep 0.2
+  done
+  if ! ctl await_startup --timeout "$TIMEOUT" >/dev/null; then
+    log "node opened port $PORT but did not finish booting; see $BASE/log"
+    exit 1
+  fi
+  log "node $NODE up in $(($(date +%s) - started))s"
+  echo "$URL"
+}
+
+do_stop() {
+  setup_env
+  if ! running; then
+    local pid
+    pid="$(server_pid)"
+    if [[ -n "$pid" ]]; then
+      log "node does not answer; killing pid $pid"
+      kill "$pid" 2>/dev/null || true
+    fi
+    log "node $NODE not running"
+    return 0
+  fi
+  log "stopping $NODE"
+  # With the pid file, `stop` waits until the Erlang VM has exited, so the port is free afterwards.
+  if [[ -n "$(server_pid)" ]]; then
+    ctl stop "$RABBITMQ_PID_FILE" >/dev/null 2>&1 || true
+  else
+    ctl stop >/dev/null 2>&1 || true
+  fi
+  local i
+  for i in $(seq 1 100); do
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+      break
+    fi
+    sleep 0.1
+  done
+  log "stopped"
+}
+
+do_status() {
+  setup_env
+  if running; then
+    echo "running $NODE $URL"
+  else
+    echo "stopped $NODE"
+    return 3
+  fi
+}
+
+case "${1:-}" in
+  start) do_start ;;
+  stop) do_stop ;;
+  restart)
+    do_stop
+    do_start
+    ;;
+  status) do_status ;;
+  url) echo "$URL" ;;
+  *)
+    echo "usage: $0 start|stop|restart|status|url" >&2
+    exit 2
+    ;;
+esac

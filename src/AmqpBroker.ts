@@ -1,0 +1,939 @@
+/**
+ * The RabbitMQ `Broker`, over amqplib (wrapped in `internal/amqplib.ts`).
+ *
+ * One connection per broker, with `noDelay` always on (Nagle would stall every reply + ack pair) and
+ * heartbeats. Channels: one for declarations, one for plain publishes, one in confirm mode for
+ * `confirm` publishes, one per consumer (so prefetch is per consumer and closing it requeues its
+ * unacked deliveries) and one per reply queue (RabbitMQ's direct reply-to, consumed and published on
+ * the same channel). A channel that a channel error closed (404, 406, ...) is opened again for the
+ * next operation.
+ *
+ * amqplib does not recover from a lost connection, so this module does: when the connection drops,
+ * it reconnects on a `Schedule`, declares again every exchange, queue and binding declared through
+ * it, and re-attaches every consumer and reply queue, so their streams keep flowing. While the
+ * connection is down, operations fail at once with `BrokerError` reason `Closed` (they do not wait);
+ * deliveries received before the drop can no longer be settled (the broker redelivers them) and
+ * replies in flight are lost. When the schedule gives up, every stream fails with `Closed`.
+ *
+ * @since 0.1.0
+ */
+import { Cause, Channel, Config, Deferred, Duration, Effect, Exit, FiberSet, Layer, Queue, Redacted, Schedule, Semaphore, Stream } from "effect"
+import type { Scope } from "effect"
+import type { NonEmptyReadonlyArray } from "effect/Array"
+import type { ConnectionOptions } from "node:tls"
+import {
+  Broker,
+  BrokerError,
+  type ConsumeOptions,
+  type Consumer,
+  type Delivery,
+  type ExchangeOptions,
+  type ExchangeType,
+  type HeaderValue,
+  type Incoming,
+  type Properties,
+  type PublishOptions,
+  type QueueOptions,
+  type ReplyQueue,
+  type Returned
+} from "./Broker.ts"
+import * as Amqp from "./internal/amqplib.ts"
+
+/**
+ * Options of the RabbitMQ broker.
+ *
+ * @since 0.1.0
+ */
+export interface Options {
+  /** `amqp://user:password@host:port/vhost` (or `amqps://`) */
+  readonly url: string | Redacted.Redacted<string>
+  /** heartbeat interval in seconds (default: the URL's `heartbeat` parameter, else 10) */
+  readonly heartbeat?: number | undefined
+  /** TLS and socket options passed to the socket as they are (`noDelay` is always set) */
+  readonly socketOptions?: ConnectionOptions | undefined
+  /** how long a connection attempt may take (default 10 seconds) */
+  readonly connectTimeout?: Duration.Input | undefined
+  /** the connection's name in RabbitMQ's management UI (default "effect-mesh") */
+  readonly connectionName?: string | undefined
+  /**
+   * retries of a lost connection (default: exponential from 100 ms, capped at 5 s, jittered,
+   * forever); when it ends, the broker is closed for good
+   */
+  readonly reconnect?: Schedule.Schedule<unknown, BrokerError> | undefined
+  /** retries of the first connection before `make` fails (default: the reconnect delays for 30 s) */
+  readonly initialConnect?: Schedule.Schedule<unknown, BrokerError> | undefined
+}
+
+/**
+ * Connects to RabbitMQ and builds the broker; it lives (and reconnects) until the scope closes.
+ *
+ * @since 0.1.0
+ */
+export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const rawUrl = Redacted.isRedacted(options.url) ? Redacted.value(options.url) : options.url
+    const url = yield* connectionUrl(rawUrl, options.heartbeat)
+    const safeUrl = redactUrl(rawUrl)
+    const socketOptions: Amqp.SocketOptions = {
+      ...options.socketOptions,
+      noDelay: true,
+      timeout: Duration.toMillis(Duration.fromInputUnsafe(options.connectTimeout ?? "10 seconds")),
+      clientProperties: { connection_name: options.connectionName ?? "effect-mesh" }
+    }
+    const reconnect = options.reconnect ?? defaultReconnect
+    const initialConnect = options.initialConnect ?? Schedule.max([defaultReconnect, Schedule.during("30 seconds")])
+    const run = yield* FiberSet.makeRuntime<never, unknown, unknown>()
+    const state = new State()
+    const log = (effect: Effect.Effect<void>) => {
+      run(Effect.annotateLogs(effect, { broker: "amqp", url: safeUrl }))
+    }
+
+    // -- sessions (one per connection) --
+
+    const openSession = Effect.gen(function*() {
+      const connection = yield* Amqp.connect(url, socketOptions)
+      const session = new Session(++state.sessions, connection)
+      yield* Amqp.onConnectionClose(connection, (error) => {
+        session.down = true
+        session.error = error
+        if (state.session === session) state.ready = false
+        Deferred.doneUnsafe(session.closed, Effect.void)
+      })
+      yield* Amqp.onBlocked(connection, (blocked, reason) =>
+        log(
+          blocked
+            ? Effect.logWarning(`RabbitMQ blocked the connection (${reason}): publishes wait`)
+            : Effect.logInfo("RabbitMQ unblocked the connection")
+        ))
+      return session
+    })
+
+    const readySession: Effect.Effect<Session, BrokerError> = Effect.suspend(() => {
+      const session = state.session
+      if (state.ready && session !== undefined && !session.down) return Effect.succeed(session)
+      return Effect.fail(state.closedError())
+    })
+
+    const isCurrent = (session: Session): boolean => state.session === session && !session.down && !state.shutdown
+
+    /** runs `f` on the declarations channel, once more on a fresh channel if a neighbour's error closed it */
+    const opsOn = <A>(session: Session, f: (channel: Amqp.Channel) => Effect.Effect<A, BrokerError>) => {
+      const attempt = Effect.flatMap(state.ops.get(session), f)
+      return Effect.catch(
+        attempt,
+        (error) => error.reason === "Closed" && isCurrent(session) ? attempt : Effect.fail(error)
+      )
+    }
+    const ops = <A>(f: (channel: Amqp.Channel) => Effect.Effect<A, BrokerError>): Effect.Effect<A, BrokerError> =>
+      Effect.flatMap(readySession, (session) => opsOn(session, f))
+
+    // -- topology --
+
+    const declareExchangeOn = (session: Session, name: string, type: ExchangeType, options?: ExchangeOptions) =>
+      opsOn(session, (channel) =>
+        Amqp.assertExchange(channel, name, type, {
+          durable: options?.durable === true,
+          autoDelete: options?.autoDelete === true
+        }))
+
+    const declareQueueOn = (session: Session, name: string, options?: QueueOptions) =>
+      opsOn(session, (channel) => Amqp.assertQueue(channel, name, queueArguments(options)))
+
+    const bindOn = (session: Session, binding: Binding) =>
+      opsOn(session, (channel) => Amqp.bindQueue(channel, binding.queue, binding.exchange, binding.pattern))
+
+    const declareExchange = (name: string, type: ExchangeType, options?: ExchangeOptions) =>
+      Effect.flatMap(readySession, (session) =>
+        Effect.tap(
+          declareExchangeOn(session, name, type, options),
+          () => Effect.sync(() => state.exchanges.set(name, { type, options }))
+        ))
+
+    const declareQueue = (name: string, options?: QueueOptions) =>
+      Effect.flatMap(readySession, (session) => {
+        // named here rather than by the broker: RabbitMQ refuses to declare its `amq.gen-` names again
+        // after a reconnect, and ours can be
+        const actual = name === "" ? `mesh.gen-${globalThis.crypto.randomUUID()}` : name
+        return Effect.as(
+          Effect.tap(declareQueueOn(session, actual, options), () => Effect.sync(() => state.queues.set(actual, options))),
+          actual
+        )
+      })
+
+    const deleteQueue = (name: string) =>
+      Effect.tap(
+        ops((channel) => Amqp.deleteQueue(channel, name)),
+        () =>
+          Effect.sync(() => {
+            state.queues.delete(name)
+            for (const [key, binding] of state.bindings) {
+              if (binding.queue === name) state.bindings.delete(key)
+            }
+          })
+      )
+
+    const bindQueue = (queue: string, exchange: string, pattern: string) =>
+      Effect.flatMap(readySession, (session) => {
+        const binding: Binding = { queue, exchange, pattern }
+        return Effect.tap(bindOn(session, binding), () => Effect.sync(() => state.bindings.set(bindingKey(binding), binding)))
+      })
+
+    const unbindQueue = (queue: string, exchange: string, pattern: string) =>
+      Effect.tap(
+        ops((channel) => Amqp.unbindQueue(channel, queue, exchange, pattern)),
+        () => Effect.sync(() => state.bindings.delete(bindingKey({ queue, exchange, pattern })))
+      )
+
+    // -- publishing --
+
+    const publishPlain = (
+      channel: Amqp.Channel,
+      exchange: string,
+      routingKey: string,
+      body: Uint8Array,
+      options: PublishOptions | undefined,
+      replyTo: string | undefined
+    ): Effect.Effect<void, BrokerError> =>
+      Effect.flatMap(
+        Amqp.publish(channel, exchange, routingKey, toBuffer(body), publishOptions(options, replyTo)),
+        (written) => written ? Effect.void : Amqp.waitDrain(channel)
+      )
+
+    const publishConfirmed = (
+      channel: Amqp.ConfirmChannel,
+      trackers: Map<string, ReturnTracker>,
+      exchange: string,
+      routingKey: string,
+      body: Uint8Array,
+      options: PublishOptions,
+      replyTo: string | undefined
+    ): Effect.Effect<void, BrokerError> =>
+      Effect.suspend(() => {
+        const properties = publishOptions(options, replyTo)
+        let tracker: ReturnTracker | undefined
+        let id = properties.messageId
+        if (options.mandatory === true) {
+          // the broker's basic.return comes before its confirm; the message id tells which publish it was
+          if (id === undefined) {
+            id = globalThis.crypto.randomUUID()
+            properties.messageId = id
+          }
+          tracker = { returned: false }
+          trackers.set(id, tracker)
+        }
+        const untrack = Effect.sync(() => {
+          if (tracker !== undefined && id !== undefined && trackers.get(id) === tracker) trackers.delete(id)
+        })
+        return Amqp.publishConfirm(channel, exchange, routingKey, toBuffer(body), properties).pipe(
+          Effect.flatMap(({ confirmed, written }) =>
+            written
+              ? Deferred.await(confirmed)
+              : Effect.andThen(Amqp.waitDrain(channel), Deferred.await(confirmed))
+          ),
+          Effect.flatMap(() =>
+            tracker !== undefined && tracker.returned
+              ? Effect.fail(
+                new BrokerError({
+                  reason: "Unroutable",
+                  message: `no queue is bound for '${routingKey}' on exchange '${exchange}'`
+                })
+              )
+              : Effect.void
+          ),
+          Effect.ensuring(untrack)
+        )
+      })
+
+    /** runs a publish on a channel of a slot, once more on a fresh channel if the first one had closed */
+    const publishVia = <C extends Amqp.Channel>(
+      slot: Slot<C>,
+      f: (channel: C) => Effect.Effect<void, BrokerError>
+    ): Effect.Effect<void, BrokerError> =>
+      Effect.flatMap(readySession, (session) => {
+        const attempt = Effect.flatMap(slot.get(session), f)
+        return Effect.catch(
+          attempt,
+          (error) => error.reason === "Closed" && isCurrent(session) ? attempt : Effect.fail(error)
+        )
+      })
+
+    const publish = (exchange: string, routingKey: string, body: Uint8Array, options?: PublishOptions) =>
+      options?.confirm === true
+        ? publishVia(
+          state.confirms,
+          (channel) => publishConfirmed(channel, state.trackers, exchange, routingKey, body, options, undefined)
+        )
+        : publishVia(state.plain, (channel) => publishPlain(channel, exchange, routingKey, body, options, undefined))
+
+    // -- consumers --
+
+    const failConsumer = (consumer: ConsumerState, error: BrokerError) =>
+      Effect.sync(() => {
+        consumer.cancelled = true
+        Queue.failCauseUnsafe(consumer.mailbox, Cause.fail(error))
+      })
+
+    const onConsumerMessage = (consumer: ConsumerState, channel: Amqp.Channel, raw: Amqp.RawMessage | null) => {
+      if (raw === null) {
+        // the broker cancelled the consumer (its queue was deleted): the stream ends after what it holds
+        consumer.cancelled = true
+        Queue.endUnsafe(consumer.mailbox)
+        return
+      }
+      if (consumer.closed) return
+      if (!Queue.offerUnsafe(consumer.mailbox, [new AmqpDelivery(channel, raw)])) {
+        // arrived after a cancel: hand it back at once rather than hold it until the scope closes
+        Amqp.requeueUnsafe(channel, raw)
+      }
+    }
+
+    const attachConsumer = (consumer: ConsumerState, session: Session): Effect.Effect<void, BrokerError> =>
+      consumer.lock.withPermit(Effect.suspend(() => {
+        if (consumer.cancelled || consumer.closed) return Effect.void
+        const current = consumer.channel
+        if (consumer.session === session && current !== undefined && !Amqp.isClosed(current)) return Effect.void
+        return Effect.gen(function*() {
+          // deliveries of a lost channel can no longer be settled: the broker redelivers them
+          yield* Effect.ignore(Queue.clear(consumer.mailbox))
+          const channel = yield* Amqp.createChannel(session.connection)
+          yield* Effect.gen(function*() {
+            yield* Amqp.prefetch(channel, consumer.options.prefetch)
+            const tag = yield* Amqp.consume(
+              channel,
+              consumer.queue,
+              (raw) => onConsumerMessage(consumer, channel, raw),
+              { noAck: false, consumerTag: consumer.options.tag }
+            )
+            consumer.channel = channel
+            consumer.session = session
+            consumer.tag = tag
+            yield* Amqp.onChannelClose(channel, (error) => onConsumerChannelClose(consumer, channel, session, error))
+          }).pipe(Effect.onError(() => Effect.ignore(Amqp.closeChannel(channel))))
+        })
+      }))
+
+    const onConsumerChannelClose = (
+      consumer: ConsumerState,
+      channel: Amqp.Channel,
+      session: Session,
+      error: Error | undefined
+    ) => {
+      if (consumer.channel !== channel) return
+      consumer.channel = undefined
+      consumer.tag = undefined
+      if (consumer.closed || consumer.cancelled || !isCurrent(session)) return
+      // the connection closes its channels before it reports its own closure: look again a moment later
+      run(Effect.andThen(
+        Effect.yieldNow,
+        Effect.suspend(() => {
+          if (consumer.closed || consumer.cancelled || !isCurrent(session)) return Effect.void
+          return Effect.logWarning(
+            `the channel of the consumer of '${consumer.queue}' closed (${error?.message ?? "no reason"}): re-attaching`
+          ).pipe(
+            Effect.andThen(attachConsumer(consumer, session)),
+            Effect.catch((e) => isCurrent(session) ? failConsumer(consumer, e) : Effect.void),
+            Effect.annotateLogs({ broker: "amqp" })
+          )
+        })
+      ))
+    }
+
+    const closeConsumer = (consumer: ConsumerState) =>
+      Effect.suspend(() => {
+        consumer.closed = true
+        state.consumers.delete(consumer)
+        Queue.endUnsafe(consumer.mailbox)
+        const channel = consumer.channel
+        consumer.channel = undefined
+        // closing the channel makes RabbitMQ requeue what the consumer had not settled
+        return channel === undefined ? Effect.void : closeQuietly(channel)
+      })
+
+    const cancelConsumer = (consumer: ConsumerState) =>
+      Effect.suspend(() => {
+        if (consumer.cancelled || consumer.closed) return Effect.void
+        consumer.cancelled = true
+        Queue.endUnsafe(consumer.mailbox)
+        const channel = consumer.channel
+        const tag = consumer.tag
+        if (channel === undefined || tag === undefined) return Effect.void
+        // basic.cancel only: the channel stays open so that deliveries already received can be settled
+        return Effect.ignore(Effect.timeout(Amqp.cancel(channel, tag), "5 seconds"))
+      })
+
+    const consume = (queue: string, options: ConsumeOptions): Effect.Effect<Consumer, BrokerError, Scope.Scope> =>
+      Effect.gen(function*() {
+        const session = yield* readySession
+        const mailbox = yield* Queue.unbounded<NonEmptyReadonlyArray<Delivery>, BrokerError | Cause.Done>()
+        const consumer = new ConsumerState(queue, options, mailbox)
+        yield* Effect.acquireRelease(
+          Effect.sync(() => state.consumers.add(consumer)).pipe(
+            Effect.andThen(attachConsumer(consumer, session)),
+            Effect.tapError(() => Effect.sync(() => state.consumers.delete(consumer)))
+          ),
+          () => closeConsumer(consumer)
+        )
+        return {
+          // one delivery per pull, so `Stream.take(n)` never swallows buffered deliveries
+          deliveries: Stream.fromChannel(Channel.fromQueue(mailbox)),
+          cancel: cancelConsumer(consumer)
+        }
+      })
+
+    // -- reply queues --
+
+    const failReply = (reply: ReplyState, error: BrokerError) =>
+      Effect.sync(() => {
+        reply.closed = true
+        Queue.failCauseUnsafe(reply.mailbox, Cause.fail(error))
+      })
+
+    const onReplyReturn = (reply: ReplyState, raw: Amqp.RawMessage) => {
+      const id = raw.properties.messageId
+      const tracker = typeof id === "string" ? reply.trackers.get(id) : undefined
+      if (tracker !== undefined) {
+        tracker.returned = true
+        return
+      }
+      Queue.offerUnsafe(reply.mailbox, [{ _tag: "Returned", message: toReturned(raw) }])
+    }
+
+    const attachReply = (reply: ReplyState, session: Session): Effect.Effect<void, BrokerError> =>
+      reply.lock.withPermit(Effect.suspend(() => {
+        if (reply.closed) return Effect.void
+        const current = reply.channel
+        if (reply.session === session && current !== undefined && !Amqp.isClosed(current)) return Effect.void
+        return Effect.gen(function*() {
+          const channel = yield* Amqp.createConfirmChannel(session.connection)
+          yield* Effect.gen(function*() {
+            yield* Amqp.onReturn(channel, (raw) => onReplyReturn(reply, raw))
+            // direct reply-to: consume (no acks) before the first publish, on the channel that publishes
+            yield* Amqp.consume(channel, directReplyTo, (raw) => {
+              if (raw !== null) Queue.offerUnsafe(reply.mailbox, [{ _tag: "Reply", message: toMessage(raw) }])
+            }, { noAck: true })
+            reply.channel = channel
+            reply.session = session
+            yield* Amqp.onChannelClose(channel, (error) => onReplyChannelClose(reply, channel, session, error))
+          }).pipe(Effect.onError(() => Effect.ignore(Amqp.closeChannel(channel))))
+        })
+      }))
+
+    const onReplyChannelClose = (reply: ReplyState, channel: Amqp.Channel, session: Session, error: Error | undefined) => {
+      if (reply.channel !== channel) return
+      reply.channel = undefined
+      if (reply.closed || !isCurrent(session)) return
+      run(Effect.andThen(
+        Effect.yieldNow,
+        Effect.suspend(() => {
+          if (reply.closed || !isCurrent(session)) return Effect.void
+          return Effect.logWarning(
+            `the reply queue's channel closed (${error?.message ?? "no reason"}): re-attaching; replies in flight are lost`
+          ).pipe(
+            Effect.andThen(attachReply(reply, session)),
+            Effect.catch((e) => isCurrent(session) ? failReply(reply, e) : Effect.void),
+            Effect.annotateLogs({ broker: "amqp" })
+          )
+        })
+      ))
+    }
+
+    const closeReply = (reply: ReplyState) =>
+      Effect.suspend(() => {
+        reply.closed = true
+        state.replies.delete(reply)
+        Queue.endUnsafe(reply.mailbox)
+        const channel = reply.channel
+        reply.channel = undefined
+        return channel === undefined ? Effect.void : closeQuietly(channel)
+      })
+
+    const replyPublish = (reply: ReplyState) =>
+    (
+      exchange: string,
+      routingKey: string,
+      body: Uint8Array,
+      options?: PublishOptions
+    ): Effect.Effect<void, BrokerError> =>
+      Effect.suspend(() => {
+        const channel = reply.channel
+        const session = reply.session
+        if (reply.closed || channel === undefined || session === undefined || !isCurrent(session) || !state.ready) {
+          return Effect.fail(state.closedError())
+        }
+        return options?.confirm === true
+          ? publishConfirmed(channel, reply.trackers, exchange, routingKey, body, options, directReplyTo)
+          : publishPlain(channel, exchange, routingKey, body, options, directReplyTo)
+      })
+
+    const replyQueue: Effect.Effect<ReplyQueue, BrokerError, Scope.Scope> = Effect.gen(function*() {
+      const session = yield* readySession
+      const mailbox = yield* Queue.unbounded<NonEmptyReadonlyArray<Incoming>, BrokerError | Cause.Done>()
+      const reply = new ReplyState(mailbox)
+      yield* Effect.acquireRelease(
+        Effect.sync(() => state.replies.add(reply)).pipe(
+          Effect.andThen(attachReply(reply, session)),
+          Effect.tapError(() => Effect.sync(() => state.replies.delete(reply)))
+        ),
+        () => closeReply(reply)
+      )
+      return {
+        address: directReplyTo,
+        publish: replyPublish(reply),
+        incoming: Stream.fromChannel(Channel.fromQueue(mailbox))
+      }
+    })
+
+    // -- recovery --
+
+    const recover = (session: Session) =>
+      Effect.gen(function*() {
+        const warn = (what: string) => (error: BrokerError) =>
+          Effect.logWarning(`after reconnecting, ${what} failed: ${error.message}`)
+        for (const [name, exchange] of state.exchanges) {
+          yield* declareExchangeOn(session, name, exchange.type, exchange.options).pipe(
+            Effect.catch(warn(`declaring exchange '${name}'`))
+          )
+        }
+        for (const [name, options] of state.queues) {
+          yield* declareQueueOn(session, name, options).pipe(Effect.catch(warn(`declaring queue '${name}'`)))
+        }
+        for (const binding of state.bindings.values()) {
+          yield* bindOn(session, binding).pipe(
+            Effect.catch(warn(`binding '${binding.queue}' to '${binding.exchange}'`))
+          )
+        }
+        for (const reply of state.replies) {
+          yield* attachReply(reply, session).pipe(
+            Effect.catch((error) => session.down ? Effect.fail(error) : failReply(reply, error))
+          )
+        }
+        for (const consumer of state.consumers) {
+          yield* attachConsumer(consumer, session).pipe(
+            Effect.catch((error) => session.down ? Effect.fail(error) : failConsumer(consumer, error))
+          )
+        }
+        if (session.down) {
+          return yield* new BrokerError({ reason: "Closed", message: "the connection dropped while recovering" })
+        }
+        state.ready = true
+      })
+
+    const giveUp = (error: BrokerError) =>
+      Effect.gen(function*() {
+        state.fatal = new BrokerError({
+          reason: "Closed",
+          message: `gave up reconnecting to RabbitMQ at ${safeUrl}: ${error.message}`
+        })
+        state.ready = false
+        yield* Effect.logError(state.fatal.message)
+        for (const consumer of state.consumers) yield* failConsumer(consumer, state.fatal)
+        for (const reply of state.replies) yield* failReply(reply, state.fatal)
+      })
+
+    const supervise = (first: Session): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        let session = first
+        while (true) {
+          yield* Deferred.await(session.closed)
+          state.ready = false
+          yield* Effect.logWarning(
+            `lost the connection to RabbitMQ (${session.error?.message ?? "closed"}): reconnecting`
+          )
+          const next = yield* openSession.pipe(
+            Effect.tapError((error) => Effect.logDebug(`reconnect attempt failed: ${error.message}`)),
+            Effect.retry(reconnect)
+          )
+          state.session = next
+          const recovered = yield* Effect.exit(recover(next))
+          if (Exit.isSuccess(recovered)) {
+            yield* Effect.logInfo("reconnected to RabbitMQ; topology, consumers and reply queues restored")
+          } else if (!next.down) {
+            // something other than the connection failed: start over on a fresh connection
+            yield* Effect.logWarning(`recovery failed (${Cause.pretty(recovered.cause)}): reconnecting again`)
+            yield* Effect.ignore(Effect.timeout(Amqp.closeConnection(next.connection), "5 seconds"))
+          }
+          session = next
+        }
+      }).pipe(
+        Effect.catch(giveUp),
+        Effect.annotateLogs({ broker: "amqp", url: safeUrl })
+      )
+
+    // -- lifecycle --
+
+    const first = yield* openSession.pipe(
+      Effect.tapError((error) => Effect.logDebug(`connect attempt failed: ${error.message}`)),
+      Effect.retry(initialConnect),
+      Effect.mapError((error) =>
+        new BrokerError({ reason: error.reason, message: `could not connect to ${safeUrl}: ${error.message}` })
+      )
+    )
+    state.session = first
+    state.ready = true
+    yield* Effect.addFinalizer(() =>
+      Effect.suspend(() => {
+        state.shutdown = true
+        state.ready = false
+        for (const consumer of state.consumers) Queue.endUnsafe(consumer.mailbox)
+        for (const reply of state.replies) Queue.endUnsafe(reply.mailbox)
+        const session = state.session
+        return session === undefined || session.down
+          ? Effect.void
+          : Effect.ignore(Effect.timeout(Amqp.closeConnection(session.connection), "5 seconds"))
+      })
+    )
+    yield* Effect.forkScoped(supervise(first))
+
+    return Broker.of({
+      kind: "amqp",
+      declareExchange,
+      declareQueue,
+      deleteQueue,
+      bindQueue,
+      unbindQueue,
+      publish,
+      consume,
+      replyQueue
+    })
+  })
+
+/**
+ * The RabbitMQ broker as a layer.
+ *
+ * @since 0.1.0
+ */
+export const layer = (options: Options): Layer.Layer<Broker, BrokerError> => Layer.effect(Broker, make(options))
+
+/**
+ * The RabbitMQ broker configured from `AMQP_URL` (required, redacted), `AMQP_HEARTBEAT` (seconds,
+ * default 10), `AMQP_CONNECTION_NAME`, `AMQP_CONNECT_TIMEOUT` (default 10 seconds) and
+ * `AMQP_RECONNECT_MAX_DELAY` (the cap of the exponential reconnect delays, default 5 seconds).
+ *
+ * @since 0.1.0
+ */
+export const layerConfig: Layer.Layer<Broker, BrokerError | Config.ConfigError> = Layer.effect(
+  Broker,
+  Effect.gen(function*() {
+    const url = yield* Config.Redacted("AMQP_URL")
+    const heartbeat = yield* Config.Int("AMQP_HEARTBEAT").pipe(Config.withDefault(10))
+    const connectionName = yield* Config.String("AMQP_CONNECTION_NAME").pipe(Config.withDefault("effect-mesh"))
+    const connectTimeout = yield* Config.Duration("AMQP_CONNECT_TIMEOUT").pipe(
+      Config.withDefault(Duration.seconds(10))
+    )
+    const maxDelay = yield* Config.Duration("AMQP_RECONNECT_MAX_DELAY").pipe(Config.withDefault(Duration.seconds(5)))
+    return yield* make({ url, heartbeat, connectionName, connectTimeout, reconnect: reconnectSchedule(maxDelay) })
+  })
+)
+
+/**
+ * Exponential reconnect delays from 100 ms, capped at `maxDelay`, jittered, forever.
+ *
+ * @since 0.1.0
+ */
+export const reconnectSchedule = (maxDelay: Duration.Input): Schedule.Schedule<Duration.Duration> =>
+  Schedule.jittered(Schedule.min([Schedule.exponential("100 millis"), Schedule.spaced(maxDelay)]))
+
+// ---- internal ----
+
+const defaultReconnect = reconnectSchedule("5 seconds")
+
+const directReplyTo = "amq.rabbitmq.reply-to"
+
+type MutableProperties = { -readonly [K in keyof Properties]: Properties[K] }
+
+interface Binding {
+  readonly queue: string
+  readonly exchange: string
+  readonly pattern: string
+}
+
+const bindingKey = (binding: Binding): string => `${binding.queue}\u0000${binding.exchange}\u0000${binding.pattern}`
+
+interface ReturnTracker {
+  returned: boolean
+}
+
+class Session {
+  readonly closed = Deferred.makeUnsafe<void>()
+  down = false
+  error: Error | undefined = undefined
+  readonly id: number
+  readonly connection: Amqp.Connection
+  constructor(id: number, connection: Amqp.Connection) {
+    this.id = id
+    this.connection = connection
+  }
+}
+
+/** a lazily opened channel per session, opened again after it closed */
+class Slot<C extends Amqp.Channel> {
+  channel: C | undefined = undefined
+  session: Session | undefined = undefined
+  opening: Deferred.Deferred<C, BrokerError> | undefined = undefined
+  openingSession: Session | undefined = undefined
+  readonly open: (session: Session) => Effect.Effect<C, BrokerError>
+  constructor(open: (session: Session) => Effect.Effect<C, BrokerError>) {
+    this.open = open
+  }
+
+  get(session: Session): Effect.Effect<C, BrokerError> {
+    const channel = this.channel
+    if (channel !== undefined && this.session === session && !Amqp.isClosed(channel)) return Effect.succeed(channel)
+    return Effect.suspend(() => {
+      if (this.opening !== undefined && this.openingSession === session) return Deferred.await(this.opening)
+      const deferred = Deferred.makeUnsafe<C, BrokerError>()
+      this.opening = deferred
+      this.openingSession = session
+      return Effect.uninterruptible(Effect.onExit(this.open(session), (exit) =>
+        Effect.sync(() => {
+          if (this.opening === deferred) this.opening = undefined
+          if (Exit.isSuccess(exit)) {
+            this.channel = exit.value
+            this.session = session
+          }
+          Deferred.doneUnsafe(deferred, exit)
+        })))
+    })
+  }
+}
+
+class ConsumerState {
+  channel: Amqp.Channel | undefined = undefined
+  session: Session | undefined = undefined
+  tag: string | undefined = undefined
+  cancelled = false
+  closed = false
+  readonly lock = Semaphore.makeUnsafe(1)
+  readonly queue: string
+  readonly options: ConsumeOptions
+  readonly mailbox: Queue.Queue<NonEmptyReadonlyArray<Delivery>, BrokerError | Cause.Done>
+  constructor(
+    queue: string,
+    options: ConsumeOptions,
+    mailbox: Queue.Queue<NonEmptyReadonlyArray<Delivery>, BrokerError | Cause.Done>
+  ) {
+    this.queue = queue
+    this.options = options
+    this.mailbox = mailbox
+  }
+}
+
+class ReplyState {
+  channel: Amqp.ConfirmChannel | undefined = undefined
+  session: Session | undefined = undefined
+  closed = false
+  readonly lock = Semaphore.makeUnsafe(1)
+  readonly trackers = new Map<string, ReturnTracker>()
+  readonly mailbox: Queue.Queue<NonEmptyReadonlyArray<Incoming>, BrokerError | Cause.Done>
+  constructor(mailbox: Queue.Queue<NonEmptyReadonlyArray<Incoming>, BrokerError | Cause.Done>) {
+    this.mailbox = mailbox
+  }
+}
+
+class State {
+  sessions = 0
+  session: Session | undefined = undefined
+  /** connected, with topology, consumers and reply queues restored */
+  ready = false
+  shutdown = false
+  fatal: BrokerError | undefined = undefined
+  readonly exchanges = new Map<string, { readonly type: ExchangeType; readonly options: ExchangeOptions | undefined }>()
+  readonly queues = new Map<string, QueueOptions | undefined>()
+  readonly bindings = new Map<string, Binding>()
+  readonly consumers = new Set<ConsumerState>()
+  readonly replies = new Set<ReplyState>()
+  readonly trackers = new Map<string, ReturnTracker>()
+  readonly ops = new Slot((session) => Amqp.createChannel(session.connection))
+  readonly plain = new Slot((session) => Amqp.createChannel(session.connection))
+  readonly confirms = new Slot((session) =>
+    Effect.tap(Amqp.createConfirmChannel(session.connection), (channel) =>
+      Amqp.onReturn(channel, (raw) => {
+        const id = raw.properties.messageId
+        const tracker = typeof id === "string" ? this.trackers.get(id) : undefined
+        if (tracker !== undefined) tracker.returned = true
+      }))
+  )
+
+  closedError(): BrokerError {
+    if (this.fatal !== undefined) return this.fatal
+    if (this.shutdown) return new BrokerError({ reason: "Closed", message: "the RabbitMQ broker is shut down" })
+    return new BrokerError({ reason: "Closed", message: "the connection to RabbitMQ is down; reconnecting" })
+  }
+}
+
+class AmqpDelivery implements Delivery {
+  readonly body: Uint8Array
+  readonly exchange: string
+  readonly routingKey: string
+  readonly properties: Properties
+  readonly redelivered: boolean
+  readonly deliveryCount: number
+  readonly channel: Amqp.Channel
+  readonly raw: Amqp.RawMessage
+  settled = false
+
+  constructor(channel: Amqp.Channel, raw: Amqp.RawMessage) {
+    this.channel = channel
+    this.raw = raw
+    this.body = raw.content
+    this.exchange = raw.fields.exchange
+    this.routingKey = raw.fields.routingKey
+    this.properties = toProperties(raw)
+    this.redelivered = raw.fields.redelivered
+    const count: unknown = raw.properties.headers?.["x-delivery-count"]
+    this.deliveryCount = typeof count === "number" ? count : raw.fields.redelivered ? 1 : 0
+  }
+
+  // settling twice would be a channel error on RabbitMQ (unknown delivery tag): the second is a no-op
+  get ack(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.settled) return Effect.void
+      this.settled = true
+      return Amqp.ack(this.channel, this.raw)
+    })
+  }
+
+  get nack(): (requeue: boolean) => Effect.Effect<void> {
+    return (requeue) =>
+      Effect.suspend(() => {
+        if (this.settled) return Effect.void
+        this.settled = true
+        return Amqp.nack(this.channel, this.raw, requeue)
+      })
+  }
+}
+
+const closeQuietly = (channel: Amqp.Channel): Effect.Effect<void> =>
+  Effect.ignore(Effect.timeout(Amqp.closeChannel(channel), "5 seconds"))
+
+const connectionUrl = (url: string, heartbeat: number | undefined): Effect.Effect<string, BrokerError> =>
+  Effect.suspend(() => {
+    if (!URL.canParse(url)) {
+      return Effect.fail(new BrokerError({ reason: "Transport", message: `not an AMQP URL: ${redactUrl(url)}` }))
+    }
+    const parsed = new URL(url)
+    if (heartbeat !== undefined) parsed.searchParams.set("heartbeat", String(heartbeat))
+    else if (!parsed.searchParams.has("heartbeat")) parsed.searchParams.set("heartbeat", "10")
+    return Effect.succeed(parsed.toString())
+  })
+
+/** the URL without its password, for logs and errors */
+const redactUrl = (url: string): string => url.replace(/\/\/([^:@/]*):[^@/]*@/, "//$1:***@")
+
+const toBuffer = (body: Uint8Array): Buffer =>
+  Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength)
+
+const queueArguments = (options: QueueOptions | undefined): Amqp.QueueOptions => {
+  if (options === undefined) return { durable: false, exclusive: false, autoDelete: false }
+  const args: Record<string, HeaderValue> = {}
+  const result: Amqp.QueueOptions = {
+    // quorum queues (delivery limits) are always durable
+    durable: options.durable === true || options.deliveryLimit !== undefined,
+    exclusive: options.exclusive === true,
+    autoDelete: options.autoDelete === true,
+    arguments: args
+  }
+  if (options.deliveryLimit !== undefined) {
+    args["x-queue-type"] = "quorum"
+    // RabbitMQ dead-letters when the count of *re*deliveries exceeds the limit; ours counts deliveries
+    args["x-delivery-limit"] = Math.max(0, Math.floor(options.deliveryLimit) - 1)
+  }
+  if (options.singleActiveConsumer === true) args["x-single-active-consumer"] = true
+  if (options.deadLetterExchange !== undefined) result.deadLetterExchange = options.deadLetterExchange
+  if (options.deadLetterRoutingKey !== undefined) result.deadLetterRoutingKey = options.deadLetterRoutingKey
+  if (options.messageTtl !== undefined) result.messageTtl = Math.max(0, Math.floor(options.messageTtl))
+  if (options.expires !== undefined) result.expires = Math.max(1, Math.floor(options.expires))
+  return result
+}
+
+const publishOptions = (options: PublishOptions | undefined, replyTo: string | undefined): Amqp.PublishOptions => {
+  const result: Amqp.PublishOptions = {}
+  if (options === undefined) {
+    if (replyTo !== undefined) result.replyTo = replyTo
+    return result
+  }
+  if (options.mandatory === true) result.mandatory = true
+  if (options.contentType !== undefined) result.contentType = options.contentType
+  if (options.correlationId !== undefined) result.correlationId = options.correlationId
+  if (options.replyTo !== undefined) result.replyTo = options.replyTo
+  else if (replyTo !== undefined) result.replyTo = replyTo
+  if (options.messageId !== undefined) result.messageId = options.messageId
+  if (options.type !== undefined) result.type = options.type
+  if (options.expiration !== undefined) result.expiration = String(Math.max(0, Math.floor(options.expiration)))
+  if (options.persistent === true) result.persistent = true
+  if (options.headers !== undefined) result.headers = options.headers
+  return result
+}
+
+const toProperties = (raw: Amqp.RawMessage): Properties => {
+  const p = raw.properties
+  const result: MutableProperties = {}
+  const contentType: unknown = p.contentType
+  const correlationId: unknown = p.correlationId
+  const replyTo: unknown = p.replyTo
+  const messageId: unknown = p.messageId
+  const type: unknown = p.type
+  const expiration: unknown = p.expiration
+  const deliveryMode: unknown = p.deliveryMode
+  if (typeof contentType === "string") result.contentType = contentType
+  if (typeof correlationId === "string") result.correlationId = correlationId
+  if (typeof replyTo === "string") result.replyTo = replyTo
+  if (typeof messageId === "string") result.messageId = messageId
+  if (typeof type === "string") result.type = type
+  if (typeof expiration === "string" || typeof expiration === "number") {
+    const millis = Number(expiration)
+    if (Number.isFinite(millis)) result.expiration = millis
+  }
+  if (deliveryMode === 2) result.persistent = true
+  const headers = toHeaders(p.headers)
+  if (headers !== undefined) result.headers = headers
+  return result
+}
+
+/**
+ * Headers as both brokers expose them: strings, numbers and booleans only (RabbitMQ's tables, such
+ * as `x-death`, are left out), plus `x-death-reason` from the latest `x-death` entry.
+ */
+const toHeaders = (headers: Amqp.RawMessage["properties"]["headers"]): Record<string, HeaderValue> | undefined => {
+  if (headers === undefined || headers === null) return undefined
+  const result: Record<string, HeaderValue> = {}
+  let found = false
+  for (const key of Object.keys(headers)) {
+    const value: unknown = headers[key]
+    if (typeof value === "string" || typeof value === "number" || typeof value === "boolean") {
+      result[key] = value
+      found = true
+    } else if (typeof value === "bigint") {
+      result[key] = Number(value)
+      found = true
+    } else if (Buffer.isBuffer(value)) {
+      result[key] = value.toString("utf8")
+      found = true
+    }
+  }
+  const deaths: unknown = headers["x-death"]
+  if (Array.isArray(deaths) && deaths.length > 0) {
+    const latest: unknown = deaths[0]
+    const reason: unknown = typeof latest === "object" && latest !== null && "reason" in latest
+      ? latest.reason
+      : undefined
+    if (typeof reason === "string") {
+      result["x-death-reason"] = reason === "delivery_limit" ? "delivery-limit" : reason
+      found = true
+    }
+  }
+  return found ? result : undefined
+}
+
+const toMessage = (raw: Amqp.RawMessage) => ({
+  body: raw.content,
+  exchange: raw.fields.exchange,
+  routingKey: raw.fields.routingKey,
+  properties: toProperties(raw),
+  redelivered: raw.fields.redelivered === true
+})
+
+const toReturned = (raw: Amqp.RawMessage): Returned => {
+  const replyText: unknown = Reflect.get(raw.fields, "replyText")
+  return { ...toMessage(raw), replyText: typeof replyText === "string" ? replyText : "NO_ROUTE" }
+}

@@ -1,0 +1,490 @@
+/**
+ * The only module that imports amqplib: a thin Effect wrapper over its promise API.
+ *
+ * Every promise and callback of amqplib is wrapped once here, and every failure becomes a
+ * `BrokerError` with a reason read from the AMQP reply code (404 `NotFound`, 405/406 `Precondition`,
+ * a closed channel or connection `Closed`). Channels and connections created here always carry an
+ * `error` listener (an unhandled `error` event would crash the process) that remembers the last
+ * error, so that a confirm failed by a channel closure can report why the channel closed.
+ *
+ * @since 0.1.0
+ */
+import * as amqp from "amqplib"
+import { Deferred, Effect } from "effect"
+import { BrokerError, type BrokerErrorReason } from "../Broker.ts"
+
+/**
+ * An open AMQP connection.
+ *
+ * @since 0.1.0
+ */
+export type Connection = amqp.ChannelModel
+
+/**
+ * A channel.
+ *
+ * @since 0.1.0
+ */
+export type Channel = amqp.Channel
+
+/**
+ * A channel in confirm mode.
+ *
+ * @since 0.1.0
+ */
+export type ConfirmChannel = amqp.ConfirmChannel
+
+/**
+ * A message as amqplib hands it over (deliveries and returns).
+ *
+ * @since 0.1.0
+ */
+export type RawMessage = amqp.Message
+
+/**
+ * amqplib's publish options.
+ *
+ * @since 0.1.0
+ */
+export type PublishOptions = amqp.Options.Publish
+
+/**
+ * amqplib's queue declaration options.
+ *
+ * @since 0.1.0
+ */
+export type QueueOptions = amqp.Options.AssertQueue
+
+/**
+ * amqplib's exchange declaration options.
+ *
+ * @since 0.1.0
+ */
+export type ExchangeOptions = amqp.Options.AssertExchange
+
+/**
+ * Socket options: node's TLS options plus amqplib's own (`noDelay`, `timeout`, `clientProperties`, ...).
+ *
+ * @since 0.1.0
+ */
+export type SocketOptions = amqp.SocketOptions
+
+// ---- errors ----
+
+const NOT_FOUND = 404
+const RESOURCE_LOCKED = 405
+const PRECONDITION_FAILED = 406
+
+const codeOf = (cause: unknown): number | undefined => {
+  if (typeof cause !== "object" || cause === null || !("code" in cause)) return undefined
+  return typeof cause.code === "number" ? cause.code : undefined
+}
+
+const messageOf = (cause: unknown): string => {
+  if (cause instanceof Error) return cause.message
+  return String(cause)
+}
+
+const isClosedMessage = (message: string): boolean =>
+  /channel closed|channel closing|channel ended|connection closed|connection closing|socket closed|closed by server|broker forced|econnreset|epipe/i
+    .test(message)
+
+/**
+ * The reason of an amqplib failure.
+ *
+ * @since 0.1.0
+ */
+export const reasonOf = (cause: unknown): BrokerErrorReason => {
+  const code = codeOf(cause)
+  if (code === NOT_FOUND) return "NotFound"
+  if (code === PRECONDITION_FAILED || code === RESOURCE_LOCKED) return "Precondition"
+  if (cause instanceof amqp.IllegalOperationError) return "Closed"
+  if (isClosedMessage(messageOf(cause))) return "Closed"
+  return "Transport"
+}
+
+/**
+ * Maps any amqplib failure to a `BrokerError`, with what was being done as a prefix.
+ *
+ * @since 0.1.0
+ */
+export const toBrokerError = (cause: unknown, doing: string): BrokerError =>
+  new BrokerError({ reason: reasonOf(cause), message: `${doing}: ${messageOf(cause)}` })
+
+const lastErrors = new WeakMap<object, Error>()
+const closed = new WeakSet<object>()
+
+/**
+ * The last `error` event a channel or connection emitted, if any.
+ *
+ * @since 0.1.0
+ */
+export const lastError = (emitter: Channel | Connection): Error | undefined => lastErrors.get(emitter)
+
+/**
+ * Whether the channel has emitted `close`.
+ *
+ * @since 0.1.0
+ */
+export const isClosed = (channel: Channel): boolean => closed.has(channel)
+
+const guard = <C extends Channel>(channel: C): C => {
+  channel.on("error", (error: Error) => {
+    lastErrors.set(channel, error)
+  })
+  // ahead of amqplib's own listener, which fails the pending confirms: whatever runs on their
+  // failure must already see the channel as closed
+  channel.prependListener("close", () => {
+    closed.add(channel)
+  })
+  return channel
+}
+
+const failedOn = (channel: Channel, doing: string) => (cause: unknown): BrokerError => {
+  if (cause instanceof amqp.IllegalOperationError) closed.add(channel)
+  return toBrokerError(cause, doing)
+}
+
+// ---- connection ----
+
+/**
+ * Opens a connection. The socket options are passed as they are: the caller sets `noDelay`.
+ *
+ * @since 0.1.0
+ */
+export const connect = (url: string, socketOptions: SocketOptions): Effect.Effect<Connection, BrokerError> =>
+  Effect.tryPromise({
+    try: () =>
+      amqp.connect(url, socketOptions).then((connection) => {
+        connection.on("error", (error: Error) => {
+          lastErrors.set(connection, error)
+        })
+        return connection
+      }),
+    catch: (cause) => toBrokerError(cause, "connect")
+  })
+
+/**
+ * Closes a connection (and with it every channel).
+ *
+ * @since 0.1.0
+ */
+export const closeConnection = (connection: Connection): Effect.Effect<void, BrokerError> =>
+  Effect.tryPromise({ try: () => connection.close(), catch: (cause) => toBrokerError(cause, "close connection") })
+
+/**
+ * Calls `listener` once when the connection closes, with the error that closed it (if any).
+ * Returns the effect that removes the listener.
+ *
+ * @since 0.1.0
+ */
+export const onConnectionClose = (
+  connection: Connection,
+  listener: (error: Error | undefined) => void
+): Effect.Effect<void> =>
+  Effect.sync(() => {
+    connection.once("close", (error?: Error) => listener(error ?? lastErrors.get(connection)))
+  })
+
+/**
+ * Listens to the broker's flow control (`connection.blocked` / `unblocked`).
+ *
+ * @since 0.1.0
+ */
+export const onBlocked = (
+  connection: Connection,
+  listener: (blocked: boolean, reason: string) => void
+): Effect.Effect<void> =>
+  Effect.sync(() => {
+    connection.on("blocked", (reason: string) => listener(true, reason))
+    connection.on("unblocked", () => listener(false, ""))
+  })
+
+// ---- channels ----
+
+/**
+ * Opens a plain channel.
+ *
+ * @since 0.1.0
+ */
+export const createChannel = (connection: Connection): Effect.Effect<Channel, BrokerError> =>
+  Effect.tryPromise({
+    try: () => connection.createChannel().then(guard),
+    catch: (cause) => toBrokerError(cause, "open channel")
+  })
+
+/**
+ * Opens a channel in confirm mode.
+ *
+ * @since 0.1.0
+ */
+export const createConfirmChannel = (connection: Connection): Effect.Effect<ConfirmChannel, BrokerError> =>
+  Effect.tryPromise({
+    try: () => connection.createConfirmChannel().then(guard),
+    catch: (cause) => toBrokerError(cause, "open confirm channel")
+  })
+
+/**
+ * Closes a channel; a channel that is already closed is fine.
+ *
+ * @since 0.1.0
+ */
+export const closeChannel = (channel: Channel): Effect.Effect<void, BrokerError> =>
+  Effect.suspend(() =>
+    closed.has(channel)
+      ? Effect.void
+      : Effect.tryPromise({ try: () => channel.close(), catch: (cause) => toBrokerError(cause, "close channel") })
+  )
+
+/**
+ * Calls `listener` once when the channel closes, with the error that closed it (if any).
+ *
+ * @since 0.1.0
+ */
+export const onChannelClose = (channel: Channel, listener: (error: Error | undefined) => void): Effect.Effect<void> =>
+  Effect.sync(() => {
+    if (closed.has(channel)) {
+      listener(lastErrors.get(channel))
+      return
+    }
+    channel.once("close", () => listener(lastErrors.get(channel)))
+  })
+
+/**
+ * Calls `listener` for every message the broker returns (unroutable `mandatory` publishes).
+ *
+ * @since 0.1.0
+ */
+export const onReturn = (channel: Channel, listener: (message: RawMessage) => void): Effect.Effect<void> =>
+  Effect.sync(() => {
+    channel.on("return", listener)
+  })
+
+/**
+ * Waits until the channel's write buffer has drained (or the channel closed).
+ *
+ * @since 0.1.0
+ */
+export const waitDrain = (channel: Channel): Effect.Effect<void> =>
+  Effect.callback<void>((resume) => {
+    if (closed.has(channel)) {
+      resume(Effect.void)
+      return
+    }
+    const done = () => {
+      channel.off("drain", done)
+      channel.off("close", done)
+      resume(Effect.void)
+    }
+    channel.on("drain", done)
+    channel.on("close", done)
+    return Effect.sync(() => {
+      channel.off("drain", done)
+      channel.off("close", done)
+    })
+  })
+
+// ---- topology ----
+
+/**
+ * Declares an exchange.
+ *
+ * @since 0.1.0
+ */
+export const assertExchange = (
+  channel: Channel,
+  name: string,
+  type: string,
+  options: ExchangeOptions
+): Effect.Effect<void, BrokerError> =>
+  Effect.tryPromise({
+    try: () => channel.assertExchange(name, type, options),
+    catch: (cause) => toBrokerError(cause, `declare exchange '${name}'`)
+  })
+
+/**
+ * Declares a queue and returns its name.
+ *
+ * @since 0.1.0
+ */
+export const assertQueue = (
+  channel: Channel,
+  name: string,
+  options: QueueOptions
+): Effect.Effect<string, BrokerError> =>
+  Effect.tryPromise({
+    try: () => channel.assertQueue(name, options).then((ok) => ok.queue),
+    catch: (cause) => toBrokerError(cause, `declare queue '${name}'`)
+  })
+
+/**
+ * Deletes a queue.
+ *
+ * @since 0.1.0
+ */
+export const deleteQueue = (channel: Channel, name: string): Effect.Effect<void, BrokerError> =>
+  Effect.tryPromise({
+    try: () => channel.deleteQueue(name),
+    catch: (cause) => toBrokerError(cause, `delete queue '${name}'`)
+  })
+
+/**
+ * Binds a queue to an exchange.
+ *
+ * @since 0.1.0
+ */
+export const bindQueue = (
+  channel: Channel,
+  queue: string,
+  exchange: string,
+  pattern: string
+): Effect.Effect<void, BrokerError> =>
+  Effect.tryPromise({
+    try: () => channel.bindQueue(queue, exchange, pattern),
+    catch: (cause) => toBrokerError(cause, `bind queue '${queue}' to '${exchange}'`)
+  })
+
+/**
+ * Unbinds a queue from an exchange.
+ *
+ * @since 0.1.0
+ */
+export const unbindQueue = (
+  channel: Channel,
+  queue: string,
+  exchange: string,
+  pattern: string
+): Effect.Effect<void, BrokerError> =>
+  Effect.tryPromise({
+    try: () => channel.unbindQueue(queue, exchange, pattern),
+    catch: (cause) => toBrokerError(cause, `unbind queue '${queue}' from '${exchange}'`)
+  })
+
+// ---- messages ----
+
+/**
+ * Sets the per-consumer prefetch of the channel's next consumers.
+ *
+ * @since 0.1.0
+ */
+export const prefetch = (channel: Channel, count: number): Effect.Effect<void, BrokerError> =>
+  Effect.tryPromise({
+    try: () => channel.prefetch(count),
+    catch: (cause) => toBrokerError(cause, "set prefetch")
+  })
+
+/**
+ * Starts a consumer and returns its tag. `onMessage` receives `null` when the broker cancels the
+ * consumer (the queue was deleted).
+ *
+ * @since 0.1.0
+ */
+export const consume = (
+  channel: Channel,
+  queue: string,
+  onMessage: (message: RawMessage | null) => void,
+  options: { readonly noAck: boolean; readonly consumerTag?: string | undefined }
+): Effect.Effect<string, BrokerError> =>
+  Effect.tryPromise({
+    try: () =>
+      channel.consume(
+        queue,
+        onMessage,
+        options.consumerTag === undefined
+          ? { noAck: options.noAck }
+          : { noAck: options.noAck, consumerTag: options.consumerTag }
+      ).then((ok) => ok.consumerTag),
+    catch: (cause) => toBrokerError(cause, `consume '${queue}'`)
+  })
+
+/**
+ * Cancels a consumer (basic.cancel); the channel stays open.
+ *
+ * @since 0.1.0
+ */
+export const cancel = (channel: Channel, consumerTag: string): Effect.Effect<void, BrokerError> =>
+  Effect.tryPromise({
+    try: () => channel.cancel(consumerTag),
+    catch: (cause) => toBrokerError(cause, "cancel consumer")
+  })
+
+/**
+ * Acks a delivery; a no-op when its channel is gone.
+ *
+ * @since 0.1.0
+ */
+export const ack = (channel: Channel, message: RawMessage): Effect.Effect<void> =>
+  Effect.ignore(Effect.try({ try: () => channel.ack(message), catch: (cause) => toBrokerError(cause, "ack") }))
+
+/**
+ * Nacks a delivery, requeued or not; a no-op when its channel is gone.
+ *
+ * @since 0.1.0
+ */
+export const nack = (channel: Channel, message: RawMessage, requeue: boolean): Effect.Effect<void> =>
+  Effect.ignore(
+    Effect.try({ try: () => channel.nack(message, false, requeue), catch: (cause) => toBrokerError(cause, "nack") })
+  )
+
+/**
+ * Nacks a delivery from a callback (no effect to run): requeues what arrived after a cancel.
+ *
+ * @since 0.1.0
+ */
+export const requeueUnsafe = (channel: Channel, message: RawMessage): void => {
+  if (!closed.has(channel)) Effect.runSync(nack(channel, message, true))
+}
+
+/**
+ * Publishes on a channel; `false` means the channel's buffer is full and the caller should wait for
+ * `waitDrain` before writing more.
+ *
+ * @since 0.1.0
+ */
+export const publish = (
+  channel: Channel,
+  exchange: string,
+  routingKey: string,
+  content: Buffer,
+  options: PublishOptions
+): Effect.Effect<boolean, BrokerError> =>
+  Effect.try({
+    try: () => channel.publish(exchange, routingKey, content, options),
+    catch: failedOn(channel, `publish to '${exchange}'`)
+  })
+
+/**
+ * Publishes on a confirm channel. Returns whether the buffer has room (as `publish`) and a
+ * `Deferred` completed by the broker's confirm: a nack fails it with `Nacked`, a channel closed
+ * before the confirm fails it with the reason of the closure.
+ *
+ * @since 0.1.0
+ */
+export const publishConfirm = (
+  channel: ConfirmChannel,
+  exchange: string,
+  routingKey: string,
+  content: Buffer,
+  options: PublishOptions
+): Effect.Effect<{ readonly written: boolean; readonly confirmed: Deferred.Deferred<void, BrokerError> }, BrokerError> =>
+  Effect.suspend(() => {
+    const confirmed = Deferred.makeUnsafe<void, BrokerError>()
+    const onConfirm = (error: unknown) => {
+      if (error === null || error === undefined) {
+        Deferred.doneUnsafe(confirmed, Effect.void)
+        return
+      }
+      const message = messageOf(error)
+      const failure = message === "message nacked"
+        ? new BrokerError({ reason: "Nacked", message: `the broker nacked a publish to '${exchange}'` })
+        : toBrokerError(lastErrors.get(channel) ?? error, `publish to '${exchange}'`)
+      Deferred.doneUnsafe(confirmed, Effect.fail(failure))
+    }
+    return Effect.map(
+      Effect.try({
+        try: () => channel.publish(exchange, routingKey, content, options, onConfirm),
+        catch: failedOn(channel, `publish to '${exchange}'`)
+      }),
+      (written) => ({ written, confirmed })
+    )
+  })
