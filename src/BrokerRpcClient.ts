@@ -107,11 +107,13 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
               if (instance !== undefined) entry.instance = instance
               return finish(message)
             },
-            onReturned: finish({
-              _tag: "Exit",
-              requestId: String(requestId),
-              exit: wire.serviceErrorExit(new ServiceNotFound({ service }))
-            })
+            onReturned: Effect.suspend(() =>
+              finish({
+                _tag: "Exit",
+                requestId: String(requestId),
+                exit: wire.serviceErrorExit(new ServiceNotFound({ service }))
+              })
+            )
           })
           const headers: Record<string, string> = {}
           for (const [key, value] of request.headers) headers[key] = value
@@ -173,10 +175,16 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
       }
     }))
 
-  const clients = new WeakMap<object, unknown>()
+  // keyed by name and group: two versions of one contract get two clients
+  const clients = new Map<string, WeakMap<object, unknown>>()
   const client = <Rpcs extends Rpc.Any>(service: string, group: RpcGroup.RpcGroup<Rpcs>) =>
     Effect.suspend(() => {
-      const cached = clients.get(group)
+      let byGroup = clients.get(service)
+      if (byGroup === undefined) {
+        byGroup = new WeakMap()
+        clients.set(service, byGroup)
+      }
+      const cached = byGroup.get(group)
       if (cached !== undefined) return Effect.succeed(cached as RpcClient.RpcClient<Rpcs, RpcClientError.RpcClientError>)
       return makeProtocol(service).pipe(
         Effect.flatMap((protocol) =>
@@ -184,7 +192,7 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
             Effect.provideService(RpcClient.Protocol, protocol)
           )
         ),
-        Effect.tap((made) => Effect.sync(() => clients.set(group, made))),
+        Effect.tap((made) => Effect.sync(() => byGroup.set(group, made))),
         Scope.provide(scope)
       ) as Effect.Effect<RpcClient.RpcClient<Rpcs, RpcClientError.RpcClientError>>
     })

@@ -27,7 +27,7 @@ import type { Broker, BrokerError } from "./Broker.ts"
 import * as BrokerRpcServer from "./BrokerRpcServer.ts"
 import * as CallContext from "./CallContext.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
-import { RemoteDefect, ServiceError } from "./ServiceError.ts"
+import { CallTimeout, RemoteDefect, ServiceError } from "./ServiceError.ts"
 
 /**
  * @since 0.1.0
@@ -129,10 +129,13 @@ const wrapHandler = (service: string, method: string, handler: RawHandler, expos
     const effect = withStack(Effect.provideService(result, CallContext.CallContext, context))
     if (context.deadline === undefined) return effect
     const deadline = context.deadline
-    // past the caller's deadline nobody waits for the answer: stop the work
-    return Effect.flatMap(
-      Clock.currentTimeMillis,
-      (now) => Effect.timeoutOrElse(effect, { duration: Math.max(0, deadline - now), orElse: () => Effect.interrupt })
-    )
+    // past the caller's deadline nobody waits for the answer: stop the work, say why
+    return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      const timeoutMillis = Math.max(0, deadline - now)
+      return Effect.timeoutOrElse(effect, {
+        duration: timeoutMillis,
+        orElse: () => Effect.die(encodeServiceError(new CallTimeout({ service, method, timeoutMillis })))
+      })
+    })
   })
 }

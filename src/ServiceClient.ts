@@ -17,8 +17,8 @@
  */
 import { Cause, Clock, Duration, Effect, Option, Schedule, Schema, Stream } from "effect"
 import type { Layer } from "effect"
-import type { Rpc, RpcSchema } from "effect/rpc"
-import { RpcClientError } from "effect/rpc"
+import type { Rpc } from "effect/rpc"
+import { RpcClientError, RpcSchema } from "effect/rpc"
 import type { Broker, BrokerError } from "./Broker.ts"
 import * as BrokerRpcClient from "./BrokerRpcClient.ts"
 import * as CallContext from "./CallContext.ts"
@@ -127,9 +127,7 @@ type RawMethod = (
   options: { readonly headers: Record<string, string> }
 ) => Effect.Effect<unknown, unknown> | Stream.Stream<unknown, unknown>
 
-const isStream = (rpc: Rpc.AnyWithProps | Rpc.Any): boolean =>
-  "successSchema" in rpc && typeof rpc.successSchema === "object" && rpc.successSchema !== null &&
-  "~effect/rpc/RpcSchema/Stream" in rpc.successSchema
+const isStream = (rpc: Rpc.Any): boolean => RpcSchema.isStreamSchema((rpc as Rpc.AnyWithProps).successSchema)
 
 const decodeServiceError = Schema.decodeUnknownOption(ServiceErrorSchema)
 
@@ -160,7 +158,9 @@ const toCallError = (service: string, method: string) => (cause: Cause.Cause<unk
       ))
     }
   }
-  return Effect.failCause(cause)
+  // only interrupts: if this fiber was interrupted it stays so; a remote interrupt must not
+  // masquerade as a local one
+  return Effect.fail(new RemoteDefect({ service, method, message: "the call was interrupted on the server" }))
 }
 
 const shortId = (): string => crypto.randomUUID().slice(0, 13)

@@ -1,0 +1,28 @@
+/**
+ * The calculator service: one value, one Layer.
+ */
+import { Effect, Schedule, Stream } from "effect"
+import { CallContext, Service } from "effect-mesh"
+import { Calculator, DivisionByZero } from "./contract.ts"
+
+export const CalculatorLive = Service.make(Calculator, {
+  handlers: {
+    add: ({ a, b }) => Effect.succeed(a + b),
+    divide: ({ a, b }) => b === 0 ? Effect.fail(new DivisionByZero({ dividend: a })) : Effect.succeed(a / b),
+    countdown: ({ from }) =>
+      Stream.iterate(from, (n) => n - 1).pipe(
+        Stream.takeWhile((n) => n >= 0),
+        Stream.schedule(Schedule.spaced("1 millis"))
+      ),
+    multiply: ({ a, b }) =>
+      Effect.gen(function*() {
+        const context = yield* CallContext.CallContext
+        yield* Effect.logInfo("calculator.multiply", {
+          correlationId: context.correlationId,
+          callIdStack: context.callIdStack
+        })
+        return a * b
+      }),
+    sleep: ({ millis }) => Effect.sleep(millis).pipe(Effect.as(`slept ${millis} ms`))
+  }
+})

@@ -1,0 +1,24 @@
+/**
+ * effect-mesh: microservices on Effect 4 and RabbitMQ.
+ *
+ * @since 0.1.0
+ */
+
+/** @since 0.1.0 */
+export * as Broker from "./Broker.ts"
+/** @since 0.1.0 */
+export * as BrokerRpcClient from "./BrokerRpcClient.ts"
+/** @since 0.1.0 */
+export * as BrokerRpcServer from "./BrokerRpcServer.ts"
+/** @since 0.1.0 */
+export * as CallContext from "./CallContext.ts"
+/** @since 0.1.0 */
+export * as MemoryBroker from "./MemoryBroker.ts"
+/** @since 0.1.0 */
+export * as Service from "./Service.ts"
+/** @since 0.1.0 */
+export * as ServiceClient from "./ServiceClient.ts"
+/** @since 0.1.0 */
+export * as ServiceContract from "./ServiceContract.ts"
+/** @since 0.1.0 */
+export * as ServiceError from "./ServiceError.ts"
