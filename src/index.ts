@@ -5,6 +5,8 @@
  */
 
 /** @since 0.1.0 */
+export * as AmqpBroker from "./AmqpBroker.ts"
+/** @since 0.1.0 */
 export * as Broker from "./Broker.ts"
 /** @since 0.1.0 */
 export * as BrokerRpcClient from "./BrokerRpcClient.ts"
@@ -14,6 +16,8 @@ export * as BrokerRpcServer from "./BrokerRpcServer.ts"
 export * as CallContext from "./CallContext.ts"
 /** @since 0.1.0 */
 export * as MemoryBroker from "./MemoryBroker.ts"
+/** @since 0.1.0 */
+export * as MeshTest from "./MeshTest.ts"
 /** @since 0.1.0 */
 export * as Service from "./Service.ts"
 /** @since 0.1.0 */

@@ -1,0 +1,78 @@
+import { Context, Effect, Layer, Stream } from "effect"
+import type { Broker, BrokerError } from "effect-mesh/Broker"
+import { Service, ServiceClient } from "effect-mesh"
+import type { ServiceContract } from "effect-mesh"
+import type { ServiceError } from "effect-mesh/ServiceError"
+import { describe, expect, it } from "tstyche"
+import type { DivisionByZero } from "../examples/calculator/contract.ts"
+import { Calculator } from "../examples/calculator/contract.ts"
+
+declare const calc: ServiceClient.ServiceClient<ServiceContract.Rpcs<typeof Calculator>>
+
+describe("ServiceClient", () => {
+  it("derives each method's payload from the contract", () => {
+    expect(calc.add).type.toBeCallableWith({ a: 1, b: 2 })
+    expect(calc.add).type.not.toBeCallableWith({ a: "1", b: 2 })
+    expect(calc.add).type.not.toBeCallableWith({ a: 1 })
+    expect(calc.add).type.toBeCallableWith({ a: 1, b: 2 }, { timeout: "1 second" })
+  })
+
+  it("has exactly the contract's errors plus the mesh's own in the error channel", () => {
+    expect(calc.divide({ a: 1, b: 2 })).type.toBe<Effect.Effect<number, DivisionByZero | ServiceError>>()
+    expect(calc.add({ a: 1, b: 2 })).type.toBe<Effect.Effect<number, ServiceError>>()
+  })
+
+  it("returns a Stream for a streaming rpc", () => {
+    expect(calc.countdown({ from: 3 })).type.toBe<Stream.Stream<number, ServiceError>>()
+  })
+
+  it("needs the transport to be made", () => {
+    expect(ServiceClient.make(Calculator)).type.toBe<
+      Effect.Effect<typeof calc, never, ServiceClient.Transport>
+    >()
+  })
+})
+
+class Database extends Context.Service<Database, { readonly lookup: (n: number) => Effect.Effect<number> }>()(
+  "dtslint/Database"
+) {}
+
+describe("Service.make", () => {
+  it("requires what the handlers require, and the broker", () => {
+    const layer = Service.make(Calculator, {
+      handlers: {
+        add: ({ a, b }) => Effect.flatMap(Database, (db) => db.lookup(a + b)),
+        divide: ({ a, b }) => Effect.succeed(a / b),
+        countdown: ({ from }) => Stream.make(from),
+        multiply: ({ a, b }) => Effect.succeed(a * b),
+        sleep: () => Effect.succeed("ok")
+      }
+    })
+    expect(layer).type.toBe<Layer.Layer<never, BrokerError, Broker | Database>>()
+  })
+
+  it("requires only the broker when the handlers need nothing", () => {
+    const layer = Service.make(Calculator, {
+      handlers: {
+        add: ({ a, b }) => Effect.succeed(a + b),
+        divide: ({ a, b }) => Effect.succeed(a / b),
+        countdown: ({ from }) => Stream.make(from),
+        multiply: ({ a, b }) => Effect.succeed(a * b),
+        sleep: () => Effect.succeed("ok")
+      }
+    })
+    expect(layer).type.toBe<Layer.Layer<never, BrokerError, Broker>>()
+  })
+
+  it("rejects a handler with the wrong success type", () => {
+    expect(Service.make).type.not.toBeCallableWith(Calculator, {
+      handlers: {
+        add: () => Effect.succeed("not a number"),
+        divide: ({ a, b }: { a: number; b: number }) => Effect.succeed(a / b),
+        countdown: ({ from }: { from: number }) => Stream.make(from),
+        multiply: () => Effect.succeed(1),
+        sleep: () => Effect.succeed("ok")
+      }
+    })
+  })
+})
