@@ -5,8 +5,9 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { afterAll, beforeAll } from "vitest"
-import { Clock, type Duration, Effect, Exit, Fiber, Option, Queue, Ref, Schedule, Scope, Stream } from "effect"
+import { Clock, type Duration, Effect, Exit, Fiber, Layer, Option, Queue, Ref, Schedule, Scope, Stream } from "effect"
 import { execFile } from "node:child_process"
+import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import * as AmqpBroker from "../src/AmqpBroker.ts"
 import { Broker, type BrokerError, type Consumer, type Delivery, type Incoming } from "../src/Broker.ts"
@@ -450,6 +451,13 @@ const rabbit = (command: "start" | "stop" | "restart") =>
     )
   })
 
+/** signals the fault node's Erlang VM (its pid is in the script's pid file) */
+const signalNode = (signal: NodeJS.Signals) =>
+  Effect.sync(() => {
+    const pidFile = fileURLToPath(new URL(`../.rabbitmq/${faultPort}/rabbitmq.pid`, import.meta.url))
+    process.kill(Number(readFileSync(pidFile, "utf8").trim()), signal)
+  })
+
 describe("AmqpBroker faults", () => {
   let url = ""
   beforeAll(async () => {
@@ -545,4 +553,65 @@ describe("AmqpBroker faults", () => {
         )
       }).pipe(Effect.provide(brokerLayer(url)))
     }), 240_000)
+  it.live("a crashed node (SIGKILL): the connection loss is noticed and the consumer resumes after a start", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker
+      const queue = yield* broker.declareQueue(`t.crash.${suffix()}`)
+      const consumer = yield* broker.consume(queue, { prefetch: 1 })
+      const received = yield* Queue.unbounded<string>()
+      yield* consumer.deliveries.pipe(
+        Stream.runForEach((d) => Effect.andThen(Queue.offer(received, decode(d.body)), d.ack)),
+        Effect.forkScoped
+      )
+      yield* signalNode("SIGKILL")
+      const failure = yield* broker.publish("", queue, encode("during")).pipe(
+        Effect.flip,
+        Effect.retry(Schedule.spaced("20 millis")),
+        Effect.timeout("10 seconds")
+      )
+      assert.strictEqual(failure.reason, "Closed")
+      yield* rabbit("start")
+      yield* broker.publish("", queue, encode("back"), { confirm: true }).pipe(
+        Effect.retry(Schedule.max([Schedule.spaced("100 millis"), Schedule.during("30 seconds")]))
+      )
+      let next = yield* Queue.take(received).pipe(Effect.timeout("10 seconds"))
+      while (next === "during") next = yield* Queue.take(received).pipe(Effect.timeout("10 seconds"))
+      assert.strictEqual(next, "back")
+    }).pipe(Effect.provide(Layer.suspend(() => brokerLayer(url)))), 240_000)
+
+  it.live("a frozen node (SIGSTOP): heartbeats notice it, and the broker reconnects when it thaws", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker
+      const queue = yield* broker.declareQueue(`t.frozen.${suffix()}`)
+      const consumer = yield* broker.consume(queue, { prefetch: 1 })
+      yield* signalNode("SIGSTOP")
+      const thaw = signalNode("SIGCONT")
+      yield* Effect.gen(function*() {
+        const start = yield* Clock.currentTimeMillis
+        // a publish on a frozen peer does not fail by itself: the heartbeat timeout closes the connection
+        const failure = yield* broker.publish("", queue, encode("during")).pipe(
+          Effect.flip,
+          Effect.retry(Schedule.spaced("100 millis")),
+          Effect.timeout("20 seconds")
+        )
+        assert.strictEqual(failure.reason, "Closed")
+        assert.isBelow((yield* Clock.currentTimeMillis) - start, 10_000)
+      }).pipe(Effect.ensuring(thaw))
+      yield* broker.publish("", queue, encode("thawed"), { confirm: true }).pipe(
+        Effect.retry(Schedule.max([Schedule.spaced("100 millis"), Schedule.during("60 seconds")]))
+      )
+      const got = yield* consumer.deliveries.pipe(
+        Stream.tap((d) => d.ack),
+        Stream.map((d) => decode(d.body)),
+        Stream.filter((body) => body === "thawed"),
+        Stream.take(1),
+        Stream.runCollect,
+        Effect.timeout("20 seconds")
+      )
+      assert.deepStrictEqual(Array.from(got), ["thawed"])
+    }).pipe(
+      Effect.provide(Layer.suspend(() =>
+        AmqpBroker.layer({ url, heartbeat: 1, reconnect: Schedule.spaced("250 millis"), connectTimeout: "2 seconds" })
+      ))
+    ), 240_000)
 })
