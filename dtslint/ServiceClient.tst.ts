@@ -75,4 +75,22 @@ describe("Service.make", () => {
       }
     })
   })
+
+  it("adds what its entrypoints require and fail with", () => {
+    class Clock2 extends Context.Service<Clock2, { readonly now: number }>()("dtslint/Clock2") {}
+    class StartError extends Error {}
+    const entrypoint = Service.entrypoint("probe", () =>
+      Layer.effectDiscard(Effect.flatMap(Clock2, () => Effect.fail(new StartError()))))
+    const layer = Service.make(Calculator, {
+      handlers: {
+        add: ({ a, b }) => Effect.succeed(a + b),
+        divide: ({ a, b }) => Effect.succeed(a / b),
+        countdown: ({ from }) => Stream.make(from),
+        multiply: ({ a, b }) => Effect.succeed(a * b),
+        sleep: () => Effect.succeed("ok")
+      },
+      entrypoints: [entrypoint]
+    })
+    expect(layer).type.toBe<Layer.Layer<never, BrokerError | StartError, Broker | Clock2>>()
+  })
 })

@@ -46,6 +46,53 @@ export interface Options<Handlers, EX, RX> {
 }
 
 /**
+ * Who is running: the service's name and this instance's id (unique per running Layer).
+ *
+ * @since 0.1.0
+ */
+export interface Instance {
+  readonly service: string
+  readonly instanceId: string
+}
+
+/**
+ * Something a service runs besides its rpc handlers (an event subscription, a timer, a worker, an
+ * HTTP route): a Layer made for the running instance.
+ *
+ * @since 0.1.0
+ */
+export interface Entrypoint<out E = never, out R = never> {
+  readonly _tag: "Entrypoint"
+  /** a name for logs and `describe` */
+  readonly name: string
+  readonly layer: (instance: Instance) => Layer.Layer<never, E, R>
+}
+
+/**
+ * Makes an entrypoint.
+ *
+ * @since 0.1.0
+ */
+export const entrypoint = <E, R>(
+  name: string,
+  layer: (instance: Instance) => Layer.Layer<never, E, R>
+): Entrypoint<E, R> => ({ _tag: "Entrypoint", name, layer })
+
+/**
+ * The error of a list of entrypoints.
+ *
+ * @since 0.1.0
+ */
+export type EntrypointError<T> = T extends Entrypoint<infer E, infer _R> ? E : never
+
+/**
+ * The requirements of a list of entrypoints.
+ *
+ * @since 0.1.0
+ */
+export type EntrypointServices<T> = T extends Entrypoint<infer _E, infer R> ? R : never
+
+/**
  * What the Layer of `make` requires: the broker, and everything the handlers require.
  *
  * @since 0.1.0
@@ -67,11 +114,36 @@ export const make = <
   Rpcs extends Rpc.Any,
   const Handlers extends RpcGroup.HandlersFrom<Rpcs>,
   EX = never,
-  RX = never
+  RX = never,
+  const Entrypoints extends ReadonlyArray<Entrypoint<unknown, unknown>> = []
 >(
   contract: ServiceContract<Name, Rpcs>,
-  options: Options<Handlers, EX, RX>
-): Layer.Layer<never, EX | BrokerError, Requirements<Rpcs, Handlers, RX>> =>
+  options: Options<Handlers, EX, RX> & {
+    /** event subscriptions, timers, workers, routes: everything else the service runs */
+    readonly entrypoints?: Entrypoints | undefined
+  }
+): Layer.Layer<
+  never,
+  EX | BrokerError | EntrypointError<Entrypoints[number]>,
+  Requirements<Rpcs, Handlers, RX> | EntrypointServices<Entrypoints[number]>
+> =>
+  Layer.unwrap(Effect.sync(() => {
+    const instance: Instance = { service: contract.name, instanceId: crypto.randomUUID() }
+    const entrypoints = (options.entrypoints ?? []).map((e) => e.layer(instance))
+    return Layer.mergeAll(rpcLayer(contract, options, instance), ...entrypoints)
+  })) as Layer.Layer<
+    never,
+    EX | BrokerError | EntrypointError<Entrypoints[number]>,
+    Requirements<Rpcs, Handlers, RX> | EntrypointServices<Entrypoints[number]>
+  >
+
+// ---- internal ----
+
+const rpcLayer = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
+  contract: ServiceContract<string, Rpcs>,
+  options: Options<Handlers, EX, RX>,
+  instance: Instance
+) =>
   Layer.effectDiscard(Effect.gen(function*() {
     const build = options.handlers
     const handlers: Record<string, RawHandler> = Effect.isEffect(build)
@@ -81,13 +153,13 @@ export const make = <
     for (const tag in handlers) {
       wrapped[tag] = wrapHandler(contract.name, tag, handlers[tag], options.exposeStackTraces === true)
     }
-    const context = yield* contract.group.toHandlers(wrapped as unknown as Handlers)
+    const context = yield* contract.group.toHandlers(wrapped as unknown as RpcGroup.HandlersFrom<Rpcs>)
     const server = yield* BrokerRpcServer.make({
       service: contract.name,
       group: contract.group as unknown as RpcGroup.RpcGroup<Rpc.Any>,
       concurrency: options.concurrency ?? 64,
       drainTimeout: options.drainTimeout ?? BrokerRpcServer.defaultDrainTimeout,
-      instanceId: crypto.randomUUID(),
+      instanceId: instance.instanceId,
       deliveryLimit: options.deliveryLimit
     })
     yield* RpcServer.make(contract.group, {
@@ -101,8 +173,6 @@ export const make = <
     // added last, so it runs first: requests drain before the server above is interrupted
     yield* Effect.addFinalizer(() => server.drain)
   })) as Layer.Layer<never, EX | BrokerError, Requirements<Rpcs, Handlers, RX>>
-
-// ---- internal ----
 
 type HandlerResult = Effect.Effect<unknown, unknown, unknown> | Stream.Stream<unknown, unknown, unknown>
 type RawHandler = (payload: unknown, options: Parameters<Rpc.ToHandlerFn<Rpc.Any>>[1]) => RpcModule.WrapperOr<HandlerResult>

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Layer, Stream } from "effect"
-import { MeshTest, ServiceClient } from "effect-mesh"
+import { Context, Deferred, Effect, Layer, Stream } from "effect"
+import { MeshTest, Service, ServiceClient } from "effect-mesh"
 import { Calculator, DivisionByZero } from "../examples/calculator/contract.ts"
 import { CalculatorLive } from "../examples/calculator/service.ts"
 import { Orders } from "../examples/orders/contract.ts"
@@ -37,4 +37,22 @@ describe("MeshTest", () => {
       Effect.scoped,
       Effect.provide(Layer.succeed(Rates)({ factor: Effect.succeed(10) }))
     ))
+})
+
+describe("Service entrypoints", () => {
+  it.live("run with the service's instance, next to its rpc handlers", () =>
+    Effect.gen(function*() {
+      const seen = yield* Deferred.make<Service.Instance>()
+      const probe = Service.entrypoint("probe", (instance) => Layer.effectDiscard(Deferred.succeed(seen, instance)))
+      const layer = Service.make(Calculator, { handlers, entrypoints: [probe] }).pipe(
+        Layer.provide(Layer.succeed(Rates)({ factor: Effect.succeed(1) }))
+      )
+      yield* Effect.gen(function*() {
+        const instance = yield* Deferred.await(seen)
+        assert.strictEqual(instance.service, "calculator")
+        assert.match(instance.instanceId, /^[0-9a-f-]{36}$/)
+        const calc = yield* ServiceClient.make(Calculator)
+        assert.strictEqual(yield* calc.add({ a: 2, b: 3 }), 5)
+      }).pipe(Effect.provide(MeshTest.layer(layer)))
+    }))
 })
