@@ -105,7 +105,9 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
           routes.set(correlationId, {
             onReply: (message, instance) => {
               if (instance !== undefined) entry.instance = instance
-              return finish(message)
+              // a chunk waits for its consumer to pull; it must not hold up other calls' replies.
+              // Order is kept: the next chunk is only sent after this one is written and acked
+              return message._tag === "Chunk" ? Effect.asVoid(Effect.forkIn(finish(message), scope)) : finish(message)
             },
             onReturned: Effect.suspend(() =>
               finish({
