@@ -163,13 +163,7 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
     const deleteQueue = (name: string) =>
       Effect.tap(
         ops((channel) => Amqp.deleteQueue(channel, name)),
-        () =>
-          Effect.sync(() => {
-            state.queues.delete(name)
-            for (const [key, binding] of state.bindings) {
-              if (binding.queue === name) state.bindings.delete(key)
-            }
-          })
+        () => Effect.sync(() => state.forgetQueue(name))
       )
 
     const bindQueue = (queue: string, exchange: string, pattern: string) =>
@@ -342,6 +336,7 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
       Effect.suspend(() => {
         consumer.closed = true
         state.consumers.delete(consumer)
+        state.forgetIfAutoDeleted(consumer.queue)
         Queue.endUnsafe(consumer.mailbox)
         const channel = consumer.channel
         consumer.channel = undefined
@@ -753,6 +748,25 @@ class State {
         if (tracker !== undefined) tracker.returned = true
       }))
   )
+
+  forgetQueue(name: string): void {
+    this.queues.delete(name)
+    for (const [key, binding] of this.bindings) {
+      if (binding.queue === name) this.bindings.delete(key)
+    }
+  }
+
+  /**
+   * RabbitMQ deletes an auto-delete queue with its last consumer: once ours are gone, do not declare
+   * it again after a reconnect (consumers on other connections declare it themselves)
+   */
+  forgetIfAutoDeleted(queue: string): void {
+    if (this.queues.get(queue)?.autoDelete !== true) return
+    for (const consumer of this.consumers) {
+      if (consumer.queue === queue) return
+    }
+    this.forgetQueue(queue)
+  }
 
   closedError(): BrokerError {
     if (this.fatal !== undefined) return this.fatal
