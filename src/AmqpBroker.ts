@@ -19,6 +19,7 @@
  */
 import { Cause, Channel, Config, Deferred, Duration, Effect, Exit, FiberSet, Layer, Queue, Redacted, Schedule, Semaphore, Stream } from "effect"
 import type { Scope } from "effect"
+import { identity } from "effect/Function"
 import type { NonEmptyReadonlyArray } from "effect/Array"
 import type { ConnectionOptions } from "node:tls"
 import {
@@ -72,7 +73,7 @@ export interface Options {
 export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerError, Scope.Scope> =>
   Effect.gen(function*() {
     const rawUrl = Redacted.isRedacted(options.url) ? Redacted.value(options.url) : options.url
-    const url = yield* connectionUrl(rawUrl, options.heartbeat)
+    const { heartbeat, url } = yield* connectionUrl(rawUrl, options.heartbeat)
     const safeUrl = redactUrl(rawUrl)
     const socketOptions: Amqp.SocketOptions = {
       ...options.socketOptions,
@@ -238,26 +239,25 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
         )
       })
 
-    /** runs a publish on a channel of a slot, once more on a fresh channel if the first one had closed */
-    const publishVia = <C extends Amqp.Channel>(
-      slot: Slot<C>,
-      f: (channel: C) => Effect.Effect<void, BrokerError>
-    ): Effect.Effect<void, BrokerError> =>
+    const publish = (exchange: string, routingKey: string, body: Uint8Array, options?: PublishOptions) =>
       Effect.flatMap(readySession, (session) => {
-        const attempt = Effect.flatMap(slot.get(session), f)
+        if (options?.confirm === true) {
+          // no second try here: a confirm lost with its channel leaves unknown whether the message went out
+          return Effect.flatMap(
+            state.confirms.get(session),
+            (channel) => publishConfirmed(channel, state.trackers, exchange, routingKey, body, options, undefined)
+          )
+        }
+        const attempt = Effect.flatMap(
+          state.plain.get(session),
+          (channel) => publishPlain(channel, exchange, routingKey, body, options, undefined)
+        )
+        // a plain publish fails only before anything was written: safe to try once more on a fresh channel
         return Effect.catch(
           attempt,
           (error) => error.reason === "Closed" && isCurrent(session) ? attempt : Effect.fail(error)
         )
       })
-
-    const publish = (exchange: string, routingKey: string, body: Uint8Array, options?: PublishOptions) =>
-      options?.confirm === true
-        ? publishVia(
-          state.confirms,
-          (channel) => publishConfirmed(channel, state.trackers, exchange, routingKey, body, options, undefined)
-        )
-        : publishVia(state.plain, (channel) => publishPlain(channel, exchange, routingKey, body, options, undefined))
 
     // -- consumers --
 
@@ -298,6 +298,11 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
               (raw) => onConsumerMessage(consumer, channel, raw),
               { noAck: false, consumerTag: consumer.options.tag }
             )
+            if (consumer.closed || consumer.cancelled) {
+              // the scope closed (or cancel ran) while this re-attach was under way
+              yield* closeQuietly(channel)
+              return
+            }
             consumer.channel = channel
             consumer.session = session
             consumer.tag = tag
@@ -406,6 +411,10 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
             yield* Amqp.consume(channel, directReplyTo, (raw) => {
               if (raw !== null) Queue.offerUnsafe(reply.mailbox, [{ _tag: "Reply", message: toMessage(raw) }])
             }, { noAck: true })
+            if (reply.closed) {
+              yield* closeQuietly(channel)
+              return
+            }
             reply.channel = channel
             reply.session = session
             yield* Amqp.onChannelClose(channel, (error) => onReplyChannelClose(reply, channel, session, error))
@@ -490,7 +499,17 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
           )
         }
         for (const [name, options] of state.queues) {
-          yield* declareQueueOn(session, name, options).pipe(Effect.catch(warn(`declaring queue '${name}'`)))
+          yield* declareQueueOn(session, name, options).pipe(
+            // an exclusive queue stays locked by the old connection until RabbitMQ notices it is gone
+            // (at once after a clean close, within two heartbeats after a lost network)
+            options?.exclusive === true
+              ? Effect.retry({
+                schedule: Schedule.max([Schedule.spaced("500 millis"), Schedule.during(Duration.seconds(3 * heartbeat + 5))]),
+                while: (error) => error.reason === "Precondition"
+              })
+              : identity,
+            Effect.catch(warn(`declaring queue '${name}'`))
+          )
         }
         for (const binding of state.bindings.values()) {
           yield* bindOn(session, binding).pipe(
@@ -820,15 +839,20 @@ class AmqpDelivery implements Delivery {
 const closeQuietly = (channel: Amqp.Channel): Effect.Effect<void> =>
   Effect.ignore(Effect.timeout(Amqp.closeChannel(channel), "5 seconds"))
 
-const connectionUrl = (url: string, heartbeat: number | undefined): Effect.Effect<string, BrokerError> =>
+/** the URL with its `heartbeat` parameter set, and that heartbeat in seconds */
+const connectionUrl = (
+  url: string,
+  heartbeat: number | undefined
+): Effect.Effect<{ readonly url: string; readonly heartbeat: number }, BrokerError> =>
   Effect.suspend(() => {
     if (!URL.canParse(url)) {
       return Effect.fail(new BrokerError({ reason: "Transport", message: `not an AMQP URL: ${redactUrl(url)}` }))
     }
     const parsed = new URL(url)
-    if (heartbeat !== undefined) parsed.searchParams.set("heartbeat", String(heartbeat))
-    else if (!parsed.searchParams.has("heartbeat")) parsed.searchParams.set("heartbeat", "10")
-    return Effect.succeed(parsed.toString())
+    const fromUrl = Number(parsed.searchParams.get("heartbeat") ?? Number.NaN)
+    const seconds = heartbeat ?? (Number.isFinite(fromUrl) ? fromUrl : 10)
+    parsed.searchParams.set("heartbeat", String(seconds))
+    return Effect.succeed({ url: parsed.toString(), heartbeat: seconds })
   })
 
 /** the URL without its password, for logs and errors */

@@ -584,6 +584,9 @@ describe("AmqpBroker faults", () => {
       const broker = yield* Broker
       const queue = yield* broker.declareQueue(`t.frozen.${suffix()}`)
       const consumer = yield* broker.consume(queue, { prefetch: 1 })
+      // a broker-named exclusive queue dies with its connection: it is declared again, under the same name
+      const exclusive = yield* broker.declareQueue("", { exclusive: true })
+      const exclusiveConsumer = yield* broker.consume(exclusive, { prefetch: 1 })
       yield* signalNode("SIGSTOP")
       const thaw = signalNode("SIGCONT")
       yield* Effect.gen(function*() {
@@ -609,6 +612,8 @@ describe("AmqpBroker faults", () => {
         Effect.timeout("20 seconds")
       )
       assert.deepStrictEqual(Array.from(got), ["thawed"])
+      yield* broker.publish("", exclusive, encode("exclusive"), { confirm: true, mandatory: true })
+      assert.deepStrictEqual(bodies(yield* takeN(exclusiveConsumer, 1)), ["exclusive"])
     }).pipe(
       Effect.provide(Layer.suspend(() =>
         AmqpBroker.layer({ url, heartbeat: 1, reconnect: Schedule.spaced("250 millis"), connectTimeout: "2 seconds" })
