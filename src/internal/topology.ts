@@ -15,6 +15,11 @@ export const deadLetterExchange = "mesh.dlx"
 export const rpcQueue = (service: string): string => `mesh.rpc.${service}`
 export const rpcDeadLetterQueue = (service: string): string => `mesh.rpc.${service}.dead`
 export const rpcRoutingKey = (service: string): string => service
+/**
+ * the lease of a singleton timer or worker: a single-active-consumer queue per service and entrypoint
+ * (`kind` is "timer" or "worker")
+ */
+export const leaseQueue = (service: string, kind: string, name: string): string => `mesh.lease.${service}.${kind}.${name}`
 /** interrupts for any instance of a service */
 export const controlServiceKey = (service: string): string => `rpc.${service}`
 /** stream acks for one instance */
