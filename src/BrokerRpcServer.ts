@@ -8,7 +8,9 @@
  * A delivery is acked only after its reply is published; a broker that fails the publish leaves it
  * unacked, so it is redelivered. Interrupts and stream acks come from callers over the control
  * exchange. `drain` stops taking requests, lets the running ones finish within a deadline, and puts
- * the rest back in the queue unanswered, for another instance.
+ * the rest back in the queue unanswered, for another instance. A request with the `x-mesh-command`
+ * header (`Event.command`) needs no reply-to: it is acked when it completes and dead-lettered when it
+ * fails.
  *
  * @since 0.1.0
  */
@@ -20,6 +22,7 @@ import type { FromClientEncoded, FromServerEncoded } from "effect/rpc/RpcMessage
 import type { BrokerError, Delivery } from "./Broker.ts"
 import { Broker } from "./Broker.ts"
 import { headerNames } from "./CallContext.ts"
+import * as events from "./internal/events.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
 import type { ServiceError } from "./ServiceError.ts"
@@ -58,6 +61,8 @@ interface Call {
   readonly replyTo: string
   readonly requestId: string
   readonly key: string
+  /** a command (`Event.command`): acked when it completes, never answered */
+  readonly command: boolean
 }
 
 /**
@@ -107,9 +112,19 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
         headers: replyHeaders
       })
 
+    // a command has nobody to answer: acked once it ran, dead-lettered when it failed
+    const settleCommand = (call: Call, message: FromServerEncoded) =>
+      message._tag === "Exit" && message.exit._tag === "Success"
+        ? call.delivery.ack
+        : Effect.andThen(
+          Effect.logWarning(`${service}: command ${call.requestId} (${call.delivery.properties.type}) failed; dead-lettered`),
+          call.delivery.nack(false)
+        )
+
     // the reply is published first; only then is the request acked, on its own channel
     const finish = (clientId: number, call: Call, message: FromServerEncoded) => {
       forget(clientId, call)
+      if (call.command) return settleCommand(call, message)
       return publishReply(call.replyTo, call.requestId, message).pipe(
         Effect.matchCauseEffect({
           onSuccess: () => call.delivery.ack,
@@ -123,7 +138,12 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     }
 
     const answer = (delivery: Delivery, replyTo: string, requestId: string, error: ServiceError) =>
-      publishReply(replyTo, requestId, { _tag: "Exit", requestId, exit: wire.serviceErrorExit(error) }).pipe(
+      replyTo === ""
+        ? Effect.andThen(
+          Effect.logWarning(`${service}: command ${requestId} dead-lettered: ${error.message}`),
+          delivery.nack(false)
+        )
+        : publishReply(replyTo, requestId, { _tag: "Exit", requestId, exit: wire.serviceErrorExit(error) }).pipe(
         Effect.matchCauseEffect({
           onSuccess: () => delivery.ack,
           onFailure: () => delivery.nack(true)
@@ -146,9 +166,10 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
 
     const onDelivery = (delivery: Delivery): Effect.Effect<void> => {
       const props = delivery.properties
-      const replyTo = props.replyTo
+      const command = events.isCommand(props.headers)
+      const replyTo = command ? "" : props.replyTo
       const requestId = props.correlationId
-      if (replyTo === undefined || replyTo === "" || requestId === undefined) {
+      if (replyTo === undefined || (replyTo === "" && !command) || requestId === undefined) {
         // nobody to answer: it goes to the dead-letter queue rather than around in circles
         return Effect.andThen(
           Effect.logWarning(`${service}: a message without reply-to or correlation id was dead-lettered`),
@@ -188,7 +209,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
         }
         const clientId = nextClientId++
         const key = `${headers[wire.header.client] ?? replyTo} ${requestId}`
-        const call: Call = { delivery, replyTo, requestId, key }
+        const call: Call = { delivery, replyTo, requestId, key, command }
         calls.set(clientId, call)
         byKey.set(key, clientId)
         const traceId = headers[wire.header.traceId]
@@ -228,6 +249,8 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
           if (call === undefined) return Effect.void
           switch (response._tag) {
             case "Chunk":
+              // a command's stream is drained, not sent: acknowledge each chunk on the caller's behalf
+              if (call.command) return writeRequest(clientId, { _tag: "Ack", requestId: call.requestId })
               return Effect.ignore(publishReply(call.replyTo, call.requestId, response))
             case "Exit":
               return finish(clientId, call, response)

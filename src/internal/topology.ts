@@ -32,3 +32,30 @@ export const declareCommon = (broker: Broker["Service"]): Effect.Effect<void, Br
     broker.declareExchange(controlExchange, "topic", { durable: true }),
     broker.declareExchange(deadLetterExchange, "direct", { durable: true })
   ], { discard: true })
+
+// ---- events ----
+
+/** events of one source: a durable topic exchange, routing key = event type */
+export const eventExchange = (source: string): string => `mesh.events.${source}`
+/**
+ * the queue family of one subscription: `pool` per subscribing service, `broadcast` per service (each
+ * instance gets a queue under it), `singleton` per event, shared by every subscriber
+ */
+export const eventSubscription = (
+  source: string,
+  type: string,
+  delivery: "pool" | "broadcast" | "singleton",
+  service: string,
+  name: string | undefined
+): string => {
+  const base = `mesh.events.${source}.${type}.${delivery}`
+  const owner = delivery === "singleton" ? base : `${base}.${service}`
+  return name === undefined ? owner : `${owner}.${name}`
+}
+/** the queue of one broadcast instance */
+export const eventInstanceQueue = (subscription: string, instanceId: string): string =>
+  `${subscription}.instance.${instanceId}`
+/** where events nobody could handle end up, with the reason in their headers */
+export const eventDeadLetterQueue = (subscription: string): string => `${subscription}.dead`
+/** holds failed events for `delayMillis`, then dead-letters them back to `queue` */
+export const eventRetryQueue = (queue: string, delayMillis: number): string => `${queue}.retry.${delayMillis}`
