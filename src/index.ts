@@ -28,3 +28,7 @@ export * as ServiceClient from "./ServiceClient.ts"
 export * as ServiceContract from "./ServiceContract.ts"
 /** @since 0.1.0 */
 export * as ServiceError from "./ServiceError.ts"
+/** @since 0.1.0 */
+export * as Timer from "./Timer.ts"
+/** @since 0.1.0 */
+export * as Worker from "./Worker.ts"
