@@ -15,7 +15,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Duration, Effect, Option, Schedule, Schema, Stream } from "effect"
+import { Cause, Clock, Duration, Effect, Option, Result, Schedule, Schema, Stream } from "effect"
 import type { Layer } from "effect"
 import type { Rpc } from "effect/rpc"
 import { RpcClientError, RpcSchema } from "effect/rpc"
@@ -192,7 +192,14 @@ const effectMethod = (service: string, method: string, raw: RawMethod, options: 
     return remaining === undefined ? result : Effect.timeoutOrElse(result, { duration: remaining, orElse: timedOut })
   })
   const retry = options?.retry as Schedule.Schedule<unknown, unknown> | undefined
-  return retry === undefined ? attempt : Effect.retry(attempt, { schedule: retry, while: isRetryable })
+  if (retry === undefined) return attempt
+  // only retryable failures reach the schedule: a contract error never waits for a retry delay
+  const shielded = Effect.matchEffect(attempt, {
+    onSuccess: (value) => Effect.succeed(Result.succeed(value)),
+    onFailure: (error) => isRetryable(error) ? Effect.fail(error) : Effect.succeed(Result.fail(error))
+  })
+  return Effect.flatMap(Effect.retry(shielded, retry), (result) =>
+    Result.match(result, { onSuccess: Effect.succeed, onFailure: Effect.fail }))
 }
 
 const streamMethod = (service: string, method: string, raw: RawMethod, options: Options | undefined) =>
