@@ -59,3 +59,14 @@ export const eventInstanceQueue = (subscription: string, instanceId: string): st
 export const eventDeadLetterQueue = (subscription: string): string => `${subscription}.dead`
 /** holds failed events for `delayMillis`, then dead-letters them back to `queue` */
 export const eventRetryQueue = (queue: string, delayMillis: number): string => `${queue}.retry.${delayMillis}`
+
+// ---- discovery ----
+
+/** instances announce themselves and answer describe requests here: a topic exchange */
+export const discoveryExchange = "mesh.discovery"
+/** describe requests: every instance binds `describeAllKey` and its service's `describeKey` */
+export const describeAllKey = "describe"
+export const describeKey = (service: string): string => `describe.${service}`
+/** announcements (up, heartbeat, down) of one service's instances; `announceAllPattern` matches all */
+export const announceKey = (service: string): string => `announce.${service}`
+export const announceAllPattern = "announce.*"
