@@ -49,7 +49,7 @@ const makeProbe = Effect.sync(() => {
 /** starts an entrypoint in a scope of its own, so the test can stop it */
 const start = (entrypoint: Service.Entrypoint<never, never>) =>
   Effect.gen(function*() {
-    const scope = yield* Scope.make()
+    const scope = yield* Scope.fork(yield* Scope.Scope)
     yield* Layer.buildWithScope(entrypoint.layer(instance), scope)
     return scope
   })

@@ -11,7 +11,7 @@ const instance: Service.Instance = { service: "indexer", instanceId: "instance-1
 
 const start = (entrypoint: Service.Entrypoint<never, never>) =>
   Effect.gen(function*() {
-    const scope = yield* Scope.make()
+    const scope = yield* Scope.fork(yield* Scope.Scope)
     yield* Layer.buildWithScope(entrypoint.layer(instance), scope)
     return scope
   })
