@@ -622,6 +622,12 @@ interface Settler {
   readonly failCause: (delivery: Delivery, cause: Cause.Cause<unknown>) => Effect.Effect<void>
 }
 
+/** the id the event was published with, the same on every delivery and retry of it */
+const eventIdOf = (delivery: Delivery): string => {
+  const fromHeader = delivery.properties.headers?.[internal.header.eventId]
+  return typeof fromHeader === "string" ? fromHeader : delivery.properties.messageId ?? ""
+}
+
 const numberHeader = (value: HeaderValue | undefined): number | undefined => {
   const n = typeof value === "number" ? value : typeof value === "string" ? Number(value) : NaN
   return Number.isFinite(n) ? n : undefined
@@ -688,7 +694,7 @@ const settlerOf = (
       _tag: "Valid",
       payload: decoded.value,
       metadata: {
-        messageId: props.messageId ?? "",
+        messageId: eventIdOf(delivery),
         attempt: (numberHeader(headers?.[internal.header.retries]) ?? 0) + 1,
         redelivered: delivery.redelivered,
         context: CallContext.fromHeaders(wire.stringHeaders(headers))
@@ -705,9 +711,11 @@ const settlerOf = (
     return {
       contentType: props.contentType,
       correlationId: props.correlationId,
-      messageId: props.messageId,
+      // a fresh message id per publish (the broker matches returns to publishes by it); the event's
+      // own id travels on in a header
+      messageId: crypto.randomUUID(),
       type: props.type,
-      headers: { ...headers, ...extra },
+      headers: { ...headers, [internal.header.eventId]: eventIdOf(delivery), ...extra },
       persistent: true,
       mandatory: true,
       confirm: true

@@ -4,6 +4,8 @@
 import type { HeaderValue } from "../Broker.ts"
 
 export const header = {
+  /** on a republished event: the message id it was first published with */
+  eventId: "x-mesh-event-id",
   /** failed attempts before this delivery (absent on the first) */
   retries: "x-mesh-retries",
   /** epoch millis of the first failure, so a retry schedule can be replayed */
