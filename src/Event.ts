@@ -34,7 +34,21 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Duration, Effect, Exit, Fiber, Layer, Option, Pull, Schedule, Schema, SchemaIssue, Stream } from "effect"
+import {
+  Cause,
+  Clock,
+  Duration,
+  Effect,
+  Exit,
+  Fiber,
+  Layer,
+  Option,
+  Pull,
+  Schedule,
+  Schema,
+  SchemaIssue,
+  Stream
+} from "effect"
 import type { Scope } from "effect"
 import type { Rpc } from "effect/rpc"
 import type { BrokerError, Consumer, Delivery, HeaderValue, PublishOptions, QueueOptions } from "./Broker.ts"
@@ -54,7 +68,11 @@ import { InvalidPayload, ServiceNotFound, TransportError } from "./ServiceError.
  *
  * @since 0.1.0
  */
-export interface Event<out Source extends string = string, out Type extends string = string, out S extends Schema.Top = Schema.Top> {
+export interface Event<
+  out Source extends string = string,
+  out Type extends string = string,
+  out S extends Schema.Top = Schema.Top
+> {
   readonly _tag: "Event"
   readonly source: Source
   readonly type: Type
@@ -184,7 +202,9 @@ export interface Received<A> extends Metadata {
   readonly ack: Effect.Effect<void>
   readonly fail: (error: unknown) => Effect.Effect<void>
   /** runs `f` with the publisher's call context, then acks, or fails the event with `f`'s error */
-  readonly handle: <X, E, R>(f: (payload: A) => Effect.Effect<X, E, R>) => Effect.Effect<void, never, Exclude<R, Scope.Scope>>
+  readonly handle: <X, E, R>(
+    f: (payload: A) => Effect.Effect<X, E, R>
+  ) => Effect.Effect<void, never, Exclude<R, Scope.Scope>>
 }
 
 /**
@@ -297,12 +317,17 @@ export const handle = <Source extends string, Type extends string, S extends Sch
           Effect.flatMap((exit) => Exit.isSuccess(exit) ? delivery.ack : settle.failCause(delivery, exit.cause))
         )
       }
-      const consumer = yield* broker.consume(plan.queue, { prefetch: plan.concurrency, tag: `${plan.label} ${instance.instanceId}` })
+      const consumer = yield* broker.consume(plan.queue, {
+        prefetch: plan.concurrency,
+        tag: `${plan.label} ${instance.instanceId}`
+      })
       const fiber = yield* consumer.deliveries.pipe(
         Stream.mapEffect(process, { concurrency: plan.concurrency, unordered: true }),
         Stream.runDrain,
         Effect.catchCause((cause) =>
-          Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logError(`${plan.label}: the subscription stopped`, cause)
+          Cause.hasInterruptsOnly(cause)
+            ? Effect.void
+            : Effect.logError(`${plan.label}: the subscription stopped`, cause)
         ),
         Effect.forkScoped
       )
@@ -320,7 +345,9 @@ export const handle = <Source extends string, Type extends string, S extends Sch
  * Event.subscribe(OrderPlaced, { delivery: "pool" }, (events) =>
  *   events.pipe(
  *     Stream.grouped(100),
- *     Stream.runForEach((batch) => Effect.andThen(saveAll(batch.map((e) => e.payload)), Effect.forEach(batch, (e) => e.ack)))
+ *     Stream.runForEach((batch) =>
+ *       Effect.andThen(saveAll(batch.map((e) => e.payload)), Effect.forEach(batch, (e) => e.ack))
+ *     )
  *   ))
  * ```
  *
@@ -461,10 +488,20 @@ export const command = <
  */
 export const deadLetterQueue = (
   event: Any,
-  subscriber: { readonly service: string; readonly delivery?: DeliveryMode | undefined; readonly name?: string | undefined }
+  subscriber: {
+    readonly service: string
+    readonly delivery?: DeliveryMode | undefined
+    readonly name?: string | undefined
+  }
 ): string =>
   topology.eventDeadLetterQueue(
-    topology.eventSubscription(event.source, event.type, subscriber.delivery ?? "pool", subscriber.service, subscriber.name)
+    topology.eventSubscription(
+      event.source,
+      event.type,
+      subscriber.delivery ?? "pool",
+      subscriber.service,
+      subscriber.name
+    )
   )
 
 // ---- internal ----
@@ -514,7 +551,8 @@ const commandEncoders = new WeakMap<Rpc.AnyWithProps, (value: unknown) => Exit.E
 const commandEncoder = (rpc: Rpc.AnyWithProps) => {
   let encode = commandEncoders.get(rpc)
   if (encode === undefined) {
-    encode = Schema.encodeUnknownExit(Schema.toCodecJson(rpc.payloadSchema) as unknown as Schema.Codec<unknown, unknown>)
+    const json = Schema.toCodecJson(rpc.payloadSchema) as unknown as Schema.Codec<unknown, unknown>
+    encode = Schema.encodeUnknownExit(json)
     commandEncoders.set(rpc, encode)
   }
   return encode
@@ -559,8 +597,10 @@ const nextContext = (service: string, method: string, id: string) =>
     deadline: undefined
   }))
 
-const entrypointName = (event: Any, options: Options): string =>
-  `event ${event.source}.${event.type} (${options.delivery ?? "pool"}${options.name === undefined ? "" : ` ${options.name}`})`
+const entrypointName = (event: Any, options: Options): string => {
+  const name = options.name === undefined ? "" : ` ${options.name}`
+  return `event ${event.source}.${event.type} (${options.delivery ?? "pool"}${name})`
+}
 
 interface Plan {
   readonly label: string
@@ -783,7 +823,8 @@ const settlerOf = (
       }
       yield* Effect.logDebug(`${plan.label}: an event failed (${message}); retrying in ${millis} ms`)
       if (millis === 0) {
-        return yield* replaceWith(delivery, broker.publish("", plan.queue, delivery.body, republished(delivery, extra)), "retry an event")
+        const again = broker.publish("", plan.queue, delivery.body, republished(delivery, extra))
+        return yield* replaceWith(delivery, again, "retry an event")
       }
       const retryQueue = topology.eventRetryQueue(plan.queue, millis)
       // declared on every retry: the declaration renews the queue's lease (`expires`)
