@@ -37,29 +37,26 @@ class Database extends Context.Service<Database, { readonly lookup: (n: number) 
   "dtslint/Database"
 ) {}
 
+/** handlers that need nothing */
+const plain = Calculator.group.of({
+  add: ({ a, b }) => Effect.succeed(a + b),
+  divide: ({ a, b }) => Effect.succeed(a / b),
+  countdown: ({ from }) => Stream.make(from),
+  multiply: ({ a, b }) => Effect.succeed(a * b),
+  sleep: () => Effect.succeed("ok")
+})
+
 describe("Service.make", () => {
   it("requires what the handlers require, and the broker", () => {
     const layer = Service.make(Calculator, {
-      handlers: {
-        add: ({ a, b }) => Effect.flatMap(Database, (db) => db.lookup(a + b)),
-        divide: ({ a, b }) => Effect.succeed(a / b),
-        countdown: ({ from }) => Stream.make(from),
-        multiply: ({ a, b }) => Effect.succeed(a * b),
-        sleep: () => Effect.succeed("ok")
-      }
+      handlers: { ...plain, add: ({ a, b }) => Effect.flatMap(Database, (db) => db.lookup(a + b)) }
     })
     expect(layer).type.toBe<Layer.Layer<never, BrokerError, Broker | Database>>()
   })
 
   it("requires only the broker when the handlers need nothing", () => {
     const layer = Service.make(Calculator, {
-      handlers: {
-        add: ({ a, b }) => Effect.succeed(a + b),
-        divide: ({ a, b }) => Effect.succeed(a / b),
-        countdown: ({ from }) => Stream.make(from),
-        multiply: ({ a, b }) => Effect.succeed(a * b),
-        sleep: () => Effect.succeed("ok")
-      }
+      handlers: plain
     })
     expect(layer).type.toBe<Layer.Layer<never, BrokerError, Broker>>()
   })
@@ -82,13 +79,7 @@ describe("Service.make", () => {
     const entrypoint = Service.entrypoint("probe", () =>
       Layer.effectDiscard(Effect.flatMap(Clock2, () => Effect.fail(new StartError()))))
     const layer = Service.make(Calculator, {
-      handlers: {
-        add: ({ a, b }) => Effect.succeed(a + b),
-        divide: ({ a, b }) => Effect.succeed(a / b),
-        countdown: ({ from }) => Stream.make(from),
-        multiply: ({ a, b }) => Effect.succeed(a * b),
-        sleep: () => Effect.succeed("ok")
-      },
+      handlers: plain,
       entrypoints: [entrypoint]
     })
     expect(layer).type.toBe<Layer.Layer<never, BrokerError | StartError, Broker | Clock2>>()

@@ -188,14 +188,21 @@ export interface Consumer {
  */
 export interface ReplyQueue {
   readonly address: string
-  readonly publish: (
-    exchange: string,
-    routingKey: string,
-    body: Uint8Array,
-    options?: PublishOptions
-  ) => Effect.Effect<void, BrokerError>
+  readonly publish: Publish
   readonly incoming: Stream.Stream<Incoming, BrokerError>
 }
+
+/**
+ * Publishes to an exchange; the empty exchange routes to the queue named by the routing key.
+ *
+ * @since 0.1.0
+ */
+export type Publish = (
+  exchange: string,
+  routingKey: string,
+  body: Uint8Array,
+  options?: PublishOptions
+) => Effect.Effect<void, BrokerError>
 
 /**
  * @since 0.1.0
@@ -222,13 +229,7 @@ export class Broker extends Context.Service<Broker, {
   readonly deleteQueue: (name: string) => Effect.Effect<void, BrokerError>
   readonly bindQueue: (queue: string, exchange: string, pattern: string) => Effect.Effect<void, BrokerError>
   readonly unbindQueue: (queue: string, exchange: string, pattern: string) => Effect.Effect<void, BrokerError>
-  /** publishes to an exchange; the empty exchange routes to the queue named by the routing key */
-  readonly publish: (
-    exchange: string,
-    routingKey: string,
-    body: Uint8Array,
-    options?: PublishOptions
-  ) => Effect.Effect<void, BrokerError>
+  readonly publish: Publish
   readonly consume: (queue: string, options: ConsumeOptions) => Effect.Effect<Consumer, BrokerError, Scope.Scope>
   readonly replyQueue: Effect.Effect<ReplyQueue, BrokerError, Scope.Scope>
 }>()("effect-mesh/Broker") {}

@@ -6,12 +6,12 @@
 import { assert, describe, it } from "@effect/vitest"
 import { afterAll, beforeAll } from "vitest"
 import { Clock, type Duration, Effect, Exit, Fiber, Layer, Option, Queue, Ref, Schedule, Scope, Stream } from "effect"
-import { execFile } from "node:child_process"
 import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import * as AmqpBroker from "../src/AmqpBroker.ts"
 import { Broker, type BrokerError, type Consumer, type Delivery, type Incoming } from "../src/Broker.ts"
 import { amqpUrl } from "./fixtures/amqpUrl.ts"
+import { rabbitNode } from "./fixtures/rabbit.ts"
 
 const suffix = () => crypto.randomUUID().slice(0, 8)
 const encode = (s: string) => new TextEncoder().encode(s)
@@ -435,21 +435,9 @@ describe("AmqpBroker", () => {
 
 // ---- faults: a node of its own ----
 
-const script = fileURLToPath(new URL("../scripts/rabbitmq.sh", import.meta.url))
 const faultPort = Number(process.env["MESH_RABBITMQ_FAULT_PORT"] ?? "5697")
-
-const rabbit = (command: "start" | "stop" | "restart") =>
-  Effect.callback<string, Error>((resume) => {
-    execFile(
-      "bash",
-      [script, command],
-      { env: { ...process.env, MESH_RABBITMQ_PORT: String(faultPort) }, timeout: 180_000 },
-      (error, stdout, stderr) => {
-        if (error) resume(Effect.fail(new Error(`rabbitmq.sh ${command}: ${error.message}\n${stderr}`)))
-        else resume(Effect.succeed(stdout.trim().split("\n").pop() ?? ""))
-      }
-    )
-  })
+const faultNode = rabbitNode(faultPort)
+const rabbit = (command: "start" | "stop" | "restart") => faultNode[command]
 
 /** signals the fault node's Erlang VM (its pid is in the script's pid file) */
 const signalNode = (signal: NodeJS.Signals) =>

@@ -35,17 +35,23 @@ const twoInstances = (service: string) =>
     return [a, b] as const
   })
 
+/** 200 calls of 300 ms each, all in flight at once, in a background fiber */
+const callsInFlight = (service: string) =>
+  Effect.gen(function*() {
+    const work = yield* ServiceClient.make(workContract(service), { timeout: "60 seconds" })
+    return yield* Effect.forEach(
+      Array.from({ length: 200 }, (_, id) => id),
+      (id) => work.work({ id, millis: 300 }),
+      { concurrency: "unbounded" }
+    ).pipe(Effect.forkChild)
+  })
+
 describe("rpc faults on RabbitMQ", () => {
   it.live("200 calls in flight, one of two instances SIGKILLed mid-way: all 200 complete", () =>
     Effect.gen(function*() {
       const service = `work-${suffix()}`
       const [a, b] = yield* twoInstances(service)
-      const work = yield* ServiceClient.make(workContract(service), { timeout: "60 seconds" })
-      const calls = yield* Effect.forEach(
-        Array.from({ length: 200 }, (_, id) => id),
-        (id) => work.work({ id, millis: 300 }),
-        { concurrency: "unbounded" }
-      ).pipe(Effect.forkChild)
+      const calls = yield* callsInFlight(service)
       yield* a.waitFor(/^served/)
       yield* a.kill("SIGKILL")
       const results = yield* Fiber.join(calls)
@@ -59,12 +65,7 @@ describe("rpc faults on RabbitMQ", () => {
     Effect.gen(function*() {
       const service = `work-${suffix()}`
       const [a, b] = yield* twoInstances(service)
-      const work = yield* ServiceClient.make(workContract(service), { timeout: "60 seconds" })
-      const calls = yield* Effect.forEach(
-        Array.from({ length: 200 }, (_, id) => id),
-        (id) => work.work({ id, millis: 300 }),
-        { concurrency: "unbounded" }
-      ).pipe(Effect.forkChild)
+      const calls = yield* callsInFlight(service)
       yield* a.waitFor(/^served/)
       yield* a.kill("SIGTERM")
       const results = yield* Fiber.join(calls)
