@@ -5,11 +5,11 @@
  * `test/timers.faults.test.ts`.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Clock, Context, Effect, Exit, Layer, Logger, Option, Schedule, Schema, Scope, Tracer } from "effect"
+import { Clock, Context, Effect, Exit, Layer, Logger, Option, Queue, Schedule, Schema, Scope, Stream, Tracer } from "effect"
 import type { Duration } from "effect"
 import { Rpc, RpcGroup } from "effect/rpc"
 import { TestClock } from "effect/testing"
-import { CallContext, MemoryBroker, Service, ServiceClient, ServiceContract, Timer } from "effect-mesh"
+import { Broker, CallContext, MemoryBroker, Service, ServiceClient, ServiceContract, Timer } from "effect-mesh"
 
 const instance: Service.Instance = { service: "reports", instanceId: "instance-1" }
 
@@ -286,5 +286,108 @@ describe("Timer in Service.make", () => {
       assert.strictEqual(remote.callIdStack.length, 2)
       assert.strictEqual(remote.callIdStack[0], own.callIdStack[0])
       assert.match(remote.callIdStack[1], /^timer-echo\.whoCalls\./)
+    }))
+})
+
+// ---- the singleton lease when a holder is cut off but lives on ----
+
+/**
+ * A broker whose lease consumers can be cut off as a dropped AMQP channel is: the broker requeues what the
+ * consumer held (to the next consumer), settling those deliveries does nothing any more, and the
+ * consumer comes back on a fresh channel behind the others (as AmqpBroker re-attaches it), its
+ * stream never noticing.
+ */
+const severable = (broker: Broker.Broker["Service"]) =>
+  Effect.gen(function*() {
+    const attached: Array<Effect.Effect<void>> = []
+    const consume = (queue: string, options: Broker.ConsumeOptions) =>
+      !queue.startsWith("mesh.lease.") ? broker.consume(queue, options) : Effect.gen(function*() {
+        const outer = yield* Scope.Scope
+        const mailbox = yield* Queue.unbounded<Broker.Delivery>()
+        let generation = 0
+        const attach: Effect.Effect<void, Broker.BrokerError> = Effect.gen(function*() {
+          const mine = ++generation
+          const channel = yield* Scope.fork(outer)
+          const inner = yield* broker.consume(queue, options).pipe(Scope.provide(channel))
+          const live = <A>(effect: Effect.Effect<A>) => Effect.suspend(() => mine === generation ? effect : Effect.void)
+          yield* inner.deliveries.pipe(
+            Stream.runForEach((d) =>
+              Queue.offer(mailbox, {
+                body: d.body,
+                exchange: d.exchange,
+                routingKey: d.routingKey,
+                properties: d.properties,
+                redelivered: d.redelivered,
+                deliveryCount: d.deliveryCount,
+                ack: live(d.ack),
+                nack: (requeue: boolean) => live(d.nack(requeue))
+              })
+            ),
+            Effect.forkIn(channel)
+          )
+          attached.push(Effect.andThen(Scope.close(channel, Exit.void), Effect.orDie(attach)))
+        })
+        yield* attach
+        return { deliveries: Stream.fromQueue(mailbox), cancel: Effect.void } satisfies Broker.Consumer
+      })
+    return {
+      broker: Broker.Broker.of({ ...broker, consume }),
+      /** drops the channel of every lease consumer made so far and attaches them again */
+      sever: Effect.suspend(() => Effect.all(attached.splice(0), { discard: true }))
+    }
+  })
+
+describe("Timer singleton lease", () => {
+  it.live("a holder cut off from the broker but alive stops firing before another instance starts", () =>
+    Effect.gen(function*() {
+      const base = yield* Layer.build(Layer.fresh(MemoryBroker.layer))
+      const runs: Array<{ readonly label: string; readonly start: number; end: number | undefined }> = []
+      let active = 0
+      let maxActive = 0
+      const run = (label: string) =>
+        Effect.gen(function*() {
+          const record = { label, start: yield* Clock.currentTimeMillis, end: undefined as number | undefined }
+          runs.push(record)
+          active++
+          maxActive = Math.max(maxActive, active)
+          // a run the lost lease interrupts ends there too
+          yield* Effect.sleep("60 millis").pipe(Effect.ensuring(Effect.flatMap(Clock.currentTimeMillis, (now) =>
+            Effect.sync(() => {
+              active--
+              record.end = now
+            }))))
+        })
+      const c = ServiceContract.make(`lease-${crypto.randomUUID().slice(0, 8)}`, EchoRpcs)
+      const instances = yield* Effect.forEach(["a", "b", "c"], (label) =>
+        Effect.gen(function*() {
+          const wrapped = yield* severable(Context.get(base, Broker.Broker))
+          const layer = Service.make(c, {
+            handlers: { whoCalls: () => Effect.succeed({ correlationId: label, callIdStack: [] }) },
+            entrypoints: [
+              Timer.make("tick", Schedule.spaced("20 millis"), run(label), { mode: "singleton", lease: "400 millis" })
+            ]
+          })
+          yield* Layer.build(layer.pipe(Layer.provide(Layer.succeed(Broker.Broker)(wrapped.broker))))
+          return { label, sever: wrapped.sever }
+        }))
+      while (runs.length < 3) yield* Effect.sleep("10 millis")
+      const leader = runs[0].label
+      const severedAt = yield* Clock.currentTimeMillis
+      yield* instances.find((i) => i.label === leader)!.sever
+      while (!runs.some((r) => r.label !== leader)) yield* Effect.sleep("10 millis")
+      yield* Effect.sleep("300 millis")
+
+      const fromLeader = runs.filter((r) => r.label === leader)
+      const lastOfLeader = fromLeader[fromLeader.length - 1]
+      const firstOfNext = runs.find((r) => r.label !== leader)!
+      // the cut-off holder notices within 3/4 of the lease; the next one waits out the whole lease
+      assert.isDefined(lastOfLeader.end)
+      assert.isBelow(lastOfLeader.start - severedAt, 400 * 0.75 + 50)
+      assert.isAtLeast(firstOfNext.start, lastOfLeader.end!)
+      assert.isAtLeast(firstOfNext.start - severedAt, 400)
+      assert.isBelow(firstOfNext.start - severedAt, 400 + 300)
+      assert.strictEqual(maxActive, 1)
+      // after the takeover, only the new holder fires (the old one, re-attached, stays a follower)
+      assert.isTrue(runs.filter((r) => r.start > firstOfNext.start).every((r) => r.label === firstOfNext.label))
     }))
 })
