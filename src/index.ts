@@ -17,6 +17,10 @@ export * as CallContext from "./CallContext.ts"
 /** @since 0.1.0 */
 export * as Event from "./Event.ts"
 /** @since 0.1.0 */
+export * as HttpGateway from "./HttpGateway.ts"
+/** @since 0.1.0 */
+export * as Hub from "./Hub.ts"
+/** @since 0.1.0 */
 export * as MemoryBroker from "./MemoryBroker.ts"
 /** @since 0.1.0 */
 export * as MeshTest from "./MeshTest.ts"

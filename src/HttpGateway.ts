@@ -1,0 +1,550 @@
+/**
+ * The HTTP edge of the mesh: a server (`NodeHttpServer`) whose `HttpRouter` the rest of the edge
+ * registers into (services' `HttpEntrypoint`s, `WebSocketGateway`, `Sse`), and an RPC gateway that
+ * exposes contracts to the outside, calling their services over the mesh, so the service may run on
+ * any instance.
+ *
+ * - `POST /rpc/<service>/<method>` with a JSON body: the payload is decoded with the method's schema
+ *   (400 with the issue), the answer encoded as JSON. Mesh errors map to statuses
+ *   (`ServiceNotFound` / `MethodNotFound` 404, `InvalidPayload` 400, `CallTimeout` 504,
+ *   `RemoteDefect` 500, `TransportError` 502); contract errors to the status chosen in `errorStatus`
+ *   (422 by default). A streaming method answers with Server-Sent Events.
+ * - `POST /rpc/<service>`: effect/rpc's HTTP protocol (NDJSON), for typed TypeScript clients:
+ *   `HttpGateway.layerClient({ url })` makes `ServiceClient.make(Contract)` work over HTTP, with the
+ *   same types and errors as on the mesh.
+ *
+ * Every request runs with a `CallContext`: the correlation id from `x-correlation-id` (or a fresh one,
+ * echoed in the response), the user id from `x-user-id` (unless `trustUserIdHeader: false`) or from
+ * an `authenticate` hook. Bodies over `maxBodySize` get 413, bodies that are not JSON 400, defects
+ * 500 without a stack.
+ *
+ * ```ts
+ * const Edge = HttpGateway.layer({ port: 8080, contracts: [Calculator] }).pipe(
+ *   Layer.provide(ServiceClient.layer), Layer.provide(AmqpBroker.layerConfig))
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { NodeHttpServer } from "@effect/platform-node"
+import { ByteSize, Cause, Config, Context, Effect, Layer, Option, Schema, Scope, Stream } from "effect"
+import type { Duration } from "effect"
+import { Sse } from "effect/encoding"
+import {
+  Headers,
+  HttpClient,
+  HttpClientRequest,
+  HttpIncomingMessage,
+  HttpMiddleware,
+  HttpRouter,
+  HttpServer,
+  HttpServerRequest,
+  HttpServerResponse
+} from "effect/http"
+import type { ServeError } from "effect/http/HttpServerError"
+import { isHttpServerError } from "effect/http/HttpServerError"
+import type { Rpc, RpcGroup } from "effect/rpc"
+import { RpcClient, RpcSerialization, RpcServer } from "effect/rpc"
+import type { FromClientEncoded } from "effect/rpc/RpcMessage"
+import { createServer } from "node:http"
+import * as CallContext from "./CallContext.ts"
+import * as edge from "./internal/edge.ts"
+import * as ServiceClient from "./ServiceClient.ts"
+import type * as ServiceContractNs from "./ServiceContract.ts"
+import { InvalidPayload, isServiceError, MethodNotFound, ServiceNotFound } from "./ServiceError.ts"
+
+// ---- models ----
+
+/**
+ * Options of the server.
+ *
+ * @since 0.1.0
+ */
+export interface ServerOptions {
+  /** the port to listen on; 0 picks a free one */
+  readonly port: number
+  readonly host?: string | undefined
+  /** larger request bodies get 413 (default 1 MiB) */
+  readonly maxBodySize?: ByteSize.Input | undefined
+  /** take the user id from `x-user-id` (default true: the edge sits behind a trusted proxy) */
+  readonly trustUserIdHeader?: boolean | undefined
+  /** no request log lines */
+  readonly disableLogger?: boolean | undefined
+}
+
+/**
+ * Options of the RPC gateway routes.
+ *
+ * @since 0.1.0
+ */
+export interface RoutesOptions {
+  /** the contracts the gateway exposes */
+  readonly contracts: ReadonlyArray<ServiceContractNs.Any>
+  /** where the routes live (default `/rpc`) */
+  readonly path?: `/${string}` | undefined
+  /** the status of each contract error, by its `_tag` (others: 422) */
+  readonly errorStatus?: Readonly<Record<string, number>> | undefined
+  /** the timeout of every call the gateway makes (default 30 seconds) */
+  readonly timeout?: Duration.Input | undefined
+}
+
+/**
+ * @since 0.1.0
+ */
+export interface Options extends ServerOptions, Partial<RoutesOptions> {}
+
+/**
+ * What an `authenticate` hook says about a request: who makes it, and entries for its call context.
+ *
+ * @since 0.1.0
+ */
+export interface Identity {
+  readonly userId: string
+  readonly entries?: Readonly<Record<string, string>> | undefined
+}
+
+/**
+ * An `authenticate` hook's refusal: 401.
+ *
+ * @since 0.1.0
+ */
+export class Unauthorized extends Schema.TaggedError<Unauthorized>()("Unauthorized", {
+  message: Schema.String
+}) {}
+
+/**
+ * An `authenticate` hook's refusal: 403.
+ *
+ * @since 0.1.0
+ */
+export class Forbidden extends Schema.TaggedError<Forbidden>()("Forbidden", {
+  message: Schema.String
+}) {}
+
+// ---- layers ----
+
+/**
+ * The edge server: serves the `HttpRouter` it provides, so routes registered later (a service's
+ * entrypoints, a WebSocket gateway) are served as soon as their Layer is up.
+ *
+ * @since 0.1.0
+ */
+export const layerServer = (
+  options: ServerOptions
+): Layer.Layer<HttpRouter.HttpRouter | HttpServer.HttpServer, ServeError> =>
+  serveRouter(options).pipe(
+    Layer.provideMerge(NodeHttpServer.layer(createServer, {
+      port: options.port,
+      ...(options.host === undefined ? {} : { host: options.host })
+    }))
+  )
+
+/**
+ * The RPC gateway's routes, on the current router; calls go over the mesh with the current
+ * `ServiceClient.Transport`.
+ *
+ * @since 0.1.0
+ */
+export const layerRoutes = (
+  options: RoutesOptions
+): Layer.Layer<never, never, HttpRouter.HttpRouter | ServiceClient.Transport> =>
+  Layer.effectDiscard(Effect.gen(function*() {
+    const router = yield* HttpRouter.HttpRouter
+    const path = options.path ?? "/rpc"
+    const timeout = options.timeout ?? "30 seconds"
+    const entries = new Map<string, ContractEntry>()
+    for (const contract of options.contracts) {
+      entries.set(contract.name, yield* contractEntry(contract, timeout))
+      const typed = yield* typedRpcEffect(contract, timeout)
+      yield* router.add("POST", `${path}/${contract.name}`, typed)
+    }
+    yield* router.add("POST", `${path}/:service/:method`, jsonCall(entries, options.errorStatus ?? {}))
+  }))
+
+/**
+ * The server and the RPC gateway's routes.
+ *
+ * @since 0.1.0
+ */
+export const layer = (
+  options: Options
+): Layer.Layer<HttpRouter.HttpRouter | HttpServer.HttpServer, ServeError, ServiceClient.Transport> =>
+  options.contracts === undefined || options.contracts.length === 0
+    ? layerServer(options)
+    : layerRoutes({ ...options, contracts: options.contracts }).pipe(Layer.provideMerge(layerServer(options)))
+
+/**
+ * `layer` with the port and host read from `HTTP_PORT` (default 8080) and `HTTP_HOST`.
+ *
+ * @since 0.1.0
+ */
+export const layerConfig = (
+  options: Omit<Options, "port" | "host">
+): Layer.Layer<HttpRouter.HttpRouter | HttpServer.HttpServer, ServeError | Config.ConfigError, ServiceClient.Transport> =>
+  Layer.unwrap(Effect.gen(function*() {
+    const port = yield* Config.Port("HTTP_PORT").pipe(Config.withDefault(8080))
+    const host = yield* Config.option(Config.String("HTTP_HOST"))
+    return layer({ ...options, port, host: Option.getOrUndefined(host) })
+  }))
+
+/**
+ * `layer` on a free port, with an `HttpClient` whose relative URLs go to it.
+ *
+ * @since 0.1.0
+ */
+export const layerTest = (
+  options?: Omit<Options, "port">
+): Layer.Layer<
+  HttpRouter.HttpRouter | HttpServer.HttpServer | HttpClient.HttpClient,
+  ServeError,
+  ServiceClient.Transport | HttpClient.HttpClient
+> =>
+  HttpServer.layerTestClient.pipe(
+    Layer.provideMerge(layer({ disableLogger: true, ...options, port: 0 }))
+  )
+
+/**
+ * The URL of the running server, for clients in the same process (tests, examples); a wildcard
+ * listening address becomes the loopback address.
+ *
+ * @since 0.1.0
+ */
+export const url: Effect.Effect<string, never, HttpServer.HttpServer> = HttpServer.addressFormattedWith((address) =>
+  Effect.succeed(address.replace("://0.0.0.0", "://127.0.0.1").replace("://[::]", "://localhost"))
+)
+
+/**
+ * A `ServiceClient.Transport` over the gateway's HTTP protocol: `ServiceClient.make(Contract)` then
+ * calls through the gateway at `url` (its origin, e.g. `http://localhost:8080`), with the same types
+ * and errors as on the mesh.
+ *
+ * @since 0.1.0
+ */
+export const layerClient = (options: {
+  readonly url: string
+  readonly path?: `/${string}` | undefined
+}): Layer.Layer<ServiceClient.Transport, never, HttpClient.HttpClient> =>
+  Layer.effect(
+    ServiceClient.Transport,
+    Effect.gen(function*() {
+      const http = yield* HttpClient.HttpClient
+      const base = `${options.url.replace(/\/$/, "")}${options.path ?? "/rpc"}`
+      return yield* makeTransport((service) =>
+        RpcClient.makeProtocolHttp(
+          http.pipe(HttpClient.mapRequest(HttpClientRequest.prependUrl(`${base}/${service}`)))
+        ).pipe(Effect.provideService(RpcSerialization.RpcSerialization, RpcSerialization.ndjson))
+      )
+    })
+  )
+
+/**
+ * An auth hook for every route of the edge (optionally all but those `exclude` says): the hook reads
+ * the request and names the user, who becomes the call context's user id; it fails with
+ * `Unauthorized` (401) or `Forbidden` (403).
+ *
+ * @since 0.1.0
+ */
+export const authenticate = <R = never>(
+  check: (request: HttpServerRequest.HttpServerRequest) => Effect.Effect<Identity, Unauthorized | Forbidden, R>,
+  options?: { readonly exclude?: ((path: string) => boolean) | undefined }
+): Layer.Layer<never, never, HttpRouter.HttpRouter | Exclude<R, HttpServerRequest.HttpServerRequest | Scope.Scope>> =>
+  Layer.effectDiscard(Effect.gen(function*() {
+    const router = yield* HttpRouter.HttpRouter
+    const context = yield* Effect.context<Exclude<R, HttpServerRequest.HttpServerRequest | Scope.Scope>>()
+    yield* router.addGlobalMiddleware((effect) =>
+      Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
+        if (options?.exclude?.(pathOf(request.url)) === true) return effect
+        return check(request).pipe(
+          Effect.provideContext(context as Context.Context<R>),
+          Effect.matchEffect({
+            onFailure: (error) =>
+              Effect.succeed(edge.jsonResponse(error._tag === "Forbidden" ? 403 : 401, {
+                _tag: error._tag,
+                message: error.message
+              })),
+            onSuccess: (identity) =>
+              effect.pipe(
+                Effect.provideService(
+                  HttpServerRequest.HttpServerRequest,
+                  request.modify({ headers: Headers.set(request.headers, edge.requestHeaders.userId, identity.userId) })
+                ),
+                CallContext.withUserId(identity.userId),
+                CallContext.withEntries(identity.entries ?? {})
+              )
+          })
+        )
+      })
+    )
+  }))
+
+// ---- internal ----
+
+const pathOf = (url: string): string => {
+  const q = url.indexOf("?")
+  return q === -1 ? url : url.slice(0, q)
+}
+
+const defaultMaxBodySize = ByteSize.fromInputUnsafe("1 MiB")
+
+/** serves the router it provides; every request gets the edge's call context and error bodies */
+const serveRouter = (options: ServerOptions) =>
+  Layer.effect(
+    HttpRouter.HttpRouter,
+    Effect.gen(function*() {
+      const router = yield* HttpRouter.make
+      const server = yield* HttpServer.HttpServer
+      const maxBodySize = options.maxBodySize === undefined
+        ? defaultMaxBodySize
+        : ByteSize.fromInputUnsafe(options.maxBodySize)
+      // looked up per request: routes and global middleware may be added after the server starts
+      const app = Effect.suspend(() => router.asHttpEffect()).pipe(
+        withEdgeContext(options.trustUserIdHeader !== false),
+        Effect.catchCause(onUnhandled),
+        Effect.provideService(HttpIncomingMessage.MaxBodySize, maxBodySize)
+      )
+      if (options.disableLogger === true) yield* server.serve(app)
+      else yield* server.serve(app, HttpMiddleware.logger)
+      return router
+    })
+  )
+
+/** the call context of a request, set on the fiber and, for handlers running elsewhere, in its headers */
+const withEdgeContext = (trustUserId: boolean) =>
+<E>(
+  effect: Effect.Effect<HttpServerResponse.HttpServerResponse, E, HttpServerRequest.HttpServerRequest | Scope.Scope>
+) =>
+  Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
+    const given = request.headers[edge.requestHeaders.correlationId]
+    const correlationId = given === undefined || given === "" ? crypto.randomUUID() : given
+    const user = trustUserId ? request.headers[edge.requestHeaders.userId] : undefined
+    const userId = user === undefined || user === "" ? undefined : user
+    // the edge decides these two: a handler reading headers takes the first occurrence, this one
+    const headers = Headers.set(
+      Headers.set(request.headers, edge.requestHeaders.correlationId, correlationId),
+      edge.requestHeaders.userId,
+      userId ?? ""
+    )
+    return effect.pipe(
+      Effect.provideService(HttpServerRequest.HttpServerRequest, request.modify({ headers })),
+      Effect.updateService(CallContext.CallContext, (c) => ({ ...c, correlationId, userId })),
+      Effect.map(HttpServerResponse.setHeader(edge.requestHeaders.correlationId, correlationId))
+    )
+  })
+
+const onUnhandled = (cause: Cause.Cause<unknown>): Effect.Effect<HttpServerResponse.HttpServerResponse, unknown> => {
+  if (Cause.hasInterruptsOnly(cause)) return Effect.failCause(cause)
+  const failure = edge.failureOf(cause)
+  if (failure._tag === "Fail" && isHttpServerError(failure.error)) {
+    return Effect.succeed(edge.requestErrorResponse(failure.error))
+  }
+  return Effect.as(Effect.logError("an HTTP request failed", cause), edge.internalError)
+}
+
+interface MethodEntry {
+  readonly rpc: Rpc.AnyWithProps
+  readonly stream: boolean
+  readonly decodePayload: (u: unknown) => Effect.Effect<unknown, Schema.SchemaError>
+  readonly encodeSuccess: (a: unknown) => Effect.Effect<unknown, Schema.SchemaError>
+  readonly encodeError: (e: unknown) => Effect.Effect<unknown, Schema.SchemaError>
+  readonly call: (payload: unknown) => Effect.Effect<unknown, unknown> | Stream.Stream<unknown, unknown>
+}
+
+interface ContractEntry {
+  readonly name: string
+  readonly methods: ReadonlyMap<string, MethodEntry>
+}
+
+const contractEntry = (contract: ServiceContractNs.Any, timeout: Duration.Input) =>
+  Effect.gen(function*() {
+    const client = yield* ServiceClient.make(contract, { timeout })
+    const calls = client as unknown as Record<string, MethodEntry["call"]>
+    const methods = new Map<string, MethodEntry>()
+    for (const [tag, rpc] of contract.group.requests) {
+      const props = rpc as Rpc.AnyWithProps
+      const stream = edge.isStreamRpc(props)
+      const success = stream ? (props.successSchema as unknown as { readonly success: Schema.Top }).success : props.successSchema
+      const error = stream
+        ? Schema.Union([props.errorSchema, (props.successSchema as unknown as { readonly error: Schema.Top }).error])
+        : props.errorSchema
+      methods.set(tag, {
+        rpc: props,
+        stream,
+        // a method without a payload ignores the body (`{}` or nothing)
+        decodePayload: props.payloadSchema === Schema.Void
+          ? () => Effect.void
+          : Schema.decodeUnknownEffect(Schema.toCodecJson(props.payloadSchema)) as MethodEntry["decodePayload"],
+        encodeSuccess: Schema.encodeUnknownEffect(Schema.toCodecJson(success)) as MethodEntry["encodeSuccess"],
+        encodeError: Schema.encodeUnknownEffect(Schema.toCodecJson(error)) as MethodEntry["encodeError"],
+        call: calls[tag]
+      })
+    }
+    return { name: contract.name, methods } satisfies ContractEntry
+  })
+
+/** `POST <path>/:service/:method` */
+const jsonCall = (entries: ReadonlyMap<string, ContractEntry>, errorStatus: Readonly<Record<string, number>>) =>
+  Effect.gen(function*() {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const params = yield* HttpRouter.params
+    const service = params["service"] ?? ""
+    const method = params["method"] ?? ""
+    const entry = entries.get(service)
+    if (entry === undefined) return edge.serviceErrorResponse(new ServiceNotFound({ service }))
+    const target = entry.methods.get(method)
+    if (target === undefined) return edge.serviceErrorResponse(new MethodNotFound({ service, method }))
+    const body = yield* edge.readJsonBody(request)
+    const decoded = yield* Effect.result(target.decodePayload(body))
+    if (decoded._tag === "Failure") {
+      return edge.serviceErrorResponse(
+        new InvalidPayload({ service, method, issue: edge.formatIssue(decoded.failure.issue) })
+      )
+    }
+    const failed = (error: unknown) => errorBody(target, error, errorStatus)
+    if (target.stream) {
+      return sseResponse(target.call(decoded.success) as Stream.Stream<unknown, unknown>, target, failed)
+    }
+    return yield* (target.call(decoded.success) as Effect.Effect<unknown, unknown>).pipe(
+      Effect.flatMap(target.encodeSuccess),
+      Effect.map((encoded) => edge.jsonResponse(200, encoded === undefined ? null : encoded)),
+      Effect.catch((error) => Effect.map(failed(error), ({ body, status }) => edge.jsonResponse(status, body)))
+    )
+  }).pipe(Effect.catch((response) => Effect.succeed(response)))
+
+interface ErrorBody {
+  readonly status: number
+  readonly body: unknown
+}
+
+/** a failed call's status and JSON body: mesh errors by kind, contract errors as encoded by the contract */
+const errorBody = (
+  target: MethodEntry,
+  error: unknown,
+  errorStatus: Readonly<Record<string, number>>
+): Effect.Effect<ErrorBody> => {
+  if (isServiceError(error)) {
+    return Effect.succeed({ status: edge.statusOfServiceError(error), body: edge.serviceErrorBody(error) })
+  }
+  const tag = typeof error === "object" && error !== null && "_tag" in error && typeof error._tag === "string"
+    ? error._tag
+    : undefined
+  const internal: ErrorBody = { status: 500, body: { _tag: "InternalServerError", message: "internal server error" } }
+  if (tag === undefined) return Effect.succeed(internal)
+  return target.encodeError(error).pipe(
+    Effect.map((encoded): ErrorBody => {
+      const fields = typeof encoded === "object" && encoded !== null ? encoded : { _tag: tag }
+      const message = error instanceof Error && error.message !== "" ? { message: error.message } : {}
+      return { status: errorStatus[tag] ?? 422, body: { ...message, ...fields } }
+    }),
+    Effect.orElseSucceed(() => internal)
+  )
+}
+
+const encoder = new TextEncoder()
+
+/** a streaming method's answer: one `message` event per element, then `end` (or `error`) */
+const sseResponse = (
+  stream: Stream.Stream<unknown, unknown>,
+  target: MethodEntry,
+  failed: (error: unknown) => Effect.Effect<ErrorBody>
+): HttpServerResponse.HttpServerResponse => {
+  const event = (name: string, data: unknown, id?: string) =>
+    encoder.encode(Sse.encoder.write({ _tag: "Event", event: name, id, data: JSON.stringify(data) }))
+  let n = 0
+  const events = stream.pipe(
+    Stream.mapEffect((value) => Effect.map(target.encodeSuccess(value), (encoded) => event("message", encoded, String(n++)))),
+    Stream.concat(Stream.sync(() => event("end", null))),
+    Stream.catch((error) => Stream.fromEffect(Effect.map(failed(error), ({ body }) => event("error", body))))
+  )
+  return HttpServerResponse.stream(events, {
+    contentType: "text/event-stream",
+    headers: { "cache-control": "no-cache" }
+  })
+}
+
+/** effect/rpc's HTTP protocol for one contract, forwarding to the mesh */
+const typedRpcEffect = (contract: ServiceContractNs.Any, timeout: Duration.Input) =>
+  Effect.gen(function*() {
+    const handlers = yield* edge.forwardingHandlers(contract, { timeout })
+    const { httpEffect, protocol } = yield* RpcServer.makeProtocolWithHttpEffect().pipe(
+      Effect.provideService(RpcSerialization.RpcSerialization, RpcSerialization.ndjson)
+    )
+    yield* RpcServer.make(contract.group, { disableFatalDefects: true, spanPrefix: `gateway.${contract.name}` }).pipe(
+      Effect.provideService(RpcServer.Protocol, firstHeaderWins(protocol)),
+      Effect.provideContext(handlers as Context.Context<never>),
+      Effect.forkScoped
+    )
+    return httpEffect
+  })
+
+const protectedHeaders: ReadonlySet<string> = new Set([edge.requestHeaders.correlationId, edge.requestHeaders.userId])
+
+/**
+ * A server protocol whose requests keep only the first occurrence of the headers the edge sets: the
+ * HTTP request's headers come first, so a client cannot override its identity in the rpc envelope.
+ *
+ * @internal
+ */
+export const firstHeaderWins = (protocol: RpcServer.Protocol["Service"]): RpcServer.Protocol["Service"] => ({
+  ...protocol,
+  run: (f) =>
+    protocol.run((clientId, message: FromClientEncoded) => {
+      if (message._tag !== "Request") return f(clientId, message)
+      const seen = new Set<string>()
+      const headers = message.headers.filter(([key]) => {
+        const name = key.toLowerCase()
+        if (!protectedHeaders.has(name)) return true
+        if (seen.has(name)) return false
+        seen.add(name)
+        return true
+      })
+      return f(clientId, { ...message, headers })
+    })
+})
+
+/**
+ * A `ServiceClient.Transport` whose clients speak effect/rpc over the given protocol, one per
+ * service, made once.
+ *
+ * @internal
+ */
+export const makeTransport = <E, R>(
+  protocolFor: (service: string) => Effect.Effect<RpcClient.Protocol["Service"], E, R | Scope.Scope>
+): Effect.Effect<ServiceClient.Transport["Service"], never, Exclude<R, Scope.Scope> | Scope.Scope> =>
+  Effect.gen(function*() {
+    const scope = yield* Effect.scope
+    const context = yield* Effect.context<Exclude<R, Scope.Scope>>()
+    const clients = new Map<string, WeakMap<object, unknown>>()
+    const client = <Rpcs extends Rpc.Any>(service: string, group: RpcGroup.RpcGroup<Rpcs>) =>
+      Effect.suspend(() => {
+        let byGroup = clients.get(service)
+        if (byGroup === undefined) {
+          byGroup = new WeakMap()
+          clients.set(service, byGroup)
+        }
+        const cached = byGroup.get(group)
+        if (cached !== undefined) return Effect.succeed(cached as RpcClient.RpcClient<Rpcs, never>)
+        return protocolFor(service).pipe(
+          Effect.flatMap((protocol) =>
+            RpcClient.make(group, { spanPrefix: service }).pipe(Effect.provideService(RpcClient.Protocol, protocol))
+          ),
+          Effect.tap((made) => Effect.sync(() => byGroup.set(group, made))),
+          Effect.provideContext(context as Context.Context<R>),
+          Scope.provide(scope),
+          Effect.orDie
+        )
+      }) as never
+    const protocols = new Map<string, RpcClient.Protocol["Service"]>()
+    const protocol = (service: string) =>
+      Effect.suspend(() => {
+        const cached = protocols.get(service)
+        if (cached !== undefined) return Effect.succeed(cached)
+        return protocolFor(service).pipe(
+          Effect.tap((made) => Effect.sync(() => protocols.set(service, made))),
+          Effect.provideContext(context as Context.Context<R>),
+          Scope.provide(scope),
+          Effect.orDie
+        )
+      })
+    // not a literal: `protocol` is for untyped calls, which not every version of the transport has
+    const transport = { id: crypto.randomUUID(), client, protocol }
+    return ServiceClient.Transport.of(transport)
+  })

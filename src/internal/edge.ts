@@ -1,0 +1,201 @@
+/**
+ * What the HTTP and WebSocket edge modules share: JSON error bodies and the status of each error,
+ * the call context an edge request runs with, and forwarding a contract's calls to the mesh.
+ */
+import { Cause, Effect, Option, Schema, SchemaIssue, Stream } from "effect"
+import type { Headers } from "effect/http"
+import { HttpServerResponse } from "effect/http"
+import type { HttpServerError } from "effect/http/HttpServerError"
+import type { Rpc, RpcGroup } from "effect/rpc"
+import { RpcSchema } from "effect/rpc"
+import * as CallContext from "../CallContext.ts"
+import * as ServiceClient from "../ServiceClient.ts"
+import type { ServiceContract } from "../ServiceContract.ts"
+import type { ServiceError } from "../ServiceError.ts"
+import { isServiceError, ServiceError as ServiceErrorSchema } from "../ServiceError.ts"
+
+export const formatIssue = SchemaIssue.makeFormatterDefault()
+
+/** the HTTP headers an edge reads the call context from */
+export const requestHeaders = {
+  correlationId: "x-correlation-id",
+  userId: "x-user-id"
+} as const
+
+// ---- error bodies ----
+
+export const statusOfServiceError = (error: ServiceError): number => {
+  switch (error._tag) {
+    case "ServiceNotFound":
+    case "MethodNotFound":
+      return 404
+    case "InvalidPayload":
+      return 400
+    case "CallTimeout":
+      return 504
+    case "RemoteDefect":
+      return 500
+    case "TransportError":
+      return 502
+  }
+}
+
+export const jsonResponse = (
+  status: number,
+  body: unknown,
+  headers?: Readonly<Record<string, string>>
+): HttpServerResponse.HttpServerResponse =>
+  HttpServerResponse.jsonUnsafe(body, headers === undefined ? { status } : { status, headers })
+
+const encodeServiceError = Schema.encodeSync(ServiceErrorSchema)
+
+/** a mesh error as JSON: its encoded fields plus its message; no stack */
+export const serviceErrorBody = (error: ServiceError): Record<string, unknown> => {
+  const { stack: _stack, ...fields } = encodeServiceError(error) as Record<string, unknown>
+  return { ...fields, message: error.message }
+}
+
+export const serviceErrorResponse = (error: ServiceError): HttpServerResponse.HttpServerResponse =>
+  jsonResponse(statusOfServiceError(error), serviceErrorBody(error))
+
+export const badRequest = (message: string, issue?: string): HttpServerResponse.HttpServerResponse =>
+  jsonResponse(400, issue === undefined ? { _tag: "BadRequest", message } : { _tag: "BadRequest", message, issue })
+
+export const payloadTooLarge: HttpServerResponse.HttpServerResponse = jsonResponse(413, {
+  _tag: "PayloadTooLarge",
+  message: "the request body is larger than the limit"
+})
+
+export const internalError: HttpServerResponse.HttpServerResponse = jsonResponse(500, {
+  _tag: "InternalServerError",
+  message: "internal server error"
+})
+
+export const notFound = (message: string): HttpServerResponse.HttpServerResponse =>
+  jsonResponse(404, { _tag: "NotFound", message })
+
+/** the response for a failure reading the request itself */
+export const requestErrorResponse = (error: HttpServerError): HttpServerResponse.HttpServerResponse => {
+  const reason = error.reason
+  switch (reason._tag) {
+    case "RequestParseError":
+      return reason.reason === "BodyTooLarge" ? payloadTooLarge : badRequest("the request body could not be read")
+    case "RouteNotFound":
+      return notFound("no route for this request")
+    default:
+      return internalError
+  }
+}
+
+/** `None` for an empty body, else the parsed JSON; fails with a response for bad or oversize bodies */
+export const readJsonBody = (
+  request: { readonly text: Effect.Effect<string, HttpServerError> }
+): Effect.Effect<unknown, HttpServerResponse.HttpServerResponse> =>
+  Effect.flatMap(
+    Effect.mapError(request.text, requestErrorResponse),
+    (text) => {
+      if (text.trim() === "") return Effect.succeed(undefined)
+      return Option.match(parseJson(text), {
+        onNone: () => Effect.fail(badRequest("the request body is not valid JSON")),
+        onSome: Effect.succeed
+      })
+    }
+  )
+
+const parseJson: (text: string) => Option.Option<unknown> = Option.liftThrowable((text: string): unknown =>
+  JSON.parse(text)
+)
+
+// ---- call context ----
+
+/**
+ * The call context of an edge request: the correlation id and user id from its headers; what
+ * `x-correlation-id` / `x-user-id` say wins over the mesh headers a typed client sends.
+ */
+export const contextFromHeaders = (
+  headers: Headers.Headers | Readonly<Record<string, string | undefined>>
+): CallContext.CallContext => {
+  const record = headers as Readonly<Record<string, string | undefined>>
+  const mesh = CallContext.fromHeaders(headers)
+  const correlationId = record[requestHeaders.correlationId]
+  const userId = record[requestHeaders.userId]
+  return {
+    ...mesh,
+    // the typed client's own entry for this call: the gateway's call to the mesh adds the real one
+    callIdStack: mesh.callIdStack.slice(0, -1),
+    correlationId: nonEmpty(correlationId) ?? mesh.correlationId,
+    userId: nonEmpty(userId) ?? nonEmpty(mesh.userId)
+  }
+}
+
+const nonEmpty = (s: string | undefined): string | undefined => s === undefined || s === "" ? undefined : s
+
+// ---- forwarding to the mesh ----
+
+export type RawHandler = (
+  payload: unknown,
+  options: { readonly headers: Headers.Headers }
+) => Effect.Effect<unknown, unknown> | Stream.Stream<unknown, unknown>
+
+export const isStreamRpc = (rpc: Rpc.Any): boolean =>
+  RpcSchema.isStreamSchema((rpc as Rpc.AnyWithProps).successSchema)
+
+/** what a mesh error becomes inside an effect/rpc server: a defect the mesh's clients decode back */
+const dieServiceErrors = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.catchIf(effect, isServiceError, (error) => Effect.die(encodeServiceError(error as ServiceError))) as Effect.Effect<
+    A,
+    E,
+    R
+  >
+
+/**
+ * effect/rpc handlers for a contract that forward each call to the service over the mesh, with the
+ * call context taken from the request's headers. Mesh errors travel as encoded defects, as they do
+ * between services, so a `ServiceClient` on the far side gets them back typed.
+ */
+export const forwardingHandlers = <Rpcs extends Rpc.Any>(
+  contract: ServiceContract<string, Rpcs>,
+  options: { readonly timeout?: import("effect").Duration.Input | undefined }
+) =>
+  Effect.gen(function*() {
+    const client = yield* ServiceClient.make(contract, { timeout: options.timeout })
+    const methods = client as unknown as Record<
+      string,
+      (payload: unknown) => Effect.Effect<unknown, unknown> | Stream.Stream<unknown, unknown>
+    >
+    const handlers: Record<string, RawHandler> = {}
+    for (const [tag, rpc] of contract.group.requests) {
+      const method = methods[tag]
+      handlers[tag] = isStreamRpc(rpc)
+        ? (payload, { headers }) =>
+          Stream.catchCause(
+            Stream.provideService(
+              method(payload) as Stream.Stream<unknown, unknown>,
+              CallContext.CallContext,
+              contextFromHeaders(headers)
+            ),
+            (cause) => Stream.fromEffect(dieServiceErrors(Effect.failCause(cause)))
+          )
+        : (payload, { headers }) =>
+          dieServiceErrors(
+            Effect.provideService(
+              method(payload) as Effect.Effect<unknown, unknown>,
+              CallContext.CallContext,
+              contextFromHeaders(headers)
+            )
+          )
+    }
+    return yield* contract.group.toHandlers(handlers as unknown as RpcGroup.HandlersFrom<Rpcs>)
+  })
+
+/** the first cause's reason as an error value, for JSON gateways */
+export const failureOf = (cause: Cause.Cause<unknown>): { readonly _tag: "Fail"; readonly error: unknown } | {
+  readonly _tag: "Die"
+  readonly defect: unknown
+} | { readonly _tag: "Interrupt" } => {
+  for (const reason of cause.reasons) {
+    if (Cause.isFailReason(reason)) return { _tag: "Fail", error: reason.error }
+    if (Cause.isDieReason(reason)) return { _tag: "Die", defect: reason.defect }
+  }
+  return { _tag: "Interrupt" }
+}
