@@ -1,0 +1,370 @@
+/**
+ * `npm run bench [-- --quick] [-- --rounds 5] [-- --only rpc,events] [-- --cpu-prof]`
+ *
+ * effect-mesh against hand-written amqplib on a real RabbitMQ, server and client in separate
+ * processes, plus the embedded broker in one process. Every scenario runs once per round for every
+ * peer, peers interleaved (their order alternates between rounds); the table shows medians over the
+ * rounds and, for ratios, the median of the per-round ratios (both peers of a round ran back to back,
+ * so a noisy neighbour hurts them alike). The JSON with every measurement goes to bench/results/.
+ *
+ * RabbitMQ: `AMQP_URL` when set, else the project's private node (`scripts/rabbitmq.sh start`, which
+ * is left running). While it runs, the benchmark holds a lease on that node like a test run does, so a
+ * test run that ends meanwhile does not stop the node under it.
+ */
+import { spawn, spawnSync } from "node:child_process"
+import type { ChildProcess } from "node:child_process"
+import { mkdirSync, rmSync, writeFileSync } from "node:fs"
+import { cpus, loadavg } from "node:os"
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { parseArgs } from "node:util"
+import type { Command, EmbeddedMeasure, Impl, PublishMeasure, Reply, Request, RpcMeasure, RpcRun } from "./shared.ts"
+import { median } from "./shared.ts"
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..")
+
+const { values: flags } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    rounds: { type: "string" },
+    only: { type: "string" },
+    "cpu-prof": { type: "boolean", default: false }
+  }
+})
+const quick = flags.quick === true
+const rounds = Math.max(3, Number(flags.rounds ?? (quick ? 3 : 5)))
+const only = flags.only?.split(",").map((s) => s.trim()).filter((s) => s !== "")
+const settings = quick
+  ? { warmupMs: 300, durationMs: 700, payloadMs: 600, events: 2_000, eventsWarmup: 500 }
+  : { warmupMs: 1_000, durationMs: 3_000, payloadMs: 2_000, events: 20_000, eventsWarmup: 3_000 }
+const eventsInFlight = 64
+
+// ---- the broker ----
+
+const port = process.env["MESH_RABBITMQ_PORT"] ?? "5699"
+const leaseFile = join(process.env["MESH_RABBITMQ_DIR"] ?? join(root, ".rabbitmq"), port, "leases", String(process.pid))
+
+const brokerUrl = (): string => {
+  const given = process.env["AMQP_URL"]
+  if (given !== undefined && given !== "") return given
+  const started = spawnSync("bash", [join(root, "scripts", "rabbitmq.sh"), "start"], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"]
+  })
+  if (started.status !== 0) throw new Error(`scripts/rabbitmq.sh start failed (${started.status})`)
+  mkdirSync(dirname(leaseFile), { recursive: true })
+  writeFileSync(leaseFile, "")
+  return started.stdout.trim().split("\n").pop() ?? ""
+}
+
+// ---- child processes ----
+
+interface Peer {
+  readonly name: string
+  readonly call: <A>(command: Command) => Promise<A>
+  readonly exit: () => Promise<void>
+}
+
+const stamp = new Date().toISOString().replace(/[:.]/g, "-")
+const profileDir = join(root, "bench", "results", "profiles", stamp)
+
+const startPeer = (args: ReadonlyArray<string>): Promise<Peer> =>
+  new Promise((resolve, reject) => {
+    const name = args.slice(0, 2).join("-")
+    const execArgv = flags["cpu-prof"] === true
+      ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${name}.cpuprofile`]
+      : []
+    const child: ChildProcess = spawn(process.execPath, [...execArgv, join(root, "bench", "peer.ts"), ...args], {
+      stdio: ["ignore", "inherit", "inherit", "ipc"]
+    })
+    const waiting = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>()
+    let nextId = 0
+    let exited: (() => void) | undefined
+    child.on("exit", (code) => {
+      exited?.()
+      const error = new Error(`${name} exited (${code})`)
+      for (const w of waiting.values()) w.reject(error)
+      reject(error)
+    })
+    child.on("message", (reply: Reply) => {
+      if (reply._tag === "Ready") {
+        resolve({
+          name,
+          call: <A>(command: Command) =>
+            new Promise<A>((resolve, reject) => {
+              const id = nextId++
+              waiting.set(id, { resolve: (value) => resolve(value as A), reject })
+              child.send({ id, command } satisfies Request)
+            }),
+          exit: () =>
+            new Promise((resolve) => {
+              if (child.exitCode !== null) return resolve()
+              exited = resolve
+              child.send({ id: -1, command: { _tag: "Exit" } } satisfies Request)
+            })
+        })
+        return
+      }
+      const w = waiting.get(reply.id)
+      if (w === undefined) return
+      waiting.delete(reply.id)
+      if (reply._tag === "Done") w.resolve(reply.value)
+      else w.reject(new Error(`${name}: ${reply.error}`))
+    })
+  })
+
+// ---- scenarios ----
+
+interface Sample {
+  /** calls (or events) per second */
+  readonly rate: number
+  readonly p50Ms?: number | undefined
+  readonly p99Ms?: number | undefined
+  readonly clientCpuMicros: number
+  readonly serverCpuMicros?: number | undefined
+  readonly count: number
+}
+
+interface Cell {
+  readonly id: string
+  readonly title: string
+  /** the baseline peer first */
+  readonly impls: ReadonlyArray<string>
+  readonly baseline: string
+  readonly target?: number | undefined
+  readonly measure: (impl: string) => Promise<Sample>
+}
+
+const cpuDelta = (a: NodeJS.CpuUsage, b: NodeJS.CpuUsage): number => b.user - a.user + b.system - a.system
+
+const main = async () => {
+  const runId = Math.random().toString(36).slice(2, 8)
+  const wants = (id: string) => only === undefined || only.some((prefix) => id.startsWith(prefix))
+  const peers: Array<Peer> = []
+  const start = async (...args: Array<string>) => {
+    const peer = await startPeer(args)
+    peers.push(peer)
+    return peer
+  }
+  const servers: Partial<Record<string, Peer>> = {}
+  const clients: Partial<Record<string, Peer>> = {}
+  let embedded: Peer | undefined
+  const familyOf = (impl: string) => impl === "ours" ? "ours" : "raw"
+
+  const rpcCell = (id: string, title: string, method: "add" | "echo", size: number, inFlight: number, impls: ReadonlyArray<Impl>, durationMs: number, target?: number): Cell => ({
+    id,
+    title,
+    impls,
+    baseline: "raw",
+    target,
+    measure: async (impl) => {
+      const client = clients[familyOf(impl)]!
+      const server = servers[familyOf(impl)]!
+      const run: RpcRun = { impl: impl as Impl, method, size, inFlight, warmupMs: settings.warmupMs, durationMs }
+      await client.call({ _tag: "RpcWarmup", run })
+      const before = await server.call<NodeJS.CpuUsage>({ _tag: "Cpu" })
+      const m = await client.call<RpcMeasure>({ _tag: "RpcMeasure", run })
+      const after = await server.call<NodeJS.CpuUsage>({ _tag: "Cpu" })
+      return {
+        rate: m.calls / m.elapsedMs * 1000,
+        p50Ms: m.p50Ms,
+        p99Ms: m.p99Ms,
+        clientCpuMicros: m.cpuMicros / m.calls,
+        serverCpuMicros: cpuDelta(before, after) / m.calls,
+        count: m.calls
+      }
+    }
+  })
+
+  const publish = async (impl: string, count: number) => {
+    const client = clients[familyOf(impl)]!
+    const server = servers[familyOf(impl)]!
+    const before = await server.call<NodeJS.CpuUsage>({ _tag: "ExpectEvents", impl: impl as Impl, count })
+    const t0 = performance.now()
+    const published = await client.call<PublishMeasure>({ _tag: "Publish", run: { impl: impl as Impl, count, inFlight: eventsInFlight } })
+    const after = await server.call<NodeJS.CpuUsage>({ _tag: "AwaitEvents" })
+    const elapsedMs = performance.now() - t0
+    return { published, elapsedMs, serverCpu: cpuDelta(before, after) }
+  }
+
+  const embeddedCell = (inFlight: number): Cell => ({
+    id: `embedded${inFlight}`,
+    title: `embedded broker, add, ${inFlight} in flight (one process)`,
+    impls: ["direct", "mesh"],
+    baseline: "direct",
+    measure: async (impl) => {
+      const m = await embedded!.call<EmbeddedMeasure>({
+        _tag: "Embedded",
+        run: { target: impl as "mesh" | "direct", inFlight, warmupMs: settings.warmupMs, durationMs: settings.durationMs }
+      })
+      return {
+        rate: m.calls / m.elapsedMs * 1000,
+        p50Ms: m.p50Ms,
+        p99Ms: m.p99Ms,
+        clientCpuMicros: m.cpuMicros / m.calls,
+        count: m.calls
+      }
+    }
+  })
+
+  const rpcImpls: ReadonlyArray<Impl> = ["raw", "ours", "raw-classic"]
+  const cells: Array<Cell> = [
+    rpcCell("rpc1", "RPC add, 1 in flight", "add", 0, 1, rpcImpls, settings.durationMs, 0.9),
+    rpcCell("rpc64", "RPC add, 64 in flight", "add", 0, 64, rpcImpls, settings.durationMs, 0.8),
+    rpcCell("payload-100B", "RPC echo 100 B, 1 in flight", "echo", 100, 1, ["raw", "ours"], settings.payloadMs),
+    rpcCell("payload-10KB", "RPC echo 10 KB, 1 in flight", "echo", 10_000, 1, ["raw", "ours"], settings.payloadMs),
+    rpcCell("payload-1MB", "RPC echo 1 MB, 1 in flight", "echo", 1_000_000, 1, ["raw", "ours"], settings.payloadMs),
+    {
+      id: "events",
+      title: `events publish → handled, ${eventsInFlight} publishes in flight, pool`,
+      impls: ["raw", "ours"],
+      baseline: "raw",
+      target: 0.8,
+      measure: async (impl: string) => {
+        await publish(impl, settings.eventsWarmup)
+        const { elapsedMs, published, serverCpu } = await publish(impl, settings.events)
+        return {
+          rate: settings.events / elapsedMs * 1000,
+          clientCpuMicros: published.cpuMicros / settings.events,
+          serverCpuMicros: serverCpu / settings.events,
+          count: settings.events
+        }
+      }
+    },
+    embeddedCell(1),
+    embeddedCell(64)
+  ].filter((cell) => wants(cell.id))
+  if (cells.length === 0) throw new Error(`--only ${flags.only} matches no scenario`)
+
+  if (cells.some((cell) => !cell.id.startsWith("embedded"))) {
+    const url = brokerUrl()
+    for (const family of ["raw", "ours"]) {
+      servers[family] = await start("server", family, runId, url)
+      clients[family] = await start("client", family, runId, url)
+    }
+  }
+  if (cells.some((cell) => cell.id.startsWith("embedded"))) embedded = await start("embedded", "ours", runId)
+
+  const samples = new Map<string, Map<string, Array<Sample>>>()
+  const environment = { node: process.version, cpus: cpus().length, loadStart: loadavg() }
+  for (let round = 0; round < rounds; round++) {
+    for (const cell of cells) {
+      const order = round % 2 === 0 ? cell.impls : [...cell.impls].reverse()
+      for (const impl of order) {
+        const sample = await cell.measure(impl)
+        let byImpl = samples.get(cell.id)
+        if (byImpl === undefined) samples.set(cell.id, byImpl = new Map())
+        byImpl.set(impl, [...(byImpl.get(impl) ?? []), sample])
+        console.error(`round ${round + 1}/${rounds} ${cell.id.padEnd(13)} ${impl.padEnd(11)} ${fmtRate(sample.rate)}/s`)
+      }
+    }
+  }
+  const loadEnd = loadavg()
+
+  for (const peer of [...peers].reverse()) await peer.exit()
+
+  const summary = cells.map((cell) => summarize(cell, samples.get(cell.id) ?? new Map()))
+  console.log(table(summary, { quick, rounds, load: [environment.loadStart[0], loadEnd[0]] }))
+  const results = join(root, "bench", "results")
+  mkdirSync(results, { recursive: true })
+  const file = join(results, `${stamp}${quick ? "-quick" : ""}.json`)
+  writeFileSync(
+    file,
+    JSON.stringify({ settings: { quick, rounds, ...settings, eventsInFlight }, environment: { ...environment, loadEnd }, summary, samples: Object.fromEntries([...samples].map(([id, m]) => [id, Object.fromEntries(m)])) }, null, 2)
+  )
+  console.log(`\nwrote ${file}`)
+  if (flags["cpu-prof"] === true) console.log(`profiles in ${profileDir} (summarize: node bench/profile.ts <file>)`)
+}
+
+// ---- reporting ----
+
+interface Row {
+  readonly impl: string
+  readonly rate: number
+  readonly p50Ms: number
+  readonly p99Ms: number
+  readonly clientCpu: number
+  readonly serverCpu: number
+  readonly cpu: number
+  /** median of the per-round ratios to the baseline (rate, and CPU per call) */
+  readonly ratio: number | undefined
+  readonly ratioRange: readonly [number, number] | undefined
+  readonly cpuRatio: number | undefined
+}
+
+interface Summary {
+  readonly id: string
+  readonly title: string
+  readonly baseline: string
+  readonly target: number | undefined
+  readonly rows: ReadonlyArray<Row>
+}
+
+const summarize = (cell: Cell, byImpl: Map<string, Array<Sample>>): Summary => {
+  const base = byImpl.get(cell.baseline) ?? []
+  const totalCpu = (s: Sample) => s.clientCpuMicros + (s.serverCpuMicros ?? 0)
+  const rows = cell.impls.map((impl): Row => {
+    const mine = byImpl.get(impl) ?? []
+    const ratios = impl === cell.baseline ? [] : mine.map((s, i) => s.rate / base[i].rate)
+    const cpuRatios = impl === cell.baseline ? [] : mine.map((s, i) => totalCpu(s) / totalCpu(base[i]))
+    return {
+      impl,
+      rate: median(mine.map((s) => s.rate)),
+      p50Ms: median(mine.map((s) => s.p50Ms ?? Number.NaN)),
+      p99Ms: median(mine.map((s) => s.p99Ms ?? Number.NaN)),
+      clientCpu: median(mine.map((s) => s.clientCpuMicros)),
+      serverCpu: median(mine.map((s) => s.serverCpuMicros ?? Number.NaN)),
+      cpu: median(mine.map(totalCpu)),
+      ratio: ratios.length === 0 ? undefined : median(ratios),
+      ratioRange: ratios.length === 0 ? undefined : [Math.min(...ratios), Math.max(...ratios)],
+      cpuRatio: cpuRatios.length === 0 ? undefined : median(cpuRatios)
+    }
+  })
+  return { id: cell.id, title: cell.title, baseline: cell.baseline, target: cell.target, rows }
+}
+
+const fmtRate = (n: number) => Number.isNaN(n) ? "-" : n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toFixed(1)
+const fmtMs = (n: number) => Number.isNaN(n) ? "-" : n < 1 ? n.toFixed(3) : n < 100 ? n.toFixed(2) : n.toFixed(0)
+const fmtCpu = (n: number) => Number.isNaN(n) ? "-" : n < 10 ? n.toFixed(2) : n.toFixed(0)
+const fmtRatio = (n: number | undefined) => n === undefined ? "" : `${n < 0.1 ? n.toPrecision(2) : n.toFixed(2)}x`
+
+const table = (summary: ReadonlyArray<Summary>, meta: { quick: boolean; rounds: number; load: ReadonlyArray<number> }): string => {
+  const header = ["scenario", "peer", "calls/s", "p50 ms", "p99 ms", "cpu µs/call client", "server", "total", "ratio (rounds)", "cpu ratio", "target"]
+  const lines: Array<Array<string>> = [header]
+  for (const s of summary) {
+    for (const row of s.rows) {
+      const isBase = row.impl === s.baseline
+      const met = s.target === undefined || row.ratio === undefined || row.impl !== (s.baseline === "direct" ? "mesh" : "ours")
+        ? ""
+        : `${row.ratio >= s.target ? "met" : "MISSED"} (≥${s.target})`
+      lines.push([
+        row === s.rows[0] ? s.id : "",
+        isBase ? `${row.impl} (base)` : row.impl,
+        fmtRate(row.rate),
+        fmtMs(row.p50Ms),
+        fmtMs(row.p99Ms),
+        fmtCpu(row.clientCpu),
+        fmtCpu(row.serverCpu),
+        fmtCpu(row.cpu),
+        row.ratio === undefined ? "" : `${fmtRatio(row.ratio)} (${fmtRatio(row.ratioRange?.[0])}–${fmtRatio(row.ratioRange?.[1])})`,
+        fmtRatio(row.cpuRatio),
+        met
+      ])
+    }
+  }
+  const widths = header.map((_, i) => Math.max(...lines.map((l) => l[i].length)))
+  const render = (l: ReadonlyArray<string>) => l.map((c, i) => i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i])).join("  ").trimEnd()
+  const embeddedRate = summary.filter((s) => s.id.startsWith("embedded")).map((s) => s.rows.find((r) => r.impl === "mesh")?.rate ?? 0)
+  const notes = [
+    `${meta.rounds} rounds${meta.quick ? " (quick)" : ""}, medians; ratio = ours/raw (embedded: mesh/direct) per round, median (min–max); load avg ${meta.load.map((l) => l.toFixed(1)).join(" → ")}`,
+    ...summary.map((s) => `${s.id}: ${s.title}`),
+    ...(embeddedRate.length === 0 ? [] : [`embedded target ≥ 100,000 calls/s: ${Math.max(...embeddedRate) >= 100_000 ? "met" : "MISSED"} (best ${fmtRate(Math.max(...embeddedRate))})`])
+  ]
+  return [render(lines[0]), ...lines.slice(1).map(render), "", ...notes].join("\n")
+}
+
+try {
+  await main()
+} finally {
+  rmSync(leaseFile, { force: true })
+}

@@ -1,0 +1,124 @@
+/**
+ * The same work through effect-mesh: `Service.make` + `ServiceClient` on `AmqpBroker` for RPC,
+ * `Event.publish` + `Event.handle(..., { delivery: "pool" })` for events, and the embedded broker
+ * (`MemoryBroker`) in one process.
+ */
+import { Effect, Layer, ManagedRuntime } from "effect"
+import { AmqpBroker, Event, MeshTest, Service, ServiceClient } from "effect-mesh"
+import type { EmbeddedMeasure, EmbeddedRun, Names, PublishMeasure, PublishRun, RpcMeasure, RpcRun } from "./shared.ts"
+import { cpuMicros, handlers, Latencies, payloadOf, serverConcurrency } from "./shared.ts"
+
+export interface OursServer {
+  readonly expectEvents: (count: number) => Promise<void>
+  readonly close: () => Promise<void>
+}
+
+export const server = async (url: string, n: Names): Promise<OursServer> => {
+  let expected = 0
+  let handled = 0
+  let done: (() => void) | undefined
+  const onEvent = Effect.sync(() => {
+    if (++handled === expected) done?.()
+  })
+  const ServiceLive = Service.make(n.contract, {
+    handlers,
+    concurrency: serverConcurrency,
+    entrypoints: [Event.handle(n.event, { delivery: "pool", concurrency: serverConcurrency }, () => onEvent)]
+  })
+  const runtime = ManagedRuntime.make(ServiceLive.pipe(Layer.provideMerge(AmqpBroker.layer({ url }))))
+  await runtime.runPromise(Effect.void)
+  return {
+    expectEvents: (count) => {
+      handled = 0
+      expected = count
+      return new Promise((resolve) => {
+        done = resolve
+      })
+    },
+    close: () => runtime.dispose()
+  }
+}
+
+/** runs `call` from `inFlight` workers until `durationMs` have passed */
+const drive = <E>(
+  call: () => Effect.Effect<unknown, E>,
+  inFlight: number,
+  durationMs: number
+): Effect.Effect<RpcMeasure, E> =>
+  Effect.suspend(() => {
+    const latencies = new Latencies()
+    let calls = 0
+    const cpu = process.cpuUsage()
+    const start = performance.now()
+    const end = start + durationMs
+    const worker = Effect.gen(function*() {
+      while (performance.now() < end) {
+        const t0 = performance.now()
+        yield* call()
+        latencies.record(performance.now() - t0)
+        calls++
+      }
+    })
+    return Effect.map(
+      Effect.all(Array.from({ length: inFlight }, () => worker), { concurrency: "unbounded", discard: true }),
+      (): RpcMeasure => ({
+        calls,
+        elapsedMs: performance.now() - start,
+        ...latencies.summary(),
+        cpuMicros: cpuMicros(cpu)
+      })
+    )
+  })
+
+export interface OursClient {
+  readonly rpc: (run: RpcRun, durationMs: number) => Promise<RpcMeasure>
+  readonly publish: (run: PublishRun) => Promise<PublishMeasure>
+  readonly close: () => Promise<void>
+}
+
+export const client = async (url: string, n: Names): Promise<OursClient> => {
+  const runtime = ManagedRuntime.make(ServiceClient.layer.pipe(Layer.provideMerge(AmqpBroker.layer({ url }))))
+  const calc = await runtime.runPromise(ServiceClient.make(n.contract))
+  const sum = await runtime.runPromise(calc.add({ a: 1, b: 2 }))
+  if (sum !== 3) throw new Error(`add returned ${sum}`)
+  return {
+    rpc: (run, durationMs) => {
+      const data = payloadOf(run.size)
+      const call = run.method === "add" ? () => calc.add({ a: 1, b: 2 }) : () => calc.echo({ data })
+      return runtime.runPromise(drive(call, run.inFlight, durationMs))
+    },
+    publish: (run) => {
+      const note = payloadOf(40)
+      const cpu = process.cpuUsage()
+      const start = performance.now()
+      return runtime.runPromise(
+        Effect.forEach(
+          Array.from({ length: run.count }, (_, seq) => seq),
+          (seq) => Event.publish(n.event, { seq, note }),
+          { concurrency: run.inFlight, discard: true }
+        ).pipe(Effect.map(() => ({ elapsedMs: performance.now() - start, cpuMicros: cpuMicros(cpu) })))
+      )
+    },
+    close: () => runtime.dispose()
+  }
+}
+
+export interface Embedded {
+  readonly run: (run: EmbeddedRun, durationMs: number) => Promise<EmbeddedMeasure>
+  readonly close: () => Promise<void>
+}
+
+/** services and client on the embedded broker, in this process */
+export const embedded = async (n: Names): Promise<Embedded> => {
+  const runtime = ManagedRuntime.make(MeshTest.layer(Service.make(n.contract, { handlers, concurrency: serverConcurrency })))
+  const calc = await runtime.runPromise(ServiceClient.make(n.contract))
+  return {
+    run: (run, durationMs) =>
+      runtime.runPromise(
+        run.target === "mesh"
+          ? drive(() => calc.add({ a: 1, b: 2 }), run.inFlight, durationMs)
+          : drive(() => handlers.add({ a: 1, b: 2 }), run.inFlight, durationMs)
+      ),
+    close: () => runtime.dispose()
+  }
+}

@@ -1,0 +1,160 @@
+/**
+ * What the benchmark's processes share: the contract and event both peers serve, the messages the
+ * orchestrator and its child processes exchange, and small statistics helpers.
+ */
+import { Effect, Schema } from "effect"
+import { Rpc, RpcGroup } from "effect/rpc"
+import { Event, ServiceContract } from "effect-mesh"
+import * as topology from "../src/internal/topology.ts"
+
+// ---- the workload ----
+
+export class BenchRpcs extends RpcGroup.make(
+  Rpc.make("add", { payload: { a: Schema.Number, b: Schema.Number }, success: Schema.Number }),
+  Rpc.make("echo", { payload: { data: Schema.String }, success: Schema.String })
+) {}
+
+/** names carry the run id, so runs on a shared broker never meet */
+export const names = (runId: string) => {
+  const service = `bench-${runId}`
+  return {
+    service,
+    contract: ServiceContract.make(service, BenchRpcs),
+    event: Event.make(service, "tick", Schema.Struct({ seq: Schema.Number, note: Schema.String })),
+    /** what the mesh declares for the service and its subscription, deleted after the run */
+    oursQueues: [
+      topology.rpcQueue(service),
+      topology.rpcDeadLetterQueue(service),
+      topology.eventSubscription(service, "tick", "pool", service, undefined),
+      topology.eventDeadLetterQueue(topology.eventSubscription(service, "tick", "pool", service, undefined))
+    ],
+    oursExchanges: [topology.eventExchange(service)],
+    raw: {
+      rpcQueue: `bench.raw.rpc.${runId}`,
+      rpcDeadQueue: `bench.raw.rpc.${runId}.dead`,
+      rpcClassicQueue: `bench.raw.rpc-classic.${runId}`,
+      eventExchange: `bench.raw.events.${runId}`,
+      eventQueue: `bench.raw.events.${runId}.tick`,
+      eventDeadQueue: `bench.raw.events.${runId}.tick.dead`
+    }
+  }
+}
+
+export type Names = ReturnType<typeof names>
+
+/** the handlers, for the services and for the direct baseline */
+export const handlers = {
+  add: ({ a, b }: { readonly a: number; readonly b: number }) => Effect.succeed(a + b),
+  echo: ({ data }: { readonly data: string }) => Effect.succeed(data)
+}
+
+export const payloadOf = (size: number): string => "x".repeat(size)
+
+/** RPC and event work share this concurrency: the service's prefetch, the subscription's, raw's */
+export const serverConcurrency = 64
+
+// ---- processes ----
+
+export type Impl = "ours" | "raw" | "raw-classic"
+
+export interface RpcRun {
+  readonly impl: Impl
+  readonly method: "add" | "echo"
+  readonly size: number
+  readonly inFlight: number
+  readonly warmupMs: number
+  readonly durationMs: number
+}
+
+export interface RpcMeasure {
+  readonly calls: number
+  readonly elapsedMs: number
+  readonly p50Ms: number
+  readonly p99Ms: number
+  /** CPU time of the client process while measuring, in µs */
+  readonly cpuMicros: number
+}
+
+export interface PublishRun {
+  readonly impl: Impl
+  readonly count: number
+  readonly inFlight: number
+}
+
+export interface PublishMeasure {
+  readonly elapsedMs: number
+  readonly cpuMicros: number
+}
+
+export interface EmbeddedRun {
+  readonly target: "mesh" | "direct"
+  readonly inFlight: number
+  readonly warmupMs: number
+  readonly durationMs: number
+}
+
+export interface EmbeddedMeasure extends RpcMeasure {}
+
+/** orchestrator → child */
+export type Command =
+  | { readonly _tag: "Cpu" }
+  | { readonly _tag: "ExpectEvents"; readonly impl: Impl; readonly count: number }
+  | { readonly _tag: "AwaitEvents" }
+  | { readonly _tag: "RpcWarmup"; readonly run: RpcRun }
+  | { readonly _tag: "RpcMeasure"; readonly run: RpcRun }
+  | { readonly _tag: "Publish"; readonly run: PublishRun }
+  | { readonly _tag: "Embedded"; readonly run: EmbeddedRun }
+  | { readonly _tag: "Exit" }
+
+export interface Request {
+  readonly id: number
+  readonly command: Command
+}
+
+/** child → orchestrator */
+export type Reply =
+  | { readonly _tag: "Ready" }
+  | { readonly _tag: "Done"; readonly id: number; readonly value: unknown }
+  | { readonly _tag: "Failed"; readonly id: number; readonly error: string }
+
+export const cpuMicros = (since: NodeJS.CpuUsage): number => {
+  const used = process.cpuUsage(since)
+  return used.user + used.system
+}
+
+// ---- statistics ----
+
+export const median = (values: ReadonlyArray<number>): number => {
+  if (values.length === 0) return Number.NaN
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+}
+
+/** the q-quantile (0..1) of latencies, nearest rank */
+export const quantile = (sorted: ArrayLike<number>, q: number): number => {
+  if (sorted.length === 0) return Number.NaN
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))
+  return sorted[rank]
+}
+
+/** latencies of one measurement, kept in a preallocated buffer so that recording costs nothing */
+export class Latencies {
+  private values: Float64Array
+  length = 0
+  constructor(capacity = 1 << 16) {
+    this.values = new Float64Array(capacity)
+  }
+  record(ms: number): void {
+    if (this.length === this.values.length) {
+      const next = new Float64Array(this.values.length * 2)
+      next.set(this.values)
+      this.values = next
+    }
+    this.values[this.length++] = ms
+  }
+  summary(): { readonly p50Ms: number; readonly p99Ms: number } {
+    const sorted = this.values.subarray(0, this.length).sort()
+    return { p50Ms: quantile(sorted, 0.5), p99Ms: quantile(sorted, 0.99) }
+  }
+}
