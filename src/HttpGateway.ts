@@ -49,7 +49,6 @@ import { createServer } from "node:http"
 import * as CallContext from "./CallContext.ts"
 import * as edge from "./internal/edge.ts"
 import * as ServiceClient from "./ServiceClient.ts"
-import type * as ServiceContractNs from "./ServiceContract.ts"
 import { InvalidPayload, isServiceError, MethodNotFound, ServiceNotFound } from "./ServiceError.ts"
 
 // ---- models ----
@@ -78,7 +77,7 @@ export interface ServerOptions {
  */
 export interface RoutesOptions {
   /** the contracts the gateway exposes */
-  readonly contracts: ReadonlyArray<ServiceContractNs.Any>
+  readonly contracts: ReadonlyArray<edge.AnyContract>
   /** where the routes live (default `/rpc`) */
   readonly path?: `/${string}` | undefined
   /** the status of each contract error, by its `_tag` (others: 422) */
@@ -353,8 +352,9 @@ interface ContractEntry {
   readonly methods: ReadonlyMap<string, MethodEntry>
 }
 
-const contractEntry = (contract: ServiceContractNs.Any, timeout: Duration.Input) =>
+const contractEntry = (any: edge.AnyContract, timeout: Duration.Input) =>
   Effect.gen(function*() {
+    const contract = edge.erase(any)
     const client = yield* ServiceClient.make(contract, { timeout })
     const calls = client as unknown as Record<string, MethodEntry["call"]>
     const methods = new Map<string, MethodEntry>()
@@ -461,8 +461,9 @@ const sseResponse = (
 }
 
 /** effect/rpc's HTTP protocol for one contract, forwarding to the mesh */
-const typedRpcEffect = (contract: ServiceContractNs.Any, timeout: Duration.Input) =>
+const typedRpcEffect = (any: edge.AnyContract, timeout: Duration.Input) =>
   Effect.gen(function*() {
+    const contract = edge.erase(any)
     const handlers = yield* edge.forwardingHandlers(contract, { timeout })
     const { httpEffect, protocol } = yield* RpcServer.makeProtocolWithHttpEffect().pipe(
       Effect.provideService(RpcSerialization.RpcSerialization, RpcSerialization.ndjson)

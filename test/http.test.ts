@@ -16,13 +16,12 @@ const suffix = () => crypto.randomUUID().slice(0, 8)
 const mesh = (broker: Layer.Layer<Broker.Broker, BrokerError>, c: ReturnType<typeof contracts>) =>
   services(c).pipe(Layer.provideMerge(ServiceClient.layer), Layer.provideMerge(broker), Layer.fresh)
 
-const gateway = (c: ReturnType<typeof contracts>, options?: Partial<HttpGateway.Options>) =>
+const gateway = (c: ReturnType<typeof contracts>) =>
   HttpGateway.layerTest({
     contracts: [c.math, c.first],
     errorStatus: { DivisionByZero: 409 },
     maxBodySize: "1 KiB",
-    timeout: "2 seconds",
-    ...options
+    timeout: "2 seconds"
   }).pipe(Layer.provide(FetchHttpClient.layer))
 
 const post = (path: string, body: string, headers: Record<string, string> = {}) =>

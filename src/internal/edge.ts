@@ -132,6 +132,18 @@ const nonEmpty = (s: string | undefined): string | undefined => s === undefined 
 
 // ---- forwarding to the mesh ----
 
+/**
+ * Any contract, as lists of contracts take them: `ServiceContract.Any` is too narrow for a union of
+ * rpcs (an `RpcGroup` is invariant in them).
+ */
+export interface AnyContract {
+  readonly name: string
+  readonly group: RpcGroup.Any
+}
+
+export const erase = (contract: AnyContract): ServiceContract<string, Rpc.Any> =>
+  contract as unknown as ServiceContract<string, Rpc.Any>
+
 export type RawHandler = (
   payload: unknown,
   options: { readonly headers: Headers.Headers }
