@@ -4,7 +4,8 @@
  * An event is a value: its source (the service that emits it), its type and its schema. Publishing
  * encodes the payload with the schema, carries the current `CallContext` one hop further, and succeeds
  * only once the broker has confirmed the event. Each source has a durable topic exchange; the routing
- * key is the event type.
+ * key is the event type. Subscriptions' queues outlive their instances (except plain `broadcast`
+ * ones), so events wait for a subscriber that is down; an event nobody ever subscribed to is dropped.
  *
  * A service subscribes inside `Service.make`, through its `entrypoints`: `handle` runs a handler per
  * event, `subscribe` hands a `Stream` of received events to the service. Either way an event is acked
