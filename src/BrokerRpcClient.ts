@@ -38,6 +38,11 @@ export class Transport extends Context.Service<Transport, {
     service: string,
     group: RpcGroup.RpcGroup<Rpcs>
   ) => Effect.Effect<RpcClient.RpcClient<Rpcs, RpcClientError.RpcClientError>>
+  /**
+   * the raw effect/rpc protocol to one service, made once per transport: for callers without the
+   * contract (`ServiceClient.callUntyped`), each call under its own client id
+   */
+  readonly protocol: (service: string) => Effect.Effect<RpcClient.Protocol["Service"]>
 }>()("effect-mesh/BrokerRpcClient/Transport") {}
 
 const transportError = (message: string, cause: unknown) =>
@@ -199,7 +204,18 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
       ) as Effect.Effect<RpcClient.RpcClient<Rpcs, RpcClientError.RpcClientError>>
     })
 
-  return Transport.of({ id, client })
+  const protocols = new Map<string, RpcClient.Protocol["Service"]>()
+  const protocol = (service: string) =>
+    Effect.suspend(() => {
+      const cached = protocols.get(service)
+      if (cached !== undefined) return Effect.succeed(cached)
+      return makeProtocol(service).pipe(
+        Effect.tap((made) => Effect.sync(() => protocols.set(service, made))),
+        Scope.provide(scope)
+      )
+    })
+
+  return Transport.of({ id, client, protocol })
 })
 
 /**

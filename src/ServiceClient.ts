@@ -15,10 +15,12 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Duration, Effect, Option, Result, Schedule, Schema, Stream } from "effect"
+import { Cause, Clock, Duration, Effect, Option, Queue, Result, Schedule, Schema, Stream } from "effect"
 import type { Layer } from "effect"
 import type { Rpc } from "effect/rpc"
+import type { RpcClient } from "effect/rpc"
 import { RpcClientError, RpcSchema } from "effect/rpc"
+import type { FromServerEncoded } from "effect/rpc/RpcMessage"
 import type { Broker, BrokerError } from "./Broker.ts"
 import * as BrokerRpcClient from "./BrokerRpcClient.ts"
 import * as CallContext from "./CallContext.ts"
@@ -120,6 +122,26 @@ export const make = <const Name extends string, Rpcs extends Rpc.Any>(
     return methods as ServiceClient<Rpcs>
   })
 
+/**
+ * Calls a method by name, without its contract: for tools such as `mesh call`, not for programs. The
+ * payload goes out as given (JSON); the server checks it against the method's schema
+ * (`InvalidPayload`). The stream has the one result of a method, or each element of a streaming one,
+ * in their JSON form; it fails with a contract error in its JSON form (`{ "_tag": ..., ... }`) or with
+ * a `ServiceError`. The call carries the current `CallContext`, as typed calls do.
+ *
+ * @since 0.1.0
+ */
+export const callUntyped = (
+  service: string,
+  method: string,
+  payload: unknown,
+  options?: CallOptions
+): Stream.Stream<unknown, unknown, Transport> =>
+  Stream.unwrap(Effect.map(
+    Effect.flatMap(BrokerRpcClient.Transport, (transport) => transport.protocol(service)),
+    (protocol) => streamMethod(service, method, untypedMethod(protocol, method), undefined)(payload, options)
+  ))
+
 // ---- internal ----
 
 type RawMethod = (
@@ -220,4 +242,63 @@ const streamMethod = (service: string, method: string, raw: RawMethod, options: 
   }))
   const retry = options?.retry as Schedule.Schedule<unknown, unknown> | undefined
   return retry === undefined ? stream : Stream.retry(stream, retry.pipe(Schedule.while(({ input }) => isRetryable(input))))
+}
+
+let nextUntypedClient = 0
+
+/**
+ * one request on the raw protocol: chunks are acked as they come, the Exit ends the stream. Without
+ * the contract a stream is known by its chunks: one that sends none ends with a `null` result
+ */
+const untypedMethod = (protocol: RpcClient.Protocol["Service"], method: string): RawMethod => (payload, { headers }) =>
+  Stream.unwrap(Effect.gen(function*() {
+    const clientId = nextUntypedClient++
+    const requestId = `untyped-${clientId}`
+    const replies = yield* Queue.unbounded<FromServerEncoded>()
+    yield* Effect.forkScoped(protocol.run(clientId, (message) => Queue.offer(replies, message)))
+    let done = false
+    let chunks = false
+    yield* Effect.addFinalizer(() =>
+      done ? Effect.void : Effect.ignore(protocol.send(clientId, { _tag: "Interrupt", requestId }))
+    )
+    yield* protocol.send(clientId, {
+      _tag: "Request",
+      id: requestId,
+      tag: method,
+      payload,
+      headers: Object.entries(headers)
+    })
+    return Stream.fromQueue(replies).pipe(
+      Stream.takeUntil((message) => message._tag === "Exit"),
+      Stream.flatMap((message): Stream.Stream<unknown, unknown> => {
+        switch (message._tag) {
+          case "Chunk":
+            chunks = true
+            return Stream.fromIterable(message.values).pipe(
+              Stream.onEnd(Effect.ignore(protocol.send(clientId, { _tag: "Ack", requestId })))
+            )
+          case "Exit": {
+            done = true
+            const exit = message.exit
+            // a stream ends with a void Exit: its value is not a result
+            if (exit._tag === "Success") {
+              return chunks || exit.value === undefined ? Stream.empty : Stream.succeed(exit.value)
+            }
+            return Stream.failCause(encodedCause(exit.cause))
+          }
+          default:
+            return Stream.empty
+        }
+      })
+    )
+  }))
+
+type EncodedCause = Extract<Extract<FromServerEncoded, { readonly _tag: "Exit" }>["exit"], { readonly _tag: "Failure" }>["cause"]
+
+const encodedCause = (cause: EncodedCause): Cause.Cause<unknown> => {
+  for (const reason of cause) {
+    if (reason._tag === "Fail") return Cause.fail(reason.error)
+    if (reason._tag === "Die") return Cause.die(reason.defect)
+  }
+  return Cause.interrupt()
 }
