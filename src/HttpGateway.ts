@@ -49,7 +49,6 @@ import { createServer } from "node:http"
 import * as CallContext from "./CallContext.ts"
 import * as edge from "./internal/edge.ts"
 import * as ServiceClient from "./ServiceClient.ts"
-import { InvalidPayload, isServiceError, MethodNotFound, ServiceNotFound } from "./ServiceError.ts"
 
 // ---- models ----
 
@@ -150,13 +149,13 @@ export const layerRoutes = (
     const router = yield* HttpRouter.HttpRouter
     const path = options.path ?? "/rpc"
     const timeout = options.timeout ?? "30 seconds"
-    const entries = new Map<string, ContractEntry>()
+    const entries = new Map<string, edge.ContractEntry>()
     for (const contract of options.contracts) {
-      entries.set(contract.name, yield* contractEntry(contract, timeout))
+      entries.set(contract.name, yield* edge.contractEntry(contract, { timeout, errorStatus: options.errorStatus }))
       const typed = yield* typedRpcEffect(contract, timeout)
       yield* router.add("POST", `${path}/${contract.name}`, typed)
     }
-    yield* router.add("POST", `${path}/:service/:method`, jsonCall(entries, options.errorStatus ?? {}))
+    yield* router.add("POST", `${path}/:service/:method`, jsonCall(entries))
   }))
 
 /**
@@ -338,121 +337,32 @@ const onUnhandled = (cause: Cause.Cause<unknown>): Effect.Effect<HttpServerRespo
   return Effect.as(Effect.logError("an HTTP request failed", cause), edge.internalError)
 }
 
-interface MethodEntry {
-  readonly rpc: Rpc.AnyWithProps
-  readonly stream: boolean
-  readonly decodePayload: (u: unknown) => Effect.Effect<unknown, Schema.SchemaError>
-  readonly encodeSuccess: (a: unknown) => Effect.Effect<unknown, Schema.SchemaError>
-  readonly encodeError: (e: unknown) => Effect.Effect<unknown, Schema.SchemaError>
-  readonly call: (payload: unknown) => Effect.Effect<unknown, unknown> | Stream.Stream<unknown, unknown>
-}
-
-interface ContractEntry {
-  readonly name: string
-  readonly methods: ReadonlyMap<string, MethodEntry>
-}
-
-const contractEntry = (any: edge.AnyContract, timeout: Duration.Input) =>
-  Effect.gen(function*() {
-    const contract = edge.erase(any)
-    const client = yield* ServiceClient.make(contract, { timeout })
-    const calls = client as unknown as Record<string, MethodEntry["call"]>
-    const methods = new Map<string, MethodEntry>()
-    for (const [tag, rpc] of contract.group.requests) {
-      const props = rpc as Rpc.AnyWithProps
-      const stream = edge.isStreamRpc(props)
-      const success = stream ? (props.successSchema as unknown as { readonly success: Schema.Top }).success : props.successSchema
-      const error = stream
-        ? Schema.Union([props.errorSchema, (props.successSchema as unknown as { readonly error: Schema.Top }).error])
-        : props.errorSchema
-      methods.set(tag, {
-        rpc: props,
-        stream,
-        // a method without a payload ignores the body (`{}` or nothing)
-        decodePayload: props.payloadSchema === Schema.Void
-          ? () => Effect.void
-          : Schema.decodeUnknownEffect(Schema.toCodecJson(props.payloadSchema)) as MethodEntry["decodePayload"],
-        encodeSuccess: Schema.encodeUnknownEffect(Schema.toCodecJson(success)) as MethodEntry["encodeSuccess"],
-        encodeError: Schema.encodeUnknownEffect(Schema.toCodecJson(error)) as MethodEntry["encodeError"],
-        call: calls[tag]
-      })
-    }
-    return { name: contract.name, methods } satisfies ContractEntry
-  })
-
 /** `POST <path>/:service/:method` */
-const jsonCall = (entries: ReadonlyMap<string, ContractEntry>, errorStatus: Readonly<Record<string, number>>) =>
+const jsonCall = (entries: ReadonlyMap<string, edge.ContractEntry>) =>
   Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
     const params = yield* HttpRouter.params
-    const service = params["service"] ?? ""
-    const method = params["method"] ?? ""
-    const entry = entries.get(service)
-    if (entry === undefined) return edge.serviceErrorResponse(new ServiceNotFound({ service }))
-    const target = entry.methods.get(method)
-    if (target === undefined) return edge.serviceErrorResponse(new MethodNotFound({ service, method }))
     const body = yield* edge.readJsonBody(request)
-    const decoded = yield* Effect.result(target.decodePayload(body))
-    if (decoded._tag === "Failure") {
-      return edge.serviceErrorResponse(
-        new InvalidPayload({ service, method, issue: edge.formatIssue(decoded.failure.issue) })
-      )
+    const outcome = yield* edge.callJson(entries, params["service"] ?? "", params["method"] ?? "", body)
+    switch (outcome._tag) {
+      case "Done":
+        return edge.jsonResponse(outcome.status, outcome.body)
+      case "Stream":
+        return sseResponse(outcome.values)
     }
-    const failed = (error: unknown) => errorBody(target, error, errorStatus)
-    if (target.stream) {
-      return sseResponse(target.call(decoded.success) as Stream.Stream<unknown, unknown>, target, failed)
-    }
-    return yield* (target.call(decoded.success) as Effect.Effect<unknown, unknown>).pipe(
-      Effect.flatMap(target.encodeSuccess),
-      Effect.map((encoded) => edge.jsonResponse(200, encoded === undefined ? null : encoded)),
-      Effect.catch((error) => Effect.map(failed(error), ({ body, status }) => edge.jsonResponse(status, body)))
-    )
   }).pipe(Effect.catch((response) => Effect.succeed(response)))
-
-interface ErrorBody {
-  readonly status: number
-  readonly body: unknown
-}
-
-/** a failed call's status and JSON body: mesh errors by kind, contract errors as encoded by the contract */
-const errorBody = (
-  target: MethodEntry,
-  error: unknown,
-  errorStatus: Readonly<Record<string, number>>
-): Effect.Effect<ErrorBody> => {
-  if (isServiceError(error)) {
-    return Effect.succeed({ status: edge.statusOfServiceError(error), body: edge.serviceErrorBody(error) })
-  }
-  const tag = typeof error === "object" && error !== null && "_tag" in error && typeof error._tag === "string"
-    ? error._tag
-    : undefined
-  const internal: ErrorBody = { status: 500, body: { _tag: "InternalServerError", message: "internal server error" } }
-  if (tag === undefined) return Effect.succeed(internal)
-  return target.encodeError(error).pipe(
-    Effect.map((encoded): ErrorBody => {
-      const fields = typeof encoded === "object" && encoded !== null ? encoded : { _tag: tag }
-      const message = error instanceof Error && error.message !== "" ? { message: error.message } : {}
-      return { status: errorStatus[tag] ?? 422, body: { ...message, ...fields } }
-    }),
-    Effect.orElseSucceed(() => internal)
-  )
-}
 
 const encoder = new TextEncoder()
 
 /** a streaming method's answer: one `message` event per element, then `end` (or `error`) */
-const sseResponse = (
-  stream: Stream.Stream<unknown, unknown>,
-  target: MethodEntry,
-  failed: (error: unknown) => Effect.Effect<ErrorBody>
-): HttpServerResponse.HttpServerResponse => {
+const sseResponse = (values: Stream.Stream<unknown, edge.ErrorBody>): HttpServerResponse.HttpServerResponse => {
   const event = (name: string, data: unknown, id?: string) =>
     encoder.encode(Sse.encoder.write({ _tag: "Event", event: name, id, data: JSON.stringify(data) }))
   let n = 0
-  const events = stream.pipe(
-    Stream.mapEffect((value) => Effect.map(target.encodeSuccess(value), (encoded) => event("message", encoded, String(n++)))),
+  const events = values.pipe(
+    Stream.map((value) => event("message", value, String(n++))),
     Stream.concat(Stream.sync(() => event("end", null))),
-    Stream.catch((error) => Stream.fromEffect(Effect.map(failed(error), ({ body }) => event("error", body))))
+    Stream.catch((error) => Stream.succeed(event("error", error.body)))
   )
   return HttpServerResponse.stream(events, {
     contentType: "text/event-stream",

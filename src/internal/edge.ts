@@ -3,6 +3,7 @@
  * the call context an edge request runs with, and forwarding a contract's calls to the mesh.
  */
 import { Cause, Effect, Option, Schema, SchemaIssue, Stream } from "effect"
+import type { Duration } from "effect"
 import type { Headers } from "effect/http"
 import { HttpServerResponse } from "effect/http"
 import type { HttpServerError } from "effect/http/HttpServerError"
@@ -12,7 +13,13 @@ import * as CallContext from "../CallContext.ts"
 import * as ServiceClient from "../ServiceClient.ts"
 import type { ServiceContract } from "../ServiceContract.ts"
 import type { ServiceError } from "../ServiceError.ts"
-import { isServiceError, ServiceError as ServiceErrorSchema } from "../ServiceError.ts"
+import {
+  InvalidPayload,
+  isServiceError,
+  MethodNotFound,
+  ServiceError as ServiceErrorSchema,
+  ServiceNotFound
+} from "../ServiceError.ts"
 
 export const formatIssue = SchemaIssue.makeFormatterDefault()
 
@@ -167,7 +174,7 @@ const dieServiceErrors = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effec
  */
 export const forwardingHandlers = <Rpcs extends Rpc.Any>(
   contract: ServiceContract<string, Rpcs>,
-  options: { readonly timeout?: import("effect").Duration.Input | undefined }
+  options: { readonly timeout?: Duration.Input | undefined }
 ) =>
   Effect.gen(function*() {
     const client = yield* ServiceClient.make(contract, { timeout: options.timeout })
@@ -210,4 +217,132 @@ export const failureOf = (cause: Cause.Cause<unknown>): { readonly _tag: "Fail";
     if (Cause.isDieReason(reason)) return { _tag: "Die", defect: reason.defect }
   }
   return { _tag: "Interrupt" }
+}
+
+// ---- JSON calls (the HTTP gateway's `/rpc/<service>/<method>`, the WebSocket gateway's frames) ----
+
+export interface MethodEntry {
+  readonly service: string
+  readonly method: string
+  readonly stream: boolean
+  readonly decodePayload: (u: unknown) => Effect.Effect<unknown, Schema.SchemaError>
+  readonly encodeSuccess: (a: unknown) => Effect.Effect<unknown, Schema.SchemaError>
+  readonly encodeError: (e: unknown) => Effect.Effect<unknown, Schema.SchemaError>
+  readonly call: (payload: unknown) => Effect.Effect<unknown, unknown> | Stream.Stream<unknown, unknown>
+}
+
+export interface ContractEntry {
+  readonly name: string
+  readonly errorStatus: Readonly<Record<string, number>>
+  readonly methods: ReadonlyMap<string, MethodEntry>
+}
+
+/** a contract's methods as JSON calls over the mesh (payloads decoded, answers encoded with its schemas) */
+export const contractEntry = (
+  any: AnyContract,
+  options: {
+    readonly timeout: Duration.Input
+    readonly errorStatus?: Readonly<Record<string, number>> | undefined
+  }
+) =>
+  Effect.gen(function*() {
+    const contract = erase(any)
+    const client = yield* ServiceClient.make(contract, { timeout: options.timeout })
+    const calls = client as unknown as Record<string, MethodEntry["call"]>
+    const methods = new Map<string, MethodEntry>()
+    for (const [tag, rpc] of contract.group.requests) {
+      const props = rpc as Rpc.AnyWithProps
+      const stream = isStreamRpc(props)
+      const streamSchema = props.successSchema as unknown as { readonly success: Schema.Top; readonly error: Schema.Top }
+      const success = stream ? streamSchema.success : props.successSchema
+      const error = stream ? Schema.Union([props.errorSchema, streamSchema.error]) : props.errorSchema
+      methods.set(tag, {
+        service: contract.name,
+        method: tag,
+        stream,
+        // a method without a payload ignores the body (`{}` or nothing)
+        decodePayload: props.payloadSchema === Schema.Void
+          ? () => Effect.void
+          : Schema.decodeUnknownEffect(Schema.toCodecJson(props.payloadSchema)) as MethodEntry["decodePayload"],
+        encodeSuccess: Schema.encodeUnknownEffect(Schema.toCodecJson(success)) as MethodEntry["encodeSuccess"],
+        encodeError: Schema.encodeUnknownEffect(Schema.toCodecJson(error)) as MethodEntry["encodeError"],
+        call: calls[tag]
+      })
+    }
+    return { name: contract.name, errorStatus: options.errorStatus ?? {}, methods } satisfies ContractEntry
+  })
+
+export interface ErrorBody {
+  readonly status: number
+  readonly body: unknown
+}
+
+const internalErrorBody: ErrorBody = {
+  status: 500,
+  body: { _tag: "InternalServerError", message: "internal server error" }
+}
+
+const serviceErrorOutcome = (error: ServiceError): ErrorBody => ({
+  status: statusOfServiceError(error),
+  body: serviceErrorBody(error)
+})
+
+/** a failed call's status and JSON body: mesh errors by kind, contract errors as the contract encodes them */
+export const errorBody = (entry: ContractEntry, target: MethodEntry, error: unknown): Effect.Effect<ErrorBody> => {
+  if (isServiceError(error)) return Effect.succeed(serviceErrorOutcome(error))
+  const tag = typeof error === "object" && error !== null && "_tag" in error && typeof error._tag === "string"
+    ? error._tag
+    : undefined
+  if (tag === undefined) return Effect.succeed(internalErrorBody)
+  return target.encodeError(error).pipe(
+    Effect.map((encoded): ErrorBody => {
+      const fields = typeof encoded === "object" && encoded !== null ? encoded : { _tag: tag }
+      const message = error instanceof Error && error.message !== "" ? { message: error.message } : {}
+      return { status: entry.errorStatus[tag] ?? 422, body: { ...message, ...fields } }
+    }),
+    Effect.orElseSucceed(() => internalErrorBody)
+  )
+}
+
+/** what a JSON call comes to: an answer (or error) with its status, or a stream of encoded values */
+export type Outcome =
+  | { readonly _tag: "Done"; readonly status: number; readonly body: unknown }
+  | { readonly _tag: "Stream"; readonly values: Stream.Stream<unknown, ErrorBody> }
+
+const done = (outcome: ErrorBody): Outcome => ({ _tag: "Done", status: outcome.status, body: outcome.body })
+
+/** calls `service.method` with a JSON payload, under the current call context */
+export const callJson = (
+  entries: ReadonlyMap<string, ContractEntry>,
+  service: string,
+  method: string,
+  payload: unknown
+): Effect.Effect<Outcome> => {
+  const entry = entries.get(service)
+  if (entry === undefined) return Effect.succeed(done(serviceErrorOutcome(new ServiceNotFound({ service }))))
+  const target = entry.methods.get(method)
+  if (target === undefined) {
+    return Effect.succeed(done(serviceErrorOutcome(new MethodNotFound({ service, method }))))
+  }
+  return Effect.matchEffect(target.decodePayload(payload), {
+    onFailure: (error) =>
+      Effect.succeed(
+        done(serviceErrorOutcome(new InvalidPayload({ service, method, issue: formatIssue(error.issue) })))
+      ),
+    onSuccess: (decoded): Effect.Effect<Outcome> => {
+      const failed = (error: unknown) => errorBody(entry, target, error)
+      if (target.stream) {
+        const values = (target.call(decoded) as Stream.Stream<unknown, unknown>).pipe(
+          Stream.mapEffect(target.encodeSuccess),
+          Stream.catch((error) => Stream.fromEffect(Effect.flatMap(failed(error), Effect.fail)))
+        )
+        return Effect.succeed({ _tag: "Stream", values })
+      }
+      return (target.call(decoded) as Effect.Effect<unknown, unknown>).pipe(
+        Effect.flatMap(target.encodeSuccess),
+        Effect.map((encoded): Outcome => ({ _tag: "Done", status: 200, body: encoded === undefined ? null : encoded })),
+        Effect.catch((error) => Effect.map(failed(error), done))
+      )
+    }
+  })
 }
