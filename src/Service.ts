@@ -19,13 +19,14 @@
  *
  * @since 0.1.0
  */
-import { Clock, Effect, Layer, Schema, Stream } from "effect"
+import { Clock, Effect, Layer, Option, Schema, Stream } from "effect"
 import type { Duration, Scope } from "effect"
 import type { Rpc, RpcGroup } from "effect/rpc"
 import { Rpc as RpcModule, RpcServer } from "effect/rpc"
 import type { Broker, BrokerError } from "./Broker.ts"
 import * as BrokerRpcServer from "./BrokerRpcServer.ts"
 import * as CallContext from "./CallContext.ts"
+import * as Discovery from "./Discovery.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
 import { CallTimeout, RemoteDefect, ServiceError } from "./ServiceError.ts"
 
@@ -43,6 +44,10 @@ export interface Options<Handlers, EX, RX> {
   readonly exposeStackTraces?: boolean | undefined
   /** deliveries of one request before it goes to the service's dead-letter queue (default 5) */
   readonly deliveryLimit?: number | undefined
+  /** answer `describe` and announce the instance on the broker (default true); see `Discovery` */
+  readonly discovery?: boolean | undefined
+  /** the events the service publishes, for `describe` (an `Event.Event` fits) */
+  readonly publishes?: ReadonlyArray<Discovery.PublishedEvent> | undefined
 }
 
 /**
@@ -127,17 +132,52 @@ export const make = <
   EX | BrokerError | EntrypointError<Entrypoints[number]>,
   Requirements<Rpcs, Handlers, RX> | EntrypointServices<Entrypoints[number]>
 > =>
-  Layer.unwrap(Effect.sync(() => {
-    const instance: Instance = { service: contract.name, instanceId: crypto.randomUUID() }
-    const entrypoints = (options.entrypoints ?? []).map((e) => e.layer(instance))
-    return Layer.mergeAll(rpcLayer(contract, options, instance), ...entrypoints)
-  })) as Layer.Layer<
+  mark(
+    Layer.unwrap(Effect.sync(() => {
+      const instance: Instance = { service: contract.name, instanceId: crypto.randomUUID() }
+      const entrypoints = (options.entrypoints ?? []).map((e) => e.layer(instance))
+      const discovery = options.discovery === false ? [] : [Discovery.layer({
+        ...instance,
+        contract: contract as unknown as ServiceContract<string, Rpc.Any>,
+        entrypoints: (options.entrypoints ?? []).map((e) => e.name),
+        publishes: options.publishes
+      })]
+      return Layer.mergeAll(rpcLayer(contract, options, instance), ...entrypoints, ...discovery)
+    })),
+    contract as unknown as ServiceContract<string, Rpc.Any>
+  ) as Layer.Layer<
     never,
     EX | BrokerError | EntrypointError<Entrypoints[number]>,
     Requirements<Rpcs, Handlers, RX> | EntrypointServices<Entrypoints[number]>
   >
 
+/**
+ * The contract a Layer made by `make` serves (`None` for any other value, including a service Layer
+ * transformed by `Layer.provide` and the like). `mesh run` uses it to find the services a module
+ * exports.
+ *
+ * @since 0.1.0
+ */
+export const contractOf = (u: unknown): Option.Option<ServiceContract<string, Rpc.Any>> =>
+  Layer.isLayer(u) && markKey in u ? Option.some((u as unknown as Marked)[markKey]) : Option.none()
+
+/**
+ * Whether a value is a Layer made by `make`.
+ *
+ * @since 0.1.0
+ */
+export const isService = (u: unknown): u is Layer.Layer<never, unknown, unknown> => Option.isSome(contractOf(u))
+
 // ---- internal ----
+
+const markKey = "~effect-mesh/Service/contract"
+
+interface Marked {
+  readonly [markKey]: ServiceContract<string, Rpc.Any>
+}
+
+const mark = <A, E, R>(layer: Layer.Layer<A, E, R>, contract: ServiceContract<string, Rpc.Any>): Layer.Layer<A, E, R> =>
+  Object.defineProperty(layer, markKey, { value: contract, enumerable: false })
 
 const rpcLayer = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
   contract: ServiceContract<string, Rpcs>,
