@@ -2,10 +2,10 @@
  * `ServiceClient.callUntyped`: calls by name without the contract, as `mesh call` makes them.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Layer, Stream } from "effect"
+import { Effect, Exit, Layer, Schema, Stream } from "effect"
+import type { Duration } from "effect"
 import { CallContext, MemoryBroker, Service, ServiceClient, ServiceContract } from "effect-mesh"
 import { Rpc, RpcGroup } from "effect/rpc"
-import { Schema } from "effect"
 import { CalculatorLive } from "../examples/calculator/service.ts"
 
 class EchoRpcs extends RpcGroup.make(
@@ -25,10 +25,10 @@ const MeshLive = Layer.mergeAll(CalculatorLive, EchoLive).pipe(
   Layer.provideMerge(MemoryBroker.layer)
 )
 
-const collect = (service: string, method: string, payload: unknown, timeout: string = "5 seconds") =>
+const collect = (service: string, method: string, payload: unknown, timeout: Duration.Input = "5 seconds") =>
   Stream.runCollect(ServiceClient.callUntyped(service, method, payload, { timeout }))
 
-const failure = (service: string, method: string, payload: unknown, timeout?: string) =>
+const failure = (service: string, method: string, payload: unknown, timeout?: Duration.Input) =>
   Effect.map(Effect.exit(collect(service, method, payload, timeout)), (exit) => {
     assert.isTrue(Exit.isFailure(exit))
     return Exit.isFailure(exit) ? Exit.findErrorOption(exit).pipe((o) => o._tag === "Some" ? o.value : undefined) : undefined
