@@ -273,7 +273,7 @@ export const layer = (options: Options): Layer.Layer<never, BrokerError, Broker>
     yield* Effect.addFinalizer(() =>
       Effect.andThen(
         announce("down"),
-        Effect.logWithLevel(level)(`${options.service}: instance ${options.instanceId} stopped`)
+        Effect.logWithLevel(level)(`${options.service}: instance ${options.instanceId} stopping`)
       )
     )
   }))

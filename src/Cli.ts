@@ -1,0 +1,533 @@
+/**
+ * The `mesh` command, on effect's CLI module: run services, call them and emit events from a shell,
+ * describe the running cluster, show the effective configuration.
+ *
+ * ```sh
+ * mesh run examples/calculator/service.ts            # every service Layer the module exports
+ * mesh run ./services.ts:OrdersLive                  # one named Layer export
+ * mesh call calculator.add '{"a":1,"b":2}'           # prints 3
+ * mesh emit orders.order_placed '{"id":"o-1"}'
+ * mesh describe calculator
+ * mesh show-config --config mesh.yaml
+ * ```
+ *
+ * Configuration comes from the environment and an optional YAML or JSON file (`--config`, or
+ * `MESH_CONFIG`), see `MeshConfig`. With `AMQP_URL` set, everything runs on RabbitMQ; without it
+ * `mesh run` uses the embedded broker, which only the services of that one process share, so `call`,
+ * `emit` and `describe` refuse to run without it. Failures print one line on stderr and exit non-zero:
+ * 1 when the mesh answered with an error, 2 for bad input or configuration.
+ *
+ * @since 0.1.0
+ */
+import { NodeServices } from "@effect/platform-node"
+import { Cause, Clock, Config, ConfigProvider, Console, Duration, Effect, Exit, Layer, Option, Schema, Stream } from "effect"
+import type { Runtime } from "effect"
+import { Argument, CliError, Command, Flag } from "effect/cli"
+import { isAbsolute, resolve } from "node:path"
+import { pathToFileURL } from "node:url"
+import type { Broker } from "./Broker.ts"
+import * as CallContext from "./CallContext.ts"
+import * as Discovery from "./Discovery.ts"
+import * as Event from "./Event.ts"
+import * as MeshConfig from "./MeshConfig.ts"
+import * as Service from "./Service.ts"
+import * as ServiceClient from "./ServiceClient.ts"
+import { isServiceError } from "./ServiceError.ts"
+
+// ---- models ----
+
+/**
+ * Why a command failed, as one line for the user, with the process's exit code.
+ *
+ * @since 0.1.0
+ */
+export class CliFailure extends Schema.TaggedError<CliFailure>()("CliFailure", {
+  message: Schema.String,
+  exitCode: Schema.Number
+}) {}
+
+/**
+ * The version `mesh --version` prints.
+ *
+ * @since 0.1.0
+ */
+export const version = "0.1.0"
+
+// ---- commands ----
+
+const root = Command.make("mesh").pipe(
+  Command.withSharedFlags({
+    config: Flag.String("config").pipe(
+      Flag.withDescription("a YAML or JSON config file (default: $MESH_CONFIG); values may use ${VAR:default}"),
+      Flag.optional
+    )
+  }),
+  Command.withDescription("Run effect-mesh services, call them, emit events, describe the cluster")
+)
+
+const runCommand = Command.make(
+  "run",
+  {
+    modules: Argument.String("module").pipe(
+      Argument.withDescription("a module exporting service Layers, or module:Export for one Layer export"),
+      Argument.variadic({ min: 1 })
+    )
+  },
+  Effect.fnUntraced(function*({ modules }) {
+    const file = yield* loadConfig
+    return yield* serve(modules).pipe(withConfig(file))
+  })
+).pipe(
+  Command.withDescription("Start the service Layers a module exports; SIGTERM / SIGINT drain and stop them"),
+  Command.withExamples([
+    { command: "mesh run examples/calculator/service.ts", description: "every service the module exports" },
+    { command: "mesh run ./services.ts:OrdersLive", description: "one Layer export" }
+  ])
+)
+
+const callCommand = Command.make(
+  "call",
+  {
+    target: Argument.String("service.method").pipe(Argument.withDescription("the service and method to call")),
+    payload: Argument.String("json").pipe(
+      Argument.withDescription("the payload as JSON (default: null, for methods without payload)"),
+      Argument.optional
+    ),
+    timeout: Flag.String("timeout").pipe(
+      Flag.withDescription("how long to wait for the answer, e.g. \"5 seconds\", \"500 millis\""),
+      Flag.withDefault("30 seconds")
+    ),
+    context: Flag.KeyValuePair("context").pipe(
+      Flag.withDescription("a call context entry, key=value (repeatable)"),
+      Flag.optional
+    ),
+    user: Flag.String("user").pipe(Flag.withDescription("the call context's user id"), Flag.optional)
+  },
+  Effect.fnUntraced(function*({ context, payload, target, timeout, user }) {
+    const file = yield* loadConfig
+    const [service, method] = yield* splitTarget(target, "service.method")
+    const body = yield* Option.match(payload, { onNone: () => Effect.succeed(null), onSome: parseJson })
+    const duration = yield* parseDuration(timeout)
+    const entries = Option.getOrElse(context, () => ({}))
+    const call = ServiceClient.callUntyped(service, method, body, { timeout: duration }).pipe(
+      Stream.runForEach((value) => Console.log(JSON.stringify(value))),
+      Effect.mapError((error) => new CliFailure({ message: renderError(error), exitCode: 1 })),
+      CallContext.withEntries(entries),
+      (effect) => Option.isSome(user) ? CallContext.withUserId(effect, user.value) : effect
+    )
+    return yield* requireBroker("call").pipe(
+      Effect.andThen(call),
+      Effect.provide(ServiceClient.layer.pipe(Layer.provideMerge(MeshConfig.layerBroker))),
+      mapSetupErrors,
+      withConfig(file)
+    )
+  })
+).pipe(
+  Command.withDescription("Call a method and print its result (each element of a stream on its own line)"),
+  Command.withExamples([
+    { command: "mesh call calculator.add '{\"a\":1,\"b\":2}'", description: "prints 3" },
+    { command: "mesh call calculator.countdown '{\"from\":3}'", description: "prints 3, 2, 1, 0 on four lines" }
+  ])
+)
+
+const emitCommand = Command.make(
+  "emit",
+  {
+    target: Argument.String("source.event").pipe(Argument.withDescription("the emitting service and the event type")),
+    payload: Argument.String("json").pipe(Argument.withDescription("the event's payload as JSON"))
+  },
+  Effect.fnUntraced(function*({ payload, target }) {
+    const file = yield* loadConfig
+    const [source, type] = yield* splitTarget(target, "source.event")
+    const body = yield* parseJson(payload)
+    const event = yield* Effect.try({
+      try: () => Event.make(source, type, Schema.Unknown),
+      catch: (error) => new CliFailure({ message: messageOf(error), exitCode: 2 })
+    })
+    return yield* requireBroker("emit").pipe(
+      Effect.andThen(Event.publish(event, body)),
+      Effect.mapError((error) =>
+        error._tag === "EventError" ? new CliFailure({ message: oneLine(error.message), exitCode: 1 }) : error
+      ),
+      Effect.andThen(Console.log(`emitted ${source}.${type}`)),
+      Effect.provide(MeshConfig.layerBroker),
+      mapSetupErrors,
+      withConfig(file)
+    )
+  })
+).pipe(
+  Command.withDescription("Publish an event (confirmed by the broker)"),
+  Command.withExamples([{ command: "mesh emit orders.order_placed '{\"id\":\"o-1\"}'", description: "" }])
+)
+
+const describeCommand = Command.make(
+  "describe",
+  {
+    service: Argument.String("service").pipe(Argument.withDescription("only this service"), Argument.optional),
+    json: Flag.Boolean("json").pipe(Flag.withDescription("print the descriptions as JSON"), Flag.withDefault(false)),
+    wait: Flag.String("wait").pipe(
+      Flag.withDescription("how long to collect answers, e.g. \"2 seconds\""),
+      Flag.withDefault("1 second")
+    )
+  },
+  Effect.fnUntraced(function*({ json, service, wait }) {
+    const file = yield* loadConfig
+    const window = yield* parseDuration(wait)
+    const name = Option.getOrUndefined(service)
+    const describe = Effect.gen(function*() {
+      const found = yield* Discovery.describe({ service: name, window })
+      if (found.length === 0 && name !== undefined) {
+        return yield* new CliFailure({
+          message: `no instance of "${name}" answered within ${Duration.format(window)}`,
+          exitCode: 1
+        })
+      }
+      if (json) return yield* Console.log(JSON.stringify(found, null, 2))
+      if (found.length === 0) return yield* Console.log(`no instances answered within ${Duration.format(window)}`)
+      const now = yield* Clock.currentTimeMillis
+      yield* Console.log(renderDescriptions(found, now))
+    })
+    return yield* requireBroker("describe").pipe(
+      Effect.andThen(describe),
+      Effect.provide(MeshConfig.layerBroker),
+      mapSetupErrors,
+      withConfig(file)
+    )
+  })
+).pipe(Command.withDescription("List the live instances, their rpcs (JSON Schemas) and events"))
+
+const showConfigCommand = Command.make(
+  "show-config",
+  {},
+  Effect.fnUntraced(function*() {
+    const file = yield* loadConfig
+    const show = Effect.gen(function*() {
+      const settings = yield* MeshConfig.show(file)
+      const location = yield* MeshConfig.brokerLocation
+      const width = Math.max(...settings.map((s) => s.key.length))
+      const lines = [
+        `config file: ${file === undefined ? "none (environment only; use --config or MESH_CONFIG)" : file.path}`,
+        `broker: ${location}`,
+        ...settings.map((s) => `${s.key.padEnd(width)} = ${s.value}  (${s.source})`)
+      ]
+      yield* Console.log(lines.join("\n"))
+    })
+    return yield* show.pipe(mapSetupErrors, withConfig(file))
+  })
+).pipe(Command.withDescription("Print the effective configuration, secrets redacted"))
+
+/**
+ * The `mesh` command and its subcommands.
+ *
+ * @since 0.1.0
+ */
+export const command = root.pipe(
+  Command.withSubcommands([runCommand, callCommand, emitCommand, describeCommand, showConfigCommand])
+)
+
+/**
+ * Runs `mesh` with the process's arguments: failures are printed as one line on stderr and carry
+ * their exit code (see `teardown`).
+ *
+ * @since 0.1.0
+ */
+export const main: Effect.Effect<void, unknown> = Command.run(command, { version }).pipe(
+  Effect.catchCause((cause) => report(cause)),
+  Effect.provide(NodeServices.layer)
+)
+
+/**
+ * The exit code of `main`'s result: 0 on success and after `mesh run` stopped gracefully on a signal,
+ * the failure's code otherwise, 130 when interrupted.
+ *
+ * @since 0.1.0
+ */
+export const teardown: Runtime.Teardown = (exit, onExit) => {
+  if (Exit.isSuccess(exit)) return onExit(0)
+  if (Cause.hasInterruptsOnly(exit.cause)) return onExit(state.stoppedGracefully ? 0 : 130)
+  const error = Cause.squash(exit.cause)
+  return onExit(error instanceof CliFailure ? error.exitCode : 1)
+}
+
+// ---- internal ----
+
+const state = { stoppedGracefully: false }
+
+const messageOf = (error: unknown): string => oneLine(error instanceof Error ? error.message : String(error))
+
+const oneLine = (text: string): string => text.split("\n").map((line) => line.trim()).filter((l) => l !== "").join(" ")
+
+/** the config file named by --config or MESH_CONFIG, loaded */
+const loadConfig = Effect.gen(function*() {
+  const flags = yield* root
+  const fromEnv = yield* Config.option(Config.String("MESH_CONFIG")).pipe(Effect.orElseSucceed(Option.none))
+  const path = Option.orElse(flags.config, () => fromEnv)
+  if (Option.isNone(path)) return undefined
+  return yield* MeshConfig.loadFile(path.value).pipe(
+    Effect.mapError((error) => new CliFailure({ message: `config file ${error.path}: ${error.message}`, exitCode: 2 }))
+  )
+})
+
+const withConfig = (file: MeshConfig.File | undefined) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.provideService(effect, ConfigProvider.ConfigProvider, MeshConfig.provider(file))
+
+/** broker, config and layer-building failures, as one line */
+const mapSetupErrors = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, CliFailure, R> =>
+  Effect.mapError(effect, (error): CliFailure => {
+    if (error instanceof CliFailure) return error
+    const tag = typeof error === "object" && error !== null && "_tag" in error ? String(error._tag) : ""
+    if (tag === "BrokerError") return new CliFailure({ message: `broker: ${messageOf(error)}`, exitCode: 1 })
+    return new CliFailure({ message: `${tag === "" ? "" : `${tag}: `}${messageOf(error)}`, exitCode: 2 })
+  })
+
+/** the embedded broker lives inside one process: a shell command on it would reach nobody */
+const requireBroker = (what: string): Effect.Effect<void, CliFailure | Config.ConfigError> =>
+  Effect.flatMap(MeshConfig.amqpUrl, (url) =>
+    Option.isSome(url) ? Effect.void : Effect.fail(
+      new CliFailure({
+        message: `${what} needs RabbitMQ: set AMQP_URL (or amqp.url in --config). Without it \`mesh run\` ` +
+          `uses the embedded broker, which only the services in that one process can reach`,
+        exitCode: 2
+      })
+    ))
+
+const splitTarget = (target: string, shape: string): Effect.Effect<readonly [string, string], CliFailure> => {
+  const dot = target.indexOf(".")
+  return dot <= 0 || dot === target.length - 1
+    ? Effect.fail(new CliFailure({ message: `expected ${shape}, got "${target}"`, exitCode: 2 }))
+    : Effect.succeed([target.slice(0, dot), target.slice(dot + 1)] as const)
+}
+
+const parseJson = (text: string): Effect.Effect<unknown, CliFailure> =>
+  Effect.try({
+    try: (): unknown => JSON.parse(text),
+    catch: (error) => new CliFailure({ message: `the payload is not valid JSON: ${messageOf(error)}`, exitCode: 2 })
+  })
+
+const parseDuration = (text: string): Effect.Effect<Duration.Duration, CliFailure> =>
+  Option.match(Duration.fromInput(text as Duration.Input), {
+    onNone: () =>
+      Effect.fail(new CliFailure({ message: `"${text}" is not a duration (try "5 seconds" or "500 millis")`, exitCode: 2 })),
+    onSome: Effect.succeed
+  })
+
+/** a failed call as one line: the mesh's errors by message, a contract's error as its tag and fields */
+const renderError = (error: unknown): string => {
+  if (isServiceError(error)) return `${error._tag}: ${oneLine(error.message)}`
+  if (typeof error === "object" && error !== null && "_tag" in error && typeof error._tag === "string") {
+    const { _tag, ...fields } = error as { readonly _tag: string }
+    return Object.keys(fields).length === 0 ? _tag : `${_tag} ${JSON.stringify(fields)}`
+  }
+  return error instanceof Error ? messageOf(error) : JSON.stringify(error)
+}
+
+/** prints what `Command.run` did not (it renders its own parse errors), as one line */
+const report = (cause: Cause.Cause<unknown>): Effect.Effect<never, unknown> => {
+  if (Cause.hasInterruptsOnly(cause)) return Effect.failCause(cause)
+  const error = Cause.squash(cause)
+  if (error instanceof CliFailure) return Effect.andThen(Console.error(`mesh: ${error.message}`), Effect.fail(error))
+  if (CliError.isCliError(error)) {
+    return Effect.fail(new CliFailure({ message: messageOf(error), exitCode: 2 }))
+  }
+  return Effect.andThen(
+    Console.error(`mesh: unexpected failure: ${Cause.pretty(cause)}`),
+    Effect.fail(new CliFailure({ message: messageOf(error), exitCode: 1 }))
+  )
+}
+
+// ---- mesh run ----
+
+interface Loaded {
+  readonly module: string
+  readonly exportName: string
+  readonly layer: Layer.Layer<never, unknown, Broker | ServiceClient.Transport>
+  readonly service: string | undefined
+}
+
+const exportPattern = /^(.+):([A-Za-z_$][A-Za-z0-9_$]*)$/
+
+/** imports a module and picks its service Layers (or the one named) */
+const load = (spec: string): Effect.Effect<ReadonlyArray<Loaded>, CliFailure> =>
+  Effect.gen(function*() {
+    const match = exportPattern.exec(spec)
+    const path = match === null ? spec : match[1]
+    const exportName = match === null ? undefined : match[2]
+    const isFile = path.startsWith(".") || isAbsolute(path) || /\.[cm]?[jt]s$/.test(path)
+    const url = isFile ? pathToFileURL(resolve(path)).href : path
+    const module = yield* Effect.tryPromise({
+      try: () => import(url) as Promise<Record<string, unknown>>,
+      catch: (error) => new CliFailure({ message: `could not load ${path}: ${messageOf(error)}`, exitCode: 2 })
+    })
+    const loaded = (name: string, value: unknown): Loaded => ({
+      module: path,
+      exportName: name,
+      layer: value as Layer.Layer<never, unknown, Broker | ServiceClient.Transport>,
+      service: Option.getOrUndefined(Option.map(Service.contractOf(value), (c) => c.name))
+    })
+    if (exportName !== undefined) {
+      const value = module[exportName]
+      if (!Layer.isLayer(value)) {
+        return yield* new CliFailure({ message: `${path} has no Layer export named ${exportName}`, exitCode: 2 })
+      }
+      return [loaded(exportName, value)]
+    }
+    const seen = new Set<unknown>()
+    const services = Object.entries(module).filter(([, value]) => {
+      if (!Service.isService(value) || seen.has(value)) return false
+      seen.add(value)
+      return true
+    })
+    if (services.length === 0) {
+      return yield* new CliFailure({
+        message: `${path} exports no service Layer made by Service.make; name a Layer export: ${path}:MyLayer`,
+        exitCode: 2
+      })
+    }
+    return services.map(([name, value]) => loaded(name, value))
+  })
+
+/** a second SIGINT / SIGTERM while draining stops the process at once */
+const forceOnSecondSignal = Effect.acquireRelease(
+  Effect.sync(() => {
+    let signals = 0
+    const onSignal = (signal: NodeJS.Signals) => {
+      signals++
+      if (signals < 2) return
+      process.stderr.write(`mesh: second ${signal}: exiting without waiting for running requests\n`)
+      process.exit(130)
+    }
+    process.on("SIGINT", onSignal)
+    process.on("SIGTERM", onSignal)
+    return onSignal
+  }),
+  (onSignal) =>
+    Effect.sync(() => {
+      process.off("SIGINT", onSignal)
+      process.off("SIGTERM", onSignal)
+    })
+)
+
+const serve = (modules: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const loaded = (yield* Effect.forEach(modules, load)).flat()
+    for (const l of loaded) {
+      const what = l.service === undefined ? "a Layer" : `service ${l.service}`
+      yield* Effect.logInfo(`mesh: loaded ${what} from ${l.module} (export ${l.exportName})`)
+    }
+    const location = yield* MeshConfig.brokerLocation.pipe(mapSetupErrors)
+    yield* Effect.logInfo(`mesh: broker ${location}`)
+    if (location.startsWith("memory")) {
+      yield* Effect.logInfo("mesh: only this process can reach the embedded broker; set AMQP_URL to call it from a shell")
+    }
+    const services = Layer.mergeAll(...loaded.map((l) => l.layer) as [Loaded["layer"], ...Array<Loaded["layer"]>])
+    const mesh = services.pipe(Layer.provide(ServiceClient.layer), Layer.provide(MeshConfig.layerBroker))
+    const names = loaded.map((l) => l.service ?? l.exportName).join(", ")
+    yield* Effect.scoped(Effect.gen(function*() {
+      yield* forceOnSecondSignal
+      yield* Layer.build(mesh).pipe(mapSetupErrors)
+      yield* Effect.logInfo(`mesh: running ${names} (pid ${process.pid}); SIGTERM or Ctrl-C to stop`)
+      return yield* Effect.never.pipe(
+        Effect.onInterrupt(() =>
+          Effect.logInfo("mesh: stopping: running requests finish first (a second signal forces)")
+        )
+      )
+    })).pipe(
+      Effect.provideService(Discovery.LogLevel, "Info"),
+      Effect.onInterrupt(() =>
+        Effect.andThen(
+          Effect.sync(() => {
+            state.stoppedGracefully = true
+          }),
+          Effect.logInfo("mesh: stopped")
+        )
+      )
+    )
+  })
+
+// ---- mesh describe ----
+
+const renderDescriptions = (found: ReadonlyArray<Discovery.Description>, now: number): string => {
+  const byService = new Map<string, Array<Discovery.Description>>()
+  for (const d of found) byService.set(d.service, [...(byService.get(d.service) ?? []), d])
+  const out: Array<string> = []
+  for (const [service, instances] of byService) {
+    out.push(`${service} (${instances.length} instance${instances.length === 1 ? "" : "s"})`)
+    for (const i of instances) {
+      const up = Duration.format(Duration.seconds(Math.max(0, Math.round((now - i.since) / 1000))))
+      out.push(`  instance ${i.instanceId}  host ${i.host}  pid ${i.pid}  broker ${i.broker}  since ${new Date(i.since).toISOString()} (up ${up})`)
+    }
+    // the newest instance speaks for the contract (during a rolling deploy, the one being rolled out)
+    const latest = instances[instances.length - 1]
+    if (latest.rpcs.length > 0) out.push("  rpcs")
+    for (const rpc of latest.rpcs) {
+      const errors = typeOf(rpc.error)
+      out.push(
+        `    ${rpc.name}(${payloadOf(rpc.payload)}): ${rpc.stream ? "stream of " : ""}${typeOf(rpc.success)}` +
+          (errors === "never" ? "" : `  fails with ${errors}`)
+      )
+    }
+    if (latest.publishes.length > 0) out.push("  publishes")
+    for (const e of latest.publishes) {
+      out.push(`    ${e.source}.${e.type}${e.payload === undefined ? "" : ` ${typeOf(e.payload)}`}`)
+    }
+    if (latest.subscribes.length > 0) out.push("  subscribes")
+    for (const e of latest.subscribes) out.push(`    ${e.source}.${e.type} (${e.delivery ?? "pool"})`)
+    const others = latest.entrypoints.filter((name) => !name.startsWith("event "))
+    if (others.length > 0) out.push(`  entrypoints\n${others.map((name) => `    ${name}`).join("\n")}`)
+  }
+  out.push("(mesh describe --json prints the full JSON Schemas)")
+  return out.join("\n")
+}
+
+type Json = Discovery.JsonSchema
+
+const payloadOf = (schema: Json): string => {
+  if (schema["type"] === "null") return ""
+  const rendered = typeOf(schema)
+  return rendered.startsWith("{ ") && rendered.endsWith(" }") ? rendered.slice(2, -2) : rendered
+}
+
+/** a JSON Schema as a short TypeScript-like type, for reading (the JSON output is the reference) */
+const typeOf = (schema: Json, defs: Json = (schema["$defs"] as Json | undefined) ?? {}, depth = 0): string => {
+  if (depth > 6) return "…"
+  const next = (s: unknown) => typeOf(s as Json, defs, depth + 1)
+  const ref = schema["$ref"]
+  if (typeof ref === "string") {
+    const name = ref.replace(/^#\/\$defs\//, "")
+    const target = defs[name]
+    return target === undefined ? name.replace(/Encoded$/, "") : next(target)
+  }
+  if ("not" in schema && Object.keys(schema).length === 1) return "never"
+  const anyOf = (schema["anyOf"] ?? schema["oneOf"]) as ReadonlyArray<Json> | undefined
+  if (anyOf !== undefined) {
+    // Schema.Number's JSON form also allows "Infinity", "-Infinity" and "NaN" as strings
+    const plain = anyOf.filter((s) =>
+      !(s["type"] === "string" && Array.isArray(s["enum"]) && s["enum"].every((v) => ["Infinity", "-Infinity", "NaN"].includes(v)))
+    )
+    const members = Array.from(new Set(plain.map(next))).filter((t) => t !== "never")
+    return members.length === 0 ? "never" : members.join(" | ")
+  }
+  if (Array.isArray(schema["enum"])) return schema["enum"].map((v) => JSON.stringify(v)).join(" | ")
+  if ("const" in schema) return JSON.stringify(schema["const"])
+  switch (schema["type"]) {
+    case "object": {
+      const properties = (schema["properties"] ?? {}) as Record<string, Json>
+      const required = new Set((schema["required"] ?? []) as ReadonlyArray<string>)
+      const fields = Object.entries(properties).map(([key, value]) => `${key}${required.has(key) ? "" : "?"}: ${next(value)}`)
+      if (fields.length === 0) {
+        const additional = schema["additionalProperties"]
+        return typeof additional === "object" && additional !== null ? `Record<string, ${next(additional)}>` : "{}"
+      }
+      return `{ ${fields.join(", ")} }`
+    }
+    case "array": {
+      const prefix = schema["prefixItems"] as ReadonlyArray<Json> | undefined
+      if (prefix !== undefined) return `[${prefix.map(next).join(", ")}]`
+      return `Array<${schema["items"] === undefined ? "unknown" : next(schema["items"])}>`
+    }
+    case undefined:
+      return "unknown"
+    default:
+      return Array.isArray(schema["type"]) ? schema["type"].join(" | ") : String(schema["type"])
+  }
+}
