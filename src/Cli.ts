@@ -164,7 +164,7 @@ const describeCommand = Command.make(
   "describe",
   {
     service: Argument.String("service").pipe(Argument.withDescription("only this service"), Argument.optional),
-    json: Flag.Boolean("json").pipe(Flag.withDescription("print the descriptions as JSON"), Flag.withDefault(false)),
+    json: Flag.Boolean("json").pipe(Flag.withDescription("print the descriptions as JSON, on one line"), Flag.withDefault(false)),
     wait: Flag.String("wait").pipe(
       Flag.withDescription("how long to collect answers, e.g. \"2 seconds\""),
       Flag.withDefault("1 second")
@@ -182,7 +182,7 @@ const describeCommand = Command.make(
           exitCode: 1
         })
       }
-      if (json) return yield* Console.log(JSON.stringify(found, null, 2))
+      if (json) return yield* Console.log(JSON.stringify(found))
       if (found.length === 0) return yield* Console.log(`no instances answered within ${Duration.format(window)}`)
       const now = yield* Clock.currentTimeMillis
       yield* Console.log(renderDescriptions(found, now))

@@ -1,0 +1,198 @@
+/**
+ * The `mesh` command as a user runs it: `mesh run` as a real process on RabbitMQ, `mesh call`,
+ * `mesh emit` and `mesh describe` as further processes, SIGTERM with calls in flight, bad input.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Fiber, Layer } from "effect"
+import { AmqpBroker, ServiceClient } from "effect-mesh"
+import { writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { amqpUrl } from "./fixtures/amqpUrl.ts"
+import { spawnProgram } from "./fixtures/processes.ts"
+import { workContract } from "./fixtures/programs/workContract.ts"
+
+const bin = fileURLToPath(new URL("../src/bin.ts", import.meta.url))
+const workModule = "test/fixtures/programs/cliWork.ts"
+const suffix = () => crypto.randomUUID().slice(0, 8)
+
+/** runs `mesh <args>` to its end: exit code and everything it printed */
+const mesh = (args: ReadonlyArray<string>, env: Readonly<Record<string, string>> = { AMQP_URL: amqpUrl() }) =>
+  Effect.scoped(Effect.gen(function*() {
+    const proc = yield* spawnProgram(bin, env, args)
+    const { code } = yield* proc.exited
+    return { code, lines: proc.output() }
+  }))
+
+/** `mesh run <args>` in the background, once it is serving */
+const meshRun = (args: ReadonlyArray<string>, env: Readonly<Record<string, string>> = {}) =>
+  Effect.gen(function*() {
+    const proc = yield* spawnProgram(bin, { AMQP_URL: amqpUrl(), ...env }, ["run", ...args])
+    yield* proc.waitFor(/mesh: running/, "60 seconds")
+    return proc
+  })
+
+const clientLayer = () =>
+  ServiceClient.layer.pipe(Layer.provideMerge(AmqpBroker.layer({ url: amqpUrl(), reconnect: undefined })), Layer.fresh)
+
+describe("mesh", () => {
+  it.live("run the calculator example on RabbitMQ, call it, describe it, SIGTERM it: exit 0", () =>
+    Effect.gen(function*() {
+      const run = yield* meshRun(["examples/calculator/service.ts"])
+      const started = yield* run.waitFor(/calculator: instance \S+ started/)
+      assert.match(started, /broker amqp/)
+      assert.isTrue(run.output().some((l) => /mesh: broker amqp amqp:\/\/guest:\*\*\*@/.test(l)), "credentials are masked")
+
+      const add = yield* mesh(["call", "calculator.add", "{\"a\":1,\"b\":2}"])
+      assert.deepStrictEqual(add, { code: 0, lines: ["3"] })
+      const countdown = yield* mesh(["call", "calculator.countdown", "{\"from\":3}"])
+      assert.deepStrictEqual(countdown, { code: 0, lines: ["3", "2", "1", "0"] })
+      const divide = yield* mesh(["call", "calculator.divide", "{\"a\":1,\"b\":0}"])
+      assert.deepStrictEqual(divide, { code: 1, lines: ["mesh: DivisionByZero {\"dividend\":1}"] })
+
+      // the broker can come from a config file, with ${VAR:default} expansion
+      const config = join(tmpdir(), `mesh-${suffix()}.yaml`)
+      writeFileSync(config, "amqp:\n  url: ${MESH_TEST_AMQP:amqp://nowhere}\n")
+      const viaFile = yield* mesh(["--config", config, "call", "calculator.multiply", "{\"a\":6,\"b\":7}"], {
+        AMQP_URL: "",
+        MESH_TEST_AMQP: amqpUrl()
+      })
+      assert.deepStrictEqual(viaFile, { code: 0, lines: ["42"] })
+
+      const described = yield* mesh(["describe", "calculator", "--json", "--wait", "1 second"])
+      assert.strictEqual(described.code, 0)
+      const instances = JSON.parse(described.lines.join("")) as ReadonlyArray<{
+        readonly pid: number
+        readonly instanceId: string
+        readonly broker: string
+        readonly rpcs: ReadonlyArray<{ readonly name: string; readonly stream: boolean; readonly payload: { readonly required: unknown } }>
+      }>
+      const ours = instances.find((i) => i.pid === run.pid)
+      assert.isDefined(ours)
+      assert.strictEqual(ours?.broker, "amqp")
+      assert.deepStrictEqual(ours?.rpcs.map((r) => r.name), ["add", "divide", "countdown", "multiply", "sleep"])
+      assert.deepStrictEqual(ours?.rpcs.find((r) => r.name === "add")?.payload.required, ["a", "b"])
+      assert.strictEqual(ours?.rpcs.find((r) => r.name === "countdown")?.stream, true)
+
+      const text = yield* mesh(["describe", "calculator"])
+      assert.strictEqual(text.code, 0)
+      assert.isTrue(text.lines.some((l) => l.includes(`instance ${ours?.instanceId}`) && l.includes(`pid ${run.pid}`)))
+      assert.include(text.lines, "    add(a: number, b: number): number")
+      assert.include(text.lines, "    divide(a: number, b: number): number  fails with { _tag: \"DivisionByZero\", dividend: number }")
+      assert.include(text.lines, "    countdown(from: integer): stream of integer")
+
+      yield* run.kill("SIGTERM")
+      assert.strictEqual((yield* run.exited).code, 0)
+      yield* run.waitFor(/mesh: stopped/)
+    }).pipe(Effect.scoped), 120_000)
+
+  it.live("SIGTERM with calls in flight: the instance drains them and exits 0, the rest go to the other; none is lost", () =>
+    Effect.gen(function*() {
+      const service = `cli-${suffix()}`
+      const a = yield* meshRun([`${workModule}:WorkLive`], { SERVICE: service })
+      const b = yield* meshRun([workModule], { SERVICE: service })
+      const work = yield* ServiceClient.make(workContract(service), { timeout: "60 seconds" })
+      const calls = yield* Effect.forEach(
+        Array.from({ length: 150 }, (_, id) => id),
+        (id) => work.work({ id, millis: 300 }),
+        { concurrency: "unbounded" }
+      ).pipe(Effect.forkChild)
+      // and one from the shell, running on whichever instance picks it up
+      const shell = yield* spawnProgram(bin, { AMQP_URL: amqpUrl() }, [
+        "call",
+        `${service}.work`,
+        "{\"id\":1000,\"millis\":1500}"
+      ])
+      yield* a.waitFor(/^served/)
+      yield* a.kill("SIGTERM")
+      const results = yield* Fiber.join(calls)
+      assert.deepStrictEqual(results.map((r) => r.id), Array.from({ length: 150 }, (_, id) => id))
+      assert.strictEqual((yield* a.exited).code, 0)
+      yield* a.waitFor(/mesh: stopped/)
+      // the stopping instance answered what it had started; the other took the rest
+      assert.isTrue(results.some((r) => r.pid === a.pid))
+      assert.isTrue(results.some((r) => r.pid === b.pid))
+      assert.strictEqual((yield* shell.exited).code, 0)
+      assert.match(shell.output().join("\n"), /^\{"id":1000,"pid":\d+\}$/)
+      yield* b.kill("SIGTERM")
+      assert.strictEqual((yield* b.exited).code, 0)
+    }).pipe(Effect.scoped, Effect.provide(clientLayer())), 120_000)
+
+  it.live("emit publishes an event the running service receives; describe lists what it publishes and subscribes", () =>
+    Effect.gen(function*() {
+      const service = `cli-${suffix()}`
+      const run = yield* meshRun([workModule], { SERVICE: service })
+      const emitted = yield* mesh(["emit", `${service}.ping`, "{\"n\":7}"])
+      assert.deepStrictEqual(emitted, { code: 0, lines: [`emitted ${service}.ping`] })
+      yield* run.waitFor(/^pinged 7$/)
+      const text = yield* mesh(["describe", service])
+      assert.include(text.lines, "  publishes")
+      assert.include(text.lines, `    ${service}.ping { n: integer }`)
+      assert.include(text.lines, `    ${service}.ping (pool)`)
+      yield* run.kill("SIGTERM")
+      assert.strictEqual((yield* run.exited).code, 0)
+    }).pipe(Effect.scoped), 120_000)
+
+  it.live("bad input: one readable line and a non-zero exit code", () =>
+    Effect.gen(function*() {
+      const service = `cli-${suffix()}`
+      const run = yield* meshRun([workModule], { SERVICE: service })
+      const oneLine = (result: { readonly code: number | null; readonly lines: ReadonlyArray<string> }, code: number, pattern: RegExp) => {
+        assert.strictEqual(result.code, code, result.lines.join("\n"))
+        assert.strictEqual(result.lines.length, 1, result.lines.join("\n"))
+        assert.match(result.lines[0], pattern)
+      }
+      // independent processes: run them side by side
+      const cases = [
+        [mesh(["call", `nobody-${suffix()}.work`, "{}"]), 1, /^mesh: ServiceNotFound: no service named "nobody-\w+" is running$/],
+        [mesh(["call", `${service}.work`, "{\"id\":1,"]), 2, /^mesh: the payload is not valid JSON: /],
+        [mesh(["call", `${service}.work`, "{\"id\":\"one\",\"millis\":1}"]), 1, /^mesh: InvalidPayload: invalid payload for cli-\w+\.work: .*\["id"\]/],
+        [mesh(["call", `${service}.nope`]), 1, /^mesh: MethodNotFound: service "cli-\w+" has no method "nope"$/],
+        [mesh(["call", service, "{}"]), 2, /^mesh: expected service\.method, got "cli-\w+"$/],
+        [mesh(["call", `${service}.work`, "{}", "--timeout", "soon"]), 2, /^mesh: "soon" is not a duration/],
+        [mesh(["emit", `${service}.ping`, "not json"]), 2, /^mesh: the payload is not valid JSON: /],
+        [mesh(["describe", `nobody-${suffix()}`, "--wait", "300 millis"]), 1, /^mesh: no instance of "nobody-\w+" answered within 300ms$/],
+        [mesh(["call", `${service}.work`, "{}"], { AMQP_URL: "" }), 2, /^mesh: call needs RabbitMQ: set AMQP_URL/],
+        [mesh(["--config", "/nonexistent/mesh.yaml", "show-config"]), 2, /^mesh: config file \/nonexistent\/mesh.yaml: no such file$/],
+        [mesh(["run", "test/fixtures/programs/workContract.ts"]), 2, /exports no service Layer made by Service\.make/],
+        [mesh(["run", `${workModule}:answer`]), 2, /has no Layer export named answer$/],
+        [mesh(["run", "no/such/module.ts"]), 2, /^mesh: could not load no\/such\/module\.ts: /]
+      ] as const
+      const results = yield* Effect.forEach(cases, ([result]) => result, { concurrency: 4 })
+      results.forEach((result, i) => oneLine(result, cases[i][1], cases[i][2]))
+      const timedOut = yield* mesh(["call", `${service}.work`, "{\"id\":1,\"millis\":5000}", "--timeout", "300 millis"])
+      oneLine(timedOut, 1, /^mesh: CallTimeout: cli-\w+\.work did not answer within 300 ms$/)
+      yield* run.kill("SIGTERM")
+      assert.strictEqual((yield* run.exited).code, 0)
+    }).pipe(Effect.scoped), 180_000)
+
+  it.live("run on the embedded broker without AMQP_URL says so; show-config redacts secrets", () =>
+    Effect.gen(function*() {
+      const run = yield* meshRun(["examples/calculator/service.ts"], { AMQP_URL: "" })
+      yield* run.waitFor(/mesh: broker memory \(embedded, in-process\)/)
+      yield* run.waitFor(/only this process can reach the embedded broker; set AMQP_URL/)
+      yield* run.kill("SIGINT")
+      assert.strictEqual((yield* run.exited).code, 0)
+
+      const config = join(tmpdir(), `mesh-${suffix()}.yaml`)
+      writeFileSync(config, [
+        "amqp:",
+        "  url: amqp://app:${MESH_TEST_PASSWORD:changeme}@rabbit.internal:5672/prod",
+        "  heartbeat: 5",
+        "database:",
+        "  password: hunter2",
+        "  host: db.internal"
+      ].join("\n"))
+      const shown = yield* mesh(["show-config", "--config", config], { MESH_TEST_PASSWORD: "s3cret", AMQP_HEARTBEAT: "30" })
+      assert.strictEqual(shown.code, 0)
+      const output = shown.lines.join("\n")
+      assert.notInclude(output, "s3cret")
+      assert.notInclude(output, "hunter2")
+      assert.match(output, /broker: amqp amqp:\/\/app:\*\*\*@rabbit\.internal:5672\/prod/)
+      assert.match(output, /AMQP_HEARTBEAT\s+= 5 {2}\(file\)/)
+      assert.match(output, /DATABASE_PASSWORD\s+= <redacted> {2}\(file\)/)
+      assert.match(output, /DATABASE_HOST\s+= db\.internal {2}\(file\)/)
+      assert.match(output, /AMQP_CONNECTION_NAME\s+= effect-mesh {2}\(default\)/)
+    }).pipe(Effect.scoped), 120_000)
+})
