@@ -119,13 +119,16 @@ describe("mesh", () => {
       assert.strictEqual((yield* b.exited).code, 0)
     }).pipe(Effect.scoped, Effect.provide(clientLayer())), 120_000)
 
-  it.live("emit publishes an event the running service receives; describe lists what it publishes and subscribes", () =>
+  it.live("emit publishes an event the running service receives; --user and --context fill the call context; describe lists events", () =>
     Effect.gen(function*() {
       const service = `cli-${suffix()}`
       const run = yield* meshRun([workModule], { SERVICE: service })
       const emitted = yield* mesh(["emit", `${service}.ping`, "{\"n\":7}"])
       assert.deepStrictEqual(emitted, { code: 0, lines: [`emitted ${service}.ping`] })
       yield* run.waitFor(/^pinged 7$/)
+      // both services of the module run; the call context comes from --user and --context
+      const context = yield* mesh(["call", `${service}-context.context`, "--user", "ada", "--context", "tenant=acme", "--context", "region=eu"])
+      assert.deepStrictEqual(context, { code: 0, lines: ["{\"user\":\"ada\",\"entries\":{\"tenant\":\"acme\",\"region\":\"eu\"}}"] })
       const text = yield* mesh(["describe", service])
       assert.include(text.lines, "  publishes")
       assert.include(text.lines, `    ${service}.ping { n: integer }`)
