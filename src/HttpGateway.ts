@@ -42,9 +42,7 @@ import {
 } from "effect/http"
 import type { ServeError } from "effect/http/HttpServerError"
 import { isHttpServerError } from "effect/http/HttpServerError"
-import type { Rpc, RpcGroup } from "effect/rpc"
 import { RpcClient, RpcSerialization, RpcServer } from "effect/rpc"
-import type { FromClientEncoded } from "effect/rpc/RpcMessage"
 import { createServer } from "node:http"
 import * as CallContext from "./CallContext.ts"
 import * as edge from "./internal/edge.ts"
@@ -226,7 +224,7 @@ export const layerClient = (options: {
     Effect.gen(function*() {
       const http = yield* HttpClient.HttpClient
       const base = `${options.url.replace(/\/$/, "")}${options.path ?? "/rpc"}`
-      return yield* makeTransport((service) =>
+      return yield* edge.makeTransport((service) =>
         RpcClient.makeProtocolHttp(
           http.pipe(HttpClient.mapRequest(HttpClientRequest.prependUrl(`${base}/${service}`)))
         ).pipe(Effect.provideService(RpcSerialization.RpcSerialization, RpcSerialization.ndjson))
@@ -379,83 +377,9 @@ const typedRpcEffect = (any: edge.AnyContract, timeout: Duration.Input) =>
       Effect.provideService(RpcSerialization.RpcSerialization, RpcSerialization.ndjson)
     )
     yield* RpcServer.make(contract.group, { disableFatalDefects: true, spanPrefix: `gateway.${contract.name}` }).pipe(
-      Effect.provideService(RpcServer.Protocol, firstHeaderWins(protocol)),
+      Effect.provideService(RpcServer.Protocol, edge.firstHeaderWins(protocol)),
       Effect.provideContext(handlers as Context.Context<never>),
       Effect.forkScoped
     )
     return httpEffect
-  })
-
-const protectedHeaders: ReadonlySet<string> = new Set([edge.requestHeaders.correlationId, edge.requestHeaders.userId])
-
-/**
- * A server protocol whose requests keep only the first occurrence of the headers the edge sets: the
- * HTTP request's headers come first, so a client cannot override its identity in the rpc envelope.
- *
- * @internal
- */
-export const firstHeaderWins = (protocol: RpcServer.Protocol["Service"]): RpcServer.Protocol["Service"] => ({
-  ...protocol,
-  run: (f) =>
-    protocol.run((clientId, message: FromClientEncoded) => {
-      if (message._tag !== "Request") return f(clientId, message)
-      const seen = new Set<string>()
-      const headers = message.headers.filter(([key]) => {
-        const name = key.toLowerCase()
-        if (!protectedHeaders.has(name)) return true
-        if (seen.has(name)) return false
-        seen.add(name)
-        return true
-      })
-      return f(clientId, { ...message, headers })
-    })
-})
-
-/**
- * A `ServiceClient.Transport` whose clients speak effect/rpc over the given protocol, one per
- * service, made once.
- *
- * @internal
- */
-export const makeTransport = <E, R>(
-  protocolFor: (service: string) => Effect.Effect<RpcClient.Protocol["Service"], E, R | Scope.Scope>
-): Effect.Effect<ServiceClient.Transport["Service"], never, Exclude<R, Scope.Scope> | Scope.Scope> =>
-  Effect.gen(function*() {
-    const scope = yield* Effect.scope
-    const context = yield* Effect.context<Exclude<R, Scope.Scope>>()
-    const clients = new Map<string, WeakMap<object, unknown>>()
-    const client = <Rpcs extends Rpc.Any>(service: string, group: RpcGroup.RpcGroup<Rpcs>) =>
-      Effect.suspend(() => {
-        let byGroup = clients.get(service)
-        if (byGroup === undefined) {
-          byGroup = new WeakMap()
-          clients.set(service, byGroup)
-        }
-        const cached = byGroup.get(group)
-        if (cached !== undefined) return Effect.succeed(cached as RpcClient.RpcClient<Rpcs, never>)
-        return protocolFor(service).pipe(
-          Effect.flatMap((protocol) =>
-            RpcClient.make(group, { spanPrefix: service }).pipe(Effect.provideService(RpcClient.Protocol, protocol))
-          ),
-          Effect.tap((made) => Effect.sync(() => byGroup.set(group, made))),
-          Effect.provideContext(context as Context.Context<R>),
-          Scope.provide(scope),
-          Effect.orDie
-        )
-      }) as never
-    const protocols = new Map<string, RpcClient.Protocol["Service"]>()
-    const protocol = (service: string) =>
-      Effect.suspend(() => {
-        const cached = protocols.get(service)
-        if (cached !== undefined) return Effect.succeed(cached)
-        return protocolFor(service).pipe(
-          Effect.tap((made) => Effect.sync(() => protocols.set(service, made))),
-          Effect.provideContext(context as Context.Context<R>),
-          Scope.provide(scope),
-          Effect.orDie
-        )
-      })
-    // not a literal: `protocol` is for untyped calls, which not every version of the transport has
-    const transport = { id: crypto.randomUUID(), client, protocol }
-    return ServiceClient.Transport.of(transport)
   })

@@ -39,4 +39,6 @@ export * as ServiceError from "./ServiceError.ts"
 /** @since 0.1.0 */
 export * as Timer from "./Timer.ts"
 /** @since 0.1.0 */
+export * as WebSocketGateway from "./WebSocketGateway.ts"
+/** @since 0.1.0 */
 export * as Worker from "./Worker.ts"
