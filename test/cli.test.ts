@@ -146,7 +146,7 @@ describe("mesh", () => {
         assert.strictEqual(result.lines.length, 1, result.lines.join("\n"))
         assert.match(result.lines[0], pattern)
       }
-      // independent processes: run them side by side
+      // independent processes: two at a time (node startup is CPU-heavy; other test files share the machine)
       const cases = [
         [mesh(["call", `nobody-${suffix()}.work`, "{}"]), 1, /^mesh: ServiceNotFound: no service named "nobody-\w+" is running$/],
         [mesh(["call", `${service}.work`, "{\"id\":1,"]), 2, /^mesh: the payload is not valid JSON: /],
@@ -162,7 +162,7 @@ describe("mesh", () => {
         [mesh(["run", `${workModule}:answer`]), 2, /has no Layer export named answer$/],
         [mesh(["run", "no/such/module.ts"]), 2, /^mesh: could not load no\/such\/module\.ts: /]
       ] as const
-      const results = yield* Effect.forEach(cases, ([result]) => result, { concurrency: 4 })
+      const results = yield* Effect.forEach(cases, ([result]) => result, { concurrency: 2 })
       results.forEach((result, i) => oneLine(result, cases[i][1], cases[i][2]))
       const timedOut = yield* mesh(["call", `${service}.work`, "{\"id\":1,\"millis\":5000}", "--timeout", "300 millis"])
       oneLine(timedOut, 1, /^mesh: CallTimeout: cli-\w+\.work did not answer within 300 ms$/)
