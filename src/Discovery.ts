@@ -38,6 +38,8 @@ import type { ServiceContract } from "./ServiceContract.ts"
 export const JsonSchema = Schema.Record(Schema.String, Schema.Unknown)
 
 /**
+ * The type of `JsonSchema`.
+ *
  * @since 0.1.0
  */
 export type JsonSchema = typeof JsonSchema.Type
@@ -57,6 +59,8 @@ export const RpcDescription = Schema.Struct({
 })
 
 /**
+ * The type of `RpcDescription`.
+ *
  * @since 0.1.0
  */
 export type RpcDescription = typeof RpcDescription.Type
@@ -75,6 +79,8 @@ export const EventDescription = Schema.Struct({
 })
 
 /**
+ * The type of `EventDescription`.
+ *
  * @since 0.1.0
  */
 export type EventDescription = typeof EventDescription.Type
@@ -95,6 +101,8 @@ export const InstanceInfo = Schema.Struct({
 })
 
 /**
+ * The type of `InstanceInfo`.
+ *
  * @since 0.1.0
  */
 export type InstanceInfo = typeof InstanceInfo.Type
@@ -114,6 +122,8 @@ export const Description = Schema.Struct({
 })
 
 /**
+ * The type of `Description`.
+ *
  * @since 0.1.0
  */
 export type Description = typeof Description.Type
@@ -129,6 +139,8 @@ export const Announcement = Schema.Struct({
 })
 
 /**
+ * The type of `Announcement`.
+ *
  * @since 0.1.0
  */
 export type Announcement = typeof Announcement.Type

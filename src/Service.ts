@@ -15,7 +15,9 @@
  *
  * Handlers read the current call with `yield* CallContext.CallContext`; calls they make carry it on.
  * When the Layer is released, the service stops taking requests, lets running ones finish within
- * `drainTimeout`, and returns the rest to the queue for another instance.
+ * `drainTimeout`, and returns the rest to the queue for another instance. Each instance is
+ * discoverable (`Discovery`) unless `discovery: false`, and the Layer knows its contract
+ * (`contractOf`), which is how `mesh run` finds the services a module exports.
  *
  * @since 0.1.0
  */
