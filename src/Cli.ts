@@ -424,7 +424,21 @@ const serve = (modules: ReadonlyArray<string>) =>
     const names = loaded.map((l) => l.service ?? l.exportName).join(", ")
     yield* Effect.scoped(Effect.gen(function*() {
       yield* forceOnSecondSignal
-      yield* Layer.build(mesh).pipe(mapSetupErrors)
+      yield* Layer.build(mesh).pipe(
+        mapSetupErrors,
+        Effect.catchDefect((defect) => {
+          const missing = /^Service not found: (.+)$/.exec(messageOf(defect))
+          return Effect.fail(
+            missing === null
+              ? new CliFailure({ message: `a service failed to start: ${messageOf(defect)}`, exitCode: 1 })
+              : new CliFailure({
+                message: `a service needs ${missing[1]}, which mesh run does not provide (it provides the broker ` +
+                  `and ServiceClient): export a Layer with it provided and run module:ThatLayer`,
+                exitCode: 2
+              })
+          )
+        })
+      )
       yield* Effect.logInfo(`mesh: running ${names} (pid ${process.pid}); SIGTERM or Ctrl-C to stop`)
       return yield* Effect.never.pipe(
         Effect.onInterrupt(() =>

@@ -164,6 +164,9 @@ describe("mesh", () => {
       ] as const
       const results = yield* Effect.forEach(cases, ([result]) => result, { concurrency: 2 })
       results.forEach((result, i) => oneLine(result, cases[i][1], cases[i][2]))
+      const needs = yield* mesh(["run", "test/fixtures/programs/cliNeeds.ts"])
+      assert.strictEqual(needs.code, 2)
+      assert.match(needs.lines[needs.lines.length - 1], /^mesh: a service needs cli-test\/Database, which mesh run does not provide/)
       const timedOut = yield* mesh(["call", `${service}.work`, "{\"id\":1,\"millis\":5000}", "--timeout", "300 millis"])
       oneLine(timedOut, 1, /^mesh: CallTimeout: cli-\w+\.work did not answer within 300 ms$/)
       yield* run.kill("SIGTERM")
