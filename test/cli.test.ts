@@ -119,6 +119,22 @@ describe("mesh", () => {
       assert.strictEqual((yield* b.exited).code, 0)
     }).pipe(Effect.scoped, Effect.provide(clientLayer())), 120_000)
 
+  it.live("a second signal while draining exits at once with 130", () =>
+    Effect.gen(function*() {
+      const service = `cli-${suffix()}`
+      const run = yield* meshRun([workModule], { SERVICE: service })
+      const call = yield* spawnProgram(bin, { AMQP_URL: amqpUrl() }, ["call", `${service}.work`, "{\"id\":1,\"millis\":60000}"])
+      yield* run.waitFor(/^working 1$/)
+      yield* run.kill("SIGTERM")
+      yield* run.waitFor(/mesh: stopping/)
+      yield* run.kill("SIGINT")
+      const exit = yield* run.exited.pipe(Effect.timeout("10 seconds"))
+      assert.strictEqual(exit.code, 130)
+      yield* run.waitFor(/^mesh: second SIGINT: exiting without waiting for running requests$/)
+      assert.isFalse(run.output().some((l) => l.startsWith("served")))
+      yield* call.kill("SIGINT")
+    }).pipe(Effect.scoped), 120_000)
+
   it.live("emit publishes an event the running service receives; --user and --context fill the call context; describe lists events", () =>
     Effect.gen(function*() {
       const service = `cli-${suffix()}`
