@@ -75,6 +75,11 @@ export class Hub extends Context.Service<Hub, {
   readonly instanceId: string
   /** registers a socket for as long as the scope lives */
   readonly connect: Effect.Effect<Connection, never, Scope.Scope>
+  /**
+   * listens to a channel for as long as the scope lives; the broadcasts are routed to this instance
+   * once it succeeds
+   */
+  readonly subscribe: (channel: string) => Effect.Effect<Stream.Stream<Message>, BrokerError | InvalidChannel, Scope.Scope>
   /** a channel's broadcasts as a stream (an SSE response, a server-side listener) */
   readonly channel: (channel: string) => Stream.Stream<Message, BrokerError | InvalidChannel>
 }>()("effect-mesh/Hub") {}
@@ -91,7 +96,7 @@ export const broadcast = (
   event: string,
   data: Schema.Json
 ): Effect.Effect<void, BrokerError | InvalidChannel, Broker> =>
-  validChannel(channel)
+  isValidChannel(channel)
     ? publish(channelKey(channel), { channel, event, data })
     : Effect.fail(new InvalidChannel({ channel }))
 
@@ -158,7 +163,7 @@ export const make: Effect.Effect<Hub["Service"], BrokerError, Broker | Scope.Sco
 
   // bindings follow the local listeners: bound with the first, unbound with the last
   const listen = (channel: string, mailbox: Queue.Queue<Message>): Effect.Effect<void, BrokerError | InvalidChannel> => {
-    if (!validChannel(channel)) return Effect.fail(new InvalidChannel({ channel }))
+    if (!isValidChannel(channel)) return Effect.fail(new InvalidChannel({ channel }))
     const existing = listeners.get(channel)
     if (existing !== undefined) {
       existing.add(mailbox)
@@ -203,18 +208,27 @@ export const make: Effect.Effect<Hub["Service"], BrokerError, Broker | Scope.Sco
     return connection
   })
 
-  const channel = (name: string): Stream.Stream<Message, BrokerError | InvalidChannel> =>
-    Stream.unwrap(Effect.gen(function*() {
+  const subscribe = (name: string) =>
+    Effect.gen(function*() {
       const mailbox = yield* Effect.acquireRelease(
         Queue.unbounded<Message>(),
         (mailbox) => Effect.andThen(Effect.ignore(unlisten(name, mailbox)), Queue.shutdown(mailbox))
       )
       yield* listen(name, mailbox)
       return Stream.fromQueue(mailbox)
-    }))
+    })
 
-  return Hub.of({ instanceId, connect, channel })
+  const channel = (name: string): Stream.Stream<Message, BrokerError | InvalidChannel> => Stream.unwrap(subscribe(name))
+
+  return Hub.of({ instanceId, connect, subscribe, channel })
 })
+
+/**
+ * Whether a channel name can be routed (see `InvalidChannel`).
+ *
+ * @since 0.1.0
+ */
+export const isValidChannel = (channel: string): boolean => channelPattern.test(channel)
 
 /**
  * The hub as a Layer, for gateway processes.
@@ -230,7 +244,6 @@ const channelKey = (channel: string): string => `channel.${channel}`
 const socketKey = (instance: string): string => `socket.${instance}`
 
 const channelPattern = /^[A-Za-z0-9_\-.:/]{1,200}$/
-const validChannel = (channel: string): boolean => channelPattern.test(channel)
 
 /** a socket id is `<hub instance>.<n>` */
 const instanceOf = (socketId: string): string | undefined => {

@@ -39,6 +39,8 @@ export * as ServiceContract from "./ServiceContract.ts"
 /** @since 0.1.0 */
 export * as ServiceError from "./ServiceError.ts"
 /** @since 0.1.0 */
+export * as Sse from "./Sse.ts"
+/** @since 0.1.0 */
 export * as Timer from "./Timer.ts"
 /** @since 0.1.0 */
 export * as WebSocketGateway from "./WebSocketGateway.ts"

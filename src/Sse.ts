@@ -1,0 +1,267 @@
+/**
+ * Server-Sent Events at the edge, both ways.
+ *
+ * Out to browsers: `Sse.response` turns any `Stream` of events into a `text/event-stream` answer
+ * (with heartbeat comments so proxies keep it open), and `Sse.layerHub` serves the hub's channels at
+ * `/sse/<channel>`, so an `EventSource` gets the broadcasts that WebSocket subscribers get. (A
+ * streaming RPC reaches browsers as SSE through `HttpGateway`'s `/rpc/<service>/<method>`.)
+ *
+ * In from the outside world (farine's HTTP stream): `Sse.source(url)` reads an external SSE endpoint
+ * as a `Stream`, reconnecting with `Last-Event-ID` and honouring the server's `retry:`, and
+ * `Sse.entrypoint` runs it inside a service, so each event becomes a call, an event published on the
+ * mesh, a broadcast.
+ *
+ * ```ts
+ * Service.make(Prices, {
+ *   handlers,
+ *   entrypoints: [
+ *     Sse.entrypoint("ticker", { url: "https://example.com/ticks", schema: Schema.fromJsonString(Tick) },
+ *       (event) => Hub.broadcast("ticks", "tick", event.data))
+ *   ]
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Cause, Duration, Effect, Layer, Schedule, Schema, Stream } from "effect"
+import type { Scope } from "effect"
+import { Sse as SseEncoding } from "effect/encoding"
+import type { HttpClientError } from "effect/http"
+import { HttpClient, HttpClientRequest, HttpRouter, HttpServerResponse } from "effect/http"
+import { Hub, isValidChannel } from "./Hub.ts"
+import * as edge from "./internal/edge.ts"
+import * as Service from "./Service.ts"
+
+// ---- models ----
+
+/**
+ * One event: its type (`message` when absent), its id, and its data (text; JSON by convention).
+ *
+ * @since 0.1.0
+ */
+export interface Event {
+  readonly event?: string | undefined
+  readonly id?: string | undefined
+  readonly data: string
+}
+
+/**
+ * An event read from a source, with its data decoded.
+ *
+ * @since 0.1.0
+ */
+export interface Received<A> {
+  readonly event: string
+  readonly id: string | undefined
+  readonly data: A
+}
+
+/**
+ * Why reading a source failed: the request or the connection failed, the server did not answer 200
+ * with `text/event-stream`, or an event was too large.
+ *
+ * @since 0.1.0
+ */
+export class SseSourceError extends Schema.TaggedError<SseSourceError>()("SseSourceError", {
+  url: Schema.String,
+  message: Schema.String
+}) {}
+
+/**
+ * Options of `source`.
+ *
+ * @since 0.1.0
+ */
+export interface SourceOptions {
+  /** extra request headers (authorization...) */
+  readonly headers?: Readonly<Record<string, string>> | undefined
+  /**
+   * when to reconnect after the stream ends or fails (default: every second, forever; a server's
+   * `retry:` sets the delay of the next attempt); `false` reads one connection and surfaces its error
+   */
+  readonly reconnect?: Schedule.Schedule<unknown, unknown> | false | undefined
+}
+
+// ---- out: responses ----
+
+const encoder = new TextEncoder()
+
+/**
+ * Encodes one event as SSE text.
+ *
+ * @since 0.1.0
+ */
+export const encode = (event: Event): Uint8Array =>
+  encoder.encode(SseEncoding.encoder.write({ _tag: "Event", event: event.event ?? "message", id: event.id, data: event.data }))
+
+/**
+ * A `text/event-stream` response streaming the events, with a comment every `heartbeat` (default 15
+ * seconds) while nothing else is sent.
+ *
+ * @since 0.1.0
+ */
+export const response = <E>(
+  events: Stream.Stream<Event, E>,
+  options?: {
+    readonly heartbeat?: Duration.Input | undefined
+    readonly headers?: Readonly<Record<string, string>> | undefined
+  }
+): HttpServerResponse.HttpServerResponse => {
+  const heartbeat = Stream.tick(options?.heartbeat ?? "15 seconds").pipe(
+    Stream.drop(1),
+    Stream.map(() => encoder.encode(": heartbeat\n\n"))
+  )
+  const body = Stream.map(events, encode).pipe(Stream.merge(heartbeat, { haltStrategy: "left" }))
+  return HttpServerResponse.stream(body, {
+    contentType: "text/event-stream",
+    headers: { "cache-control": "no-cache", ...options?.headers }
+  })
+}
+
+/**
+ * Serves the hub's channels as SSE at `path` (default `/sse/:channel`): first a `connected` event once
+ * the channel's broadcasts are routed to this instance, then one event per broadcast (its event name,
+ * its data as JSON, a sequence number as id).
+ *
+ * @since 0.1.0
+ */
+export const layerHub = (options?: {
+  readonly path?: `/${string}:channel${string}` | undefined
+  readonly heartbeat?: Duration.Input | undefined
+}): Layer.Layer<never, never, HttpRouter.HttpRouter | Hub> =>
+  Layer.effectDiscard(Effect.gen(function*() {
+    const router = yield* HttpRouter.HttpRouter
+    const hub = yield* Hub
+    yield* router.add(
+      "GET",
+      options?.path ?? "/sse/:channel",
+      Effect.map(HttpRouter.params, (params) => {
+        const channel = params["channel"] ?? ""
+        if (!isValidChannel(channel)) return edge.badRequest(`invalid channel name "${channel}"`)
+        let n = 0
+        // subscribed before the first event: `connected` means "broadcasts from now on reach you"
+        const events = Stream.unwrap(Effect.map(hub.subscribe(channel), (messages) =>
+          Stream.concat(
+            Stream.succeed<Event>({ event: "connected", data: JSON.stringify({ channel }) }),
+            Stream.map(messages, (message): Event => ({
+              event: message.event,
+              id: String(n++),
+              data: JSON.stringify(message.data)
+            }))
+          )))
+        return response(events, { heartbeat: options?.heartbeat })
+      })
+    )
+  }))
+
+// ---- in: sources ----
+
+/**
+ * An external SSE endpoint as a stream of events, reconnecting (with `Last-Event-ID`) when the
+ * connection ends or fails.
+ *
+ * @since 0.1.0
+ */
+export const source = (
+  url: string,
+  options?: SourceOptions
+): Stream.Stream<Received<string>, SseSourceError, HttpClient.HttpClient> =>
+  Stream.unwrap(Effect.sync(() => {
+    const state: { lastEventId: string | undefined; retry: Duration.Duration | undefined } = {
+      lastEventId: undefined,
+      retry: undefined
+    }
+    const once = connect(url, options?.headers, state)
+    const reconnect = options?.reconnect
+    if (reconnect === false) return once
+    const schedule = reconnect ?? Schedule.spaced("1 second")
+    // a failure ends this connection like a clean end does: both reconnect
+    const attempt = once.pipe(
+      Stream.catch((error) => Stream.fromEffect(Effect.as(Effect.logWarning("an SSE source failed", error), undefined))),
+      Stream.filter((e): e is Received<string> => e !== undefined),
+      Stream.concat(Stream.fromEffect(Effect.suspend(() => {
+        const delay = state.retry
+        state.retry = undefined
+        return delay === undefined ? Effect.void : Effect.sleep(delay)
+      })).pipe(Stream.drain))
+    )
+    return Stream.repeat(attempt, schedule as Schedule.Schedule<unknown, void>)
+  }))
+
+/**
+ * Reads an external SSE endpoint inside a service: each event, its data decoded with `schema` (a codec
+ * from the data text, e.g. `Schema.fromJsonString(Tick)`), goes to `handler` in order. Events whose
+ * data does not decode are logged and skipped; a failing handler is logged and the next event goes on.
+ *
+ * @since 0.1.0
+ */
+export const entrypoint = <A, RD, E, R>(
+  name: string,
+  options: SourceOptions & {
+    readonly url: string
+    readonly schema: Schema.Codec<A, string, RD>
+  },
+  handler: (event: Received<A>) => Effect.Effect<void, E, R>
+): Service.Entrypoint<never, HttpClient.HttpClient | RD | Exclude<R, Scope.Scope>> => {
+  const decode = Schema.decodeEffect(options.schema)
+  return Service.entrypoint(`sse:${name}`, (instance) =>
+    Layer.effectDiscard(
+      source(options.url, options).pipe(
+        Stream.runForEach((event) =>
+          decode(event.data).pipe(
+            Effect.flatMap((data) => handler({ ...event, data })),
+            Effect.catchCause((cause) =>
+              Cause.hasInterruptsOnly(cause)
+                ? Effect.failCause(cause)
+                : Effect.logWarning(`${instance.service} sse:${name}: an event was not handled`, cause)
+            ),
+            Effect.scoped
+          )
+        ),
+        Effect.catchCause((cause) => Effect.logError(`${instance.service} sse:${name} stopped`, cause)),
+        Effect.forkScoped
+      )
+    )) as Service.Entrypoint<never, HttpClient.HttpClient | RD | Exclude<R, Scope.Scope>>
+}
+
+// ---- internal ----
+
+/** one connection: events as they arrive; remembers the last id and the server's retry delay */
+const connect = (
+  url: string,
+  headers: Readonly<Record<string, string>> | undefined,
+  state: { lastEventId: string | undefined; retry: Duration.Duration | undefined }
+): Stream.Stream<Received<string>, SseSourceError, HttpClient.HttpClient> =>
+  Stream.unwrap(Effect.gen(function*() {
+    const client = yield* HttpClient.HttpClient
+    const fail = (message: string) => new SseSourceError({ url, message })
+    const request = HttpClientRequest.get(url).pipe(
+      HttpClientRequest.setHeaders({
+        accept: "text/event-stream",
+        ...headers,
+        ...(state.lastEventId === undefined ? {} : { "last-event-id": state.lastEventId })
+      })
+    )
+    const response = yield* client.execute(request).pipe(
+      Effect.mapError((error: HttpClientError.HttpClientError) => fail(error.message))
+    )
+    const type = response.headers["content-type"] ?? ""
+    if (response.status !== 200 || !type.startsWith("text/event-stream")) {
+      return yield* fail(`answered ${response.status} ${type}`)
+    }
+    return response.stream.pipe(
+      Stream.decodeText,
+      Stream.pipeThroughChannel(SseEncoding.decode()),
+      Stream.catch((error) => {
+        if (SseEncoding.Retry.is(error)) {
+          state.retry = error.duration
+          return Stream.empty
+        }
+        return Stream.fail(fail(error.message))
+      }),
+      Stream.map((event): Received<string> => {
+        if (event.id !== undefined) state.lastEventId = event.id
+        return { event: event.event, id: event.id, data: event.data }
+      })
+    )
+  }))
