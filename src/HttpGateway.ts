@@ -369,9 +369,9 @@ const sseResponse = (values: Stream.Stream<unknown, edge.ErrorBody>): HttpServer
 }
 
 /** effect/rpc's HTTP protocol for one contract, forwarding to the mesh */
-const typedRpcEffect = (any: edge.AnyContract, timeout: Duration.Input) =>
+const typedRpcEffect = (given: edge.AnyContract, timeout: Duration.Input) =>
   Effect.gen(function*() {
-    const contract = edge.erase(any)
+    const contract = edge.erase(given)
     const handlers = yield* edge.forwardingHandlers(contract, { timeout })
     const { httpEffect, protocol } = yield* RpcServer.makeProtocolWithHttpEffect().pipe(
       Effect.provideService(RpcSerialization.RpcSerialization, RpcSerialization.ndjson)

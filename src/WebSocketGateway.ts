@@ -210,9 +210,9 @@ const withStatus = (outcome: edge.ErrorBody): unknown =>
   typeof outcome.body === "object" && outcome.body !== null ? { ...outcome.body, status: outcome.status } : outcome.body
 
 /** effect/rpc's WebSocket protocol for one contract, forwarding to the mesh */
-const typedRpcEffect = (any: edge.AnyContract, timeout: Duration.Input) =>
+const typedRpcEffect = (given: edge.AnyContract, timeout: Duration.Input) =>
   Effect.gen(function*() {
-    const contract = edge.erase(any)
+    const contract = edge.erase(given)
     const handlers = yield* edge.forwardingHandlers(contract, { timeout })
     const { httpEffect, protocol } = yield* RpcServer.makeProtocolWithHttpEffectWebsocket.pipe(
       Effect.provideService(RpcSerialization.RpcSerialization, RpcSerialization.ndjson)

@@ -241,14 +241,14 @@ export interface ContractEntry {
 
 /** a contract's methods as JSON calls over the mesh (payloads decoded, answers encoded with its schemas) */
 export const contractEntry = (
-  any: AnyContract,
+  given: AnyContract,
   options: {
     readonly timeout: Duration.Input
     readonly errorStatus?: Readonly<Record<string, number>> | undefined
   }
 ) =>
   Effect.gen(function*() {
-    const contract = erase(any)
+    const contract = erase(given)
     const client = yield* ServiceClient.make(contract, { timeout: options.timeout })
     const calls = client as unknown as Record<string, MethodEntry["call"]>
     const methods = new Map<string, MethodEntry>()
