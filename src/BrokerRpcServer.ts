@@ -56,6 +56,17 @@ export interface BrokerRpcServer {
 
 const formatIssue = SchemaIssue.makeFormatterDefault()
 
+/**
+ * The schema issue of a payload that failed to decode. The JSON codec of a number also accepts
+ * "NaN" and "Infinity", so its issue for `"one"` lists only those; the payload's own schema says
+ * "Expected number". Off the hot path: only failed payloads get here.
+ */
+const explain = (rpc: Rpc.AnyWithProps, payload: unknown, failed: Exit.Exit<unknown, Schema.SchemaError>): string => {
+  const plain = Schema.decodeUnknownExit(rpc.payloadSchema as unknown as Schema.Codec<unknown, unknown>)(payload)
+  const error = Exit.findErrorOption(Exit.isFailure(plain) ? plain : failed)
+  return Option.match(error, { onNone: () => "the payload could not be decoded", onSome: (e) => formatIssue(e.issue) })
+}
+
 interface Call {
   readonly delivery: Delivery
   readonly replyTo: string
@@ -194,11 +205,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       }
       const decoded = decoderFor(rpc)(body.value)
       if (Exit.isFailure(decoded)) {
-        const issue = Option.match(Exit.findErrorOption(decoded), {
-          onNone: () => "the payload could not be decoded",
-          onSome: (error) => formatIssue(error.issue)
-        })
-        return answer(delivery, replyTo, requestId, new InvalidPayload({ service, method, issue }))
+        return answer(delivery, replyTo, requestId, new InvalidPayload({ service, method, issue: explain(rpc, body.value, decoded) }))
       }
       const headers = wire.stringHeaders(props.headers)
       return Effect.flatMap(Clock.currentTimeMillis, (now) => {
