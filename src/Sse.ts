@@ -2,9 +2,10 @@
  * Server-Sent Events at the edge, both ways.
  *
  * Out to browsers: `Sse.response` turns any `Stream` of events into a `text/event-stream` answer
- * (with heartbeat comments so proxies keep it open), and `Sse.layerHub` serves the hub's channels at
- * `/sse/<channel>`, so an `EventSource` gets the broadcasts that WebSocket subscribers get. (A
- * streaming RPC reaches browsers as SSE through `HttpGateway`'s `/rpc/<service>/<method>`.)
+ * (with heartbeat comments so proxies keep it open), `Sse.layerHub` serves the hub's channels at
+ * `/sse/<channel>`, so an `EventSource` gets the broadcasts that WebSocket subscribers get, and
+ * `Sse.layerEvent` streams a mesh `Event` as it is published. (A streaming RPC reaches browsers as SSE
+ * through `HttpGateway`'s `/rpc/<service>/<method>`.)
  *
  * In from the outside world (farine's HTTP stream): `Sse.source(url)` reads an external SSE endpoint
  * as a `Stream`, reconnecting with `Last-Event-ID` and honouring the server's `retry:`, and
@@ -23,11 +24,13 @@
  *
  * @since 0.1.0
  */
-import { Cause, Duration, Effect, Layer, Schedule, Schema, Stream } from "effect"
+import { Cause, Duration, Effect, Layer, PubSub, Schedule, Schema, Stream } from "effect"
 import type { Scope } from "effect"
 import { Sse as SseEncoding } from "effect/encoding"
 import type { HttpClientError } from "effect/http"
 import { HttpClient, HttpClientRequest, HttpRouter, HttpServerResponse } from "effect/http"
+import type { Broker, BrokerError } from "./Broker.ts"
+import * as MeshEvent from "./Event.ts"
 import { Hub, isValidChannel } from "./Hub.ts"
 import * as edge from "./internal/edge.ts"
 import * as Service from "./Service.ts"
@@ -153,6 +156,54 @@ export const layerHub = (options?: {
       })
     )
   }))
+
+/**
+ * Serves a mesh event at `path` as SSE: every event published (by any service, on any instance) is
+ * sent to every connected client, its payload encoded as JSON by the event's schema, the event's
+ * type as the SSE event name. The gateway instance gets its own `broadcast` subscription, which lives
+ * as long as the Layer.
+ *
+ * @since 0.1.0
+ */
+export const layerEvent = <Source extends string, Type extends string, S extends Schema.Top>(
+  event: MeshEvent.Event<Source, Type, S>,
+  options: {
+    readonly path: HttpRouter.PathInput
+    readonly heartbeat?: Duration.Input | undefined
+  }
+): Layer.Layer<never, BrokerError, HttpRouter.HttpRouter | Broker | S["EncodingServices"]> =>
+  Layer.unwrap(Effect.gen(function*() {
+    const pubsub = yield* Effect.acquireRelease(PubSub.unbounded<Event>(), PubSub.shutdown)
+    const encode = Schema.encodeEffect(Schema.toCodecJson(event.schema))
+    const services = yield* Effect.context<S["EncodingServices"]>()
+    // one at a time: clients see events in the order the broker delivers them
+    const relay = MeshEvent.handle(event, { delivery: "broadcast", name: "sse", concurrency: 1 }, (payload, metadata) =>
+      encode(payload).pipe(
+        Effect.provideContext(services),
+        Effect.flatMap((json) =>
+          PubSub.publish(pubsub, { event: event.type, id: metadata.messageId, data: JSON.stringify(json) })
+        ),
+        Effect.orDie
+      ))
+    const route = Layer.effectDiscard(Effect.gen(function*() {
+      const router = yield* HttpRouter.HttpRouter
+      yield* router.add(
+        "GET",
+        options.path,
+        Effect.sync(() =>
+          response(
+            Stream.unwrap(Effect.map(PubSub.subscribe(pubsub), (subscription) =>
+              Stream.concat(
+                Stream.succeed<Event>({ event: "connected", data: JSON.stringify({ event: event.type }) }),
+                Stream.fromSubscription(subscription)
+              ))),
+            { heartbeat: options.heartbeat }
+          )
+        )
+      )
+    }))
+    return Layer.merge(relay.layer({ service: `sse-${event.source}-${event.type}`, instanceId: crypto.randomUUID() }), route)
+  })) as Layer.Layer<never, BrokerError, HttpRouter.HttpRouter | Broker | S["EncodingServices"]>
 
 // ---- in: sources ----
 

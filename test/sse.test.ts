@@ -6,7 +6,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Layer, Queue, Schedule, Schema, Stream } from "effect"
 import { FetchHttpClient, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { Rpc, RpcGroup } from "effect/rpc"
-import { AmqpBroker, HttpGateway, Hub, MemoryBroker, Service, ServiceClient, ServiceContract, Sse } from "effect-mesh"
+import { AmqpBroker, Event, HttpGateway, Hub, MemoryBroker, Service, ServiceClient, ServiceContract, Sse } from "effect-mesh"
 import type { Broker } from "effect-mesh"
 import type { BrokerError } from "effect-mesh/Broker"
 import { amqpUrl } from "./fixtures/amqpUrl.ts"
@@ -92,4 +92,32 @@ describe("Sse.source and Sse.entrypoint", () => {
       const got = yield* ticks.pipe(Stream.take(6), Stream.runCollect)
       assert.deepStrictEqual(Array.from(got, (m) => (m.data as { n: number }).n), [1, 2, 3, 4, 5, 6])
     }).pipe(Effect.scoped, Effect.provide(Feed.pipe(Layer.provideMerge(edge(MemoryBroker.layer))))))
+})
+
+describe("Sse.layerEvent", () => {
+  const OrderPlaced = Event.make(`shop-${crypto.randomUUID().slice(0, 8)}`, "order_placed", Schema.Struct({
+    id: Schema.String,
+    total: Schema.Number
+  }))
+
+  const streamsInOrder = (broker: Layer.Layer<Broker.Broker, BrokerError>) =>
+    Effect.gen(function*() {
+      const url = yield* HttpGateway.url
+      const received = yield* Queue.unbounded<Sse.Received<string>>()
+      yield* Sse.source(`${url}/sse/orders`, { reconnect: false }).pipe(
+        Stream.runForEach((event) => Queue.offer(received, event)),
+        Effect.forkScoped
+      )
+      assert.strictEqual((yield* Queue.take(received)).event, "connected")
+      for (let i = 1; i <= 20; i++) yield* Event.publish(OrderPlaced, { id: `o-${i}`, total: i })
+      const events = yield* Effect.forEach(Array.from({ length: 20 }), () => Queue.take(received))
+      assert.deepStrictEqual(events.map((e) => e.event), Array.from({ length: 20 }, () => "order_placed"))
+      assert.deepStrictEqual(
+        events.map((e) => JSON.parse(e.data)),
+        Array.from({ length: 20 }, (_, i) => ({ id: `o-${i + 1}`, total: i + 1 }))
+      )
+    }).pipe(Effect.scoped, Effect.provide(Sse.layerEvent(OrderPlaced, { path: "/sse/orders" }).pipe(Layer.provideMerge(edge(broker)))))
+
+  it.live("streams a mesh event to SSE clients in order (memory broker)", () => streamsInOrder(MemoryBroker.layer))
+  it.live("streams a mesh event to SSE clients in order (RabbitMQ)", () => streamsInOrder(AmqpBroker.layer({ url: amqpUrl() })))
 })
