@@ -19,9 +19,11 @@
  */
 import { Context, Effect, Layer, Option, Queue, Schema, Stream } from "effect"
 import type { Scope } from "effect"
+import { Rpc, RpcGroup } from "effect/rpc"
 import { Broker } from "./Broker.ts"
 import type { BrokerError } from "./Broker.ts"
 import * as wire from "./internal/wire.ts"
+import * as ServiceContract from "./ServiceContract.ts"
 
 // ---- models ----
 
@@ -64,6 +66,27 @@ export class InvalidChannel extends Schema.TaggedError<InvalidChannel>()("Invali
     return `invalid channel name "${this.channel}"`
   }
 }
+
+/**
+ * The hub as a contract for typed clients: `subscribe` streams a channel's broadcasts. Served by
+ * `WebSocketGateway` at `<rpcPath>/hub`, so `ServiceClient.make(Hub.contract)` over
+ * `WebSocketGateway.layerClient` gives a typed `Stream` of messages.
+ *
+ * @since 0.1.0
+ */
+export class HubRpcs extends RpcGroup.make(
+  Rpc.make("subscribe", {
+    payload: { channel: Schema.String },
+    success: Message,
+    error: InvalidChannel,
+    stream: true
+  })
+) {}
+
+/**
+ * @since 0.1.0
+ */
+export const contract = ServiceContract.make("hub", HubRpcs)
 
 /**
  * The hub of one gateway instance.

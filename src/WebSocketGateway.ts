@@ -14,6 +14,8 @@
  *
  * At `rpcPath/<service>` (default `/rpc-ws`), effect/rpc's WebSocket protocol forwarding to the mesh:
  * `WebSocketGateway.layerClient({ url })` makes `ServiceClient.make(Contract)` work over one socket.
+ * `rpcPath/hub` serves `Hub.contract`: `ServiceClient.make(Hub.contract)` subscribes to channels as a
+ * typed `Stream`.
  *
  * @since 0.1.0
  */
@@ -22,7 +24,7 @@ import type { Context, Duration } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { RpcClient, RpcSerialization, RpcServer } from "effect/rpc"
 import { Socket } from "effect/socket"
-import { Hub } from "./Hub.ts"
+import { contract as HubContract, Hub } from "./Hub.ts"
 import type { Connection } from "./Hub.ts"
 import * as edge from "./internal/edge.ts"
 import * as ServiceClient from "./ServiceClient.ts"
@@ -81,6 +83,7 @@ export const layer = (
       entries.set(contract.name, yield* edge.contractEntry(contract, { timeout, errorStatus: options?.errorStatus }))
       yield* router.add("GET", `${rpcPath}/${contract.name}`, yield* typedRpcEffect(contract, timeout))
     }
+    yield* router.add("GET", `${rpcPath}/${HubContract.name}`, yield* hubRpcEffect(hub))
     yield* router.add("GET", options?.path ?? "/ws", namekoSocket(entries, hub))
   }))
 
@@ -220,6 +223,26 @@ const typedRpcEffect = (given: edge.AnyContract, timeout: Duration.Input) =>
     yield* RpcServer.make(contract.group, { disableFatalDefects: true, spanPrefix: `gateway.${contract.name}` }).pipe(
       Effect.provideService(RpcServer.Protocol, edge.firstHeaderWins(protocol)),
       Effect.provideContext(handlers as Context.Context<never>),
+      Effect.forkScoped
+    )
+    return httpEffect
+  })
+
+/** the hub's own contract for typed clients, served here (the hub is part of the gateway) */
+const hubRpcEffect = (hub: Hub["Service"]) =>
+  Effect.gen(function*() {
+    const handlers = yield* HubContract.group.toHandlers({
+      subscribe: ({ channel }) =>
+        hub.channel(channel).pipe(
+          Stream.catchTag("BrokerError", (error) => Stream.die(error))
+        )
+    })
+    const { httpEffect, protocol } = yield* RpcServer.makeProtocolWithHttpEffectWebsocket.pipe(
+      Effect.provideService(RpcSerialization.RpcSerialization, RpcSerialization.ndjson)
+    )
+    yield* RpcServer.make(HubContract.group, { disableFatalDefects: true, spanPrefix: "gateway.hub" }).pipe(
+      Effect.provideService(RpcServer.Protocol, protocol),
+      Effect.provideContext(handlers),
       Effect.forkScoped
     )
     return httpEffect

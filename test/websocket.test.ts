@@ -5,7 +5,7 @@
  */
 import { NodeSocket } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Stream } from "effect"
+import { Effect, Fiber, Layer, Stream } from "effect"
 import { FetchHttpClient } from "effect/http"
 import { AmqpBroker, HttpGateway, Hub, MemoryBroker, ServiceClient, WebSocketGateway } from "effect-mesh"
 import type { Broker } from "effect-mesh"
@@ -96,6 +96,35 @@ describe("WebSocketGateway over the memory broker", () => {
         assert.strictEqual((yield* Effect.flip(math.divide({ a: 1, b: 0 })))._tag, "DivisionByZero")
         assert.deepStrictEqual(Array.from(yield* Stream.runCollect(math.countdown({ from: 2 }))), [2, 1, 0])
         assert.strictEqual((yield* Effect.flip(math.crash({ message: "boom" })))._tag, "RemoteDefect")
+      }).pipe(
+        Effect.provide(WebSocketGateway.layerClient({ url }).pipe(Layer.provide(NodeSocket.layerWebSocketConstructor)))
+      )
+    }).pipe(Effect.provide(layer)))
+})
+
+describe("Hub.contract over effect/rpc's WebSocket protocol", () => {
+  const c = contracts(suffix())
+  const layer = services(c).pipe(Layer.provideMerge(edgeInstance(MemoryBroker.layer, [c.math])))
+
+  it.live("a typed client subscribes to a channel and gets its broadcasts as a Stream", () =>
+    Effect.gen(function*() {
+      const url = (yield* HttpGateway.url).replace(/^http/, "ws")
+      yield* Effect.gen(function*() {
+        const hub = yield* ServiceClient.make(Hub.contract)
+        const first = yield* hub.subscribe({ channel: "typed" }).pipe(Stream.take(2), Stream.runCollect, Effect.forkChild)
+        // the subscription is set up asynchronously: broadcast until it has been seen twice
+        let i = 0
+        while (first.pollUnsafe() === undefined && i < 200) {
+          yield* Hub.broadcast("typed", "ping", { i: i++ })
+          yield* Effect.sleep("20 millis")
+        }
+        const messages = Array.from(yield* Fiber.join(first))
+        assert.strictEqual(messages.length, 2)
+        assert.instanceOf(messages[0], Hub.Message)
+        assert.strictEqual(messages[0].event, "ping")
+        assert.strictEqual(messages[0].channel, "typed")
+        const invalid = yield* Effect.flip(Stream.runCollect(hub.subscribe({ channel: "no spaces" })))
+        assert.strictEqual(invalid._tag, "InvalidChannel")
       }).pipe(
         Effect.provide(WebSocketGateway.layerClient({ url }).pipe(Layer.provide(NodeSocket.layerWebSocketConstructor)))
       )
