@@ -41,7 +41,8 @@
  *   it to one; when that instance stops, the next takes over at once, and when it dies, within
  *   `lease` (default 1 second) of the broker noticing. An instance that loses its connection but
  *   lives on stops firing before another may start, so runs never overlap across instances. The
- *   instance that takes the lease starts the schedule afresh (`eager` fires at once there).
+ *   instance that takes the lease starts the schedule afresh (`eager` fires at once there). While
+ *   the broker is unreachable, no instance fires: safety first.
  *
  * @since 0.1.0
  */
