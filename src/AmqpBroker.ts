@@ -17,7 +17,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Channel, Config, Deferred, Duration, Effect, Exit, FiberSet, Layer, Queue, Redacted, Schedule, Semaphore, Stream } from "effect"
+import { Cause, Channel, Config, Deferred, Duration, Effect, Exit, FiberSet, Layer, Queue, Redacted, Schedule, Scheduler, Semaphore, Stream } from "effect"
 import type { Scope } from "effect"
 import { identity } from "effect/Function"
 import type { NonEmptyReadonlyArray } from "effect/Array"
@@ -240,6 +240,27 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
       })
 
     const publish = (exchange: string, routingKey: string, body: Uint8Array, options?: PublishOptions) =>
+      Effect.suspend(() => {
+        // the common case first, in as few steps as it takes: connected, the plain channel open
+        const session = state.session
+        const channel = state.plain.channel
+        if (
+          options?.confirm !== true && state.ready && session !== undefined && !session.down &&
+          channel !== undefined && state.plain.session === session && !Amqp.isClosed(channel)
+        ) {
+          // a plain publish fails only before anything was written: safe to try once more on a fresh channel
+          return Effect.catch(
+            publishPlain(channel, exchange, routingKey, body, options, undefined),
+            (error) =>
+              error.reason === "Closed" && isCurrent(session)
+                ? Effect.flatMap(state.plain.get(session), (fresh) => publishPlain(fresh, exchange, routingKey, body, options, undefined))
+                : Effect.fail(error)
+          )
+        }
+        return publishSlow(exchange, routingKey, body, options)
+      })
+
+    const publishSlow = (exchange: string, routingKey: string, body: Uint8Array, options?: PublishOptions) =>
       Effect.flatMap(readySession, (session) => {
         if (options?.confirm === true) {
           // no second try here: a confirm lost with its channel leaves unknown whether the message went out
@@ -364,7 +385,9 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
     const consume = (queue: string, options: ConsumeOptions): Effect.Effect<Consumer, BrokerError, Scope.Scope> =>
       Effect.gen(function*() {
         const session = yield* readySession
-        const mailbox = yield* Queue.unbounded<NonEmptyReadonlyArray<Delivery>, BrokerError | Cause.Done>()
+        const mailbox = yield* Queue.unbounded<NonEmptyReadonlyArray<Delivery>, BrokerError | Cause.Done>().pipe(
+          Effect.provideService(Scheduler.Scheduler, wakeInline)
+        )
         const consumer = new ConsumerState(queue, options, mailbox)
         yield* Effect.acquireRelease(
           Effect.sync(() => state.consumers.add(consumer)).pipe(
@@ -471,7 +494,9 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
 
     const replyQueue: Effect.Effect<ReplyQueue, BrokerError, Scope.Scope> = Effect.gen(function*() {
       const session = yield* readySession
-      const mailbox = yield* Queue.unbounded<NonEmptyReadonlyArray<Incoming>, BrokerError | Cause.Done>()
+      const mailbox = yield* Queue.unbounded<NonEmptyReadonlyArray<Incoming>, BrokerError | Cause.Done>().pipe(
+        Effect.provideService(Scheduler.Scheduler, wakeInline)
+      )
       const reply = new ReplyState(mailbox)
       yield* Effect.acquireRelease(
         Effect.sync(() => state.replies.add(reply)).pipe(
@@ -650,6 +675,8 @@ export const reconnectSchedule = (maxDelay: Duration.Input): Schedule.Schedule<D
 // ---- internal ----
 
 const defaultReconnect = reconnectSchedule("5 seconds")
+
+const wakeInline = new Scheduler.MixedScheduler("sync")
 
 const directReplyTo = "amq.rabbitmq.reply-to"
 
