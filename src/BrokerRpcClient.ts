@@ -20,10 +20,6 @@ import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
 import { ServiceNotFound } from "./ServiceError.ts"
 
-interface Route {
-  readonly onReply: (message: FromServerEncoded, instance: string | undefined) => Effect.Effect<void>
-  readonly onReturned: Effect.Effect<void>
-}
 
 /**
  * One process's connection to the RPC side of the mesh: its reply queue and its clients.
@@ -61,7 +57,7 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
   yield* topology.declareCommon(broker)
   const replies = yield* broker.replyQueue
   const id = crypto.randomUUID()
-  const routes = new Map<string, Route>()
+  const routes = new Map<string, Call>()
   let nextCorrelation = 0
 
   const onIncoming = (incoming: Incoming): Effect.Effect<void> => {
@@ -71,7 +67,7 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
     if (route === undefined) return Effect.void
     if (incoming._tag === "Returned") {
       routes.delete(correlationId)
-      return route.onReturned
+      return route.onReturned()
     }
     const body = wire.decodeJson(incoming.message.body)
     if (Option.isNone(body) || typeof body.value !== "object" || body.value === null) {
@@ -91,61 +87,42 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
 
   const makeProtocol = (service: string) =>
     RpcClient.Protocol.make(Effect.fnUntraced(function*(write) {
-      interface Pending {
-        readonly correlationId: string
-        instance: string | undefined
-      }
-      const pending = new Map<RequestId, Pending>()
+      const pending = new Map<RequestId, Call>()
 
       const sendRequest = (clientId: number, request: Extract<FromClientEncoded, { _tag: "Request" }>) =>
-        Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        Effect.withFiber((fiber) => {
           const correlationId = `${nextCorrelation++}`
           const requestId = request.id as RequestId
-          const entry: Pending = { correlationId, instance: undefined }
-          pending.set(requestId, entry)
-          const finish = (message: FromServerEncoded) => {
-            if (message._tag === "Exit") pending.delete(requestId)
-            return write(clientId, { ...message, requestId } as FromServerEncoded)
-          }
-          routes.set(correlationId, {
-            onReply: (message, instance) => {
-              if (instance !== undefined) entry.instance = instance
-              // a chunk waits for its consumer to pull; it must not hold up other calls' replies.
-              // Order is kept: the next chunk is only sent after this one is written and acked
-              return message._tag === "Chunk" ? Effect.asVoid(Effect.forkIn(finish(message), scope)) : finish(message)
-            },
-            onReturned: Effect.suspend(() =>
-              finish({
-                _tag: "Exit",
-                requestId: String(requestId),
-                exit: wire.serviceErrorExit(new ServiceNotFound({ service }))
-              })
-            )
-          })
+          const call = new Call(service, correlationId, requestId, clientId, write, pending, scope)
+          pending.set(requestId, call)
+          routes.set(correlationId, call)
           const headers: Record<string, string> = {}
           for (const [key, value] of request.headers) headers[key] = value
           headers[wire.header.client] = id
           if (request.traceId !== undefined && request.spanId !== undefined) {
-            headers[wire.header.traceId] = request.traceId
-            headers[wire.header.spanId] = request.spanId
-            headers[wire.header.sampled] = String(request.sampled ?? true)
+            headers[wire.header.traceparent] = wire.traceparent(request.traceId, request.spanId, request.sampled ?? true)
           }
-          const deadline = Number(headers[headerNames.deadline])
-          return replies.publish(topology.rpcExchange, topology.rpcRoutingKey(service), wire.encodeJson(request.payload), {
-            mandatory: true,
-            type: request.tag,
-            correlationId,
-            contentType: wire.contentType,
-            headers,
-            expiration: Number.isFinite(deadline) ? Math.max(1, deadline - now) : undefined
-          }).pipe(
-            Effect.mapError((error) => transportError(error.message, error)),
-            Effect.tapError(() =>
-              Effect.sync(() => {
-                routes.delete(correlationId)
-                pending.delete(requestId)
-              })
-            )
+          const deadline = headers[headerNames.deadline]
+          let expiration: number | undefined
+          if (deadline !== undefined) {
+            const millis = Number(deadline)
+            const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+            if (Number.isFinite(millis)) expiration = Math.max(1, millis - now)
+          }
+          return Effect.catch(
+            replies.publish(topology.rpcExchange, topology.rpcRoutingKey(service), wire.encodeJson(request.payload), {
+              mandatory: true,
+              type: request.tag,
+              correlationId,
+              contentType: wire.contentType,
+              headers,
+              expiration
+            }),
+            (error) => {
+              routes.delete(correlationId)
+              pending.delete(requestId)
+              return Effect.fail(transportError(error.message, error))
+            }
           )
         })
 
@@ -217,6 +194,58 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
 
   return Transport.of({ id, client, protocol })
 })
+
+// ---- internal ----
+
+/** one call in flight: found by correlation id when replies come, by request id for interrupts and acks */
+class Call {
+  /** the instance running the call, once a reply said so: stream acks go to it */
+  instance: string | undefined = undefined
+  readonly service: string
+  readonly correlationId: string
+  readonly requestId: RequestId
+  readonly clientId: number
+  readonly write: (clientId: number, message: FromServerEncoded) => Effect.Effect<void>
+  readonly pending: Map<RequestId, Call>
+  readonly scope: Scope.Scope
+  constructor(
+    service: string,
+    correlationId: string,
+    requestId: RequestId,
+    clientId: number,
+    write: (clientId: number, message: FromServerEncoded) => Effect.Effect<void>,
+    pending: Map<RequestId, Call>,
+    scope: Scope.Scope
+  ) {
+    this.service = service
+    this.correlationId = correlationId
+    this.requestId = requestId
+    this.clientId = clientId
+    this.write = write
+    this.pending = pending
+    this.scope = scope
+  }
+
+  finish(message: FromServerEncoded): Effect.Effect<void> {
+    if (message._tag === "Exit") this.pending.delete(this.requestId)
+    return this.write(this.clientId, { ...message, requestId: this.requestId } as FromServerEncoded)
+  }
+
+  onReply(message: FromServerEncoded, instance: string | undefined): Effect.Effect<void> {
+    if (instance !== undefined) this.instance = instance
+    // a chunk waits for its consumer to pull; it must not hold up other calls' replies.
+    // Order is kept: the next chunk is only sent after this one is written and acked
+    return message._tag === "Chunk" ? Effect.asVoid(Effect.forkIn(this.finish(message), this.scope)) : this.finish(message)
+  }
+
+  onReturned(): Effect.Effect<void> {
+    return this.finish({
+      _tag: "Exit",
+      requestId: String(this.requestId),
+      exit: wire.serviceErrorExit(new ServiceNotFound({ service: this.service }))
+    })
+  }
+}
 
 /**
  * The transport as a Layer.

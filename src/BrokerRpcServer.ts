@@ -14,10 +14,11 @@
  *
  * @since 0.1.0
  */
-import { Clock, Deferred, Duration, Effect, Exit, Option, Queue, Schema, SchemaIssue, Stream } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Option, Queue, Schema, SchemaIssue, Stream } from "effect"
 import type { Scope } from "effect"
-import type { Rpc, RpcGroup } from "effect/rpc"
-import { RpcServer } from "effect/rpc"
+import { constVoid } from "effect/Function"
+import type { RpcGroup, RpcSerialization } from "effect/rpc"
+import { Rpc, RpcServer } from "effect/rpc"
 import type { FromClientEncoded, FromServerEncoded } from "effect/rpc/RpcMessage"
 import type { BrokerError, Delivery } from "./Broker.ts"
 import { Broker } from "./Broker.ts"
@@ -67,6 +68,13 @@ const explain = (rpc: Rpc.AnyWithProps, payload: unknown, failed: Exit.Exit<unkn
   return Option.match(error, { onNone: () => "the payload could not be decoded", onSome: (e) => formatIssue(e.issue) })
 }
 
+const eof: FromClientEncoded = { _tag: "Eof" }
+
+const ignored = { onFailure: constVoid, onSuccess: constVoid }
+
+/** what RpcServer decodes a payload with: the protocol has decoded it already */
+const alreadyDecoded = Schema.Any
+
 interface Call {
   readonly delivery: Delivery
   readonly replyTo: string
@@ -108,7 +116,8 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     let draining = false
     let idle: Deferred.Deferred<void> | undefined
     const disconnects = yield* Queue.unbounded<number>()
-    const replyHeaders = { [wire.header.instance]: options.instanceId }
+    // only a chunk names this instance: its ack must come back here; after an Exit nothing does
+    const chunkHeaders = { [wire.header.instance]: options.instanceId }
 
     const forget = (clientId: number, call: Call) => {
       calls.delete(clientId)
@@ -120,7 +129,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       broker.publish("", replyTo, wire.encodeJson(message), {
         correlationId: requestId,
         contentType: wire.contentType,
-        headers: replyHeaders
+        headers: message._tag === "Chunk" ? chunkHeaders : undefined
       })
 
     // a command has nobody to answer: acked once it ran, dead-lettered when it failed
@@ -161,19 +170,27 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
         })
       )
 
+    // the payload is decoded here, once: a payload that fails its schema is answered with the mesh's
+    // `InvalidPayload`, and RpcServer gets the decoded value with a codec that passes it through
     const payloadDecoders = new Map<string, (u: unknown) => Exit.Exit<unknown, Schema.SchemaError>>()
     const decoderFor = (rpc: Rpc.AnyWithProps) => {
       let decode = payloadDecoders.get(rpc._tag)
       if (decode === undefined) {
         decode = Schema.decodeUnknownExit(
-          Schema.toCodecJson(rpc.payloadSchema) as unknown as Schema.Codec<unknown, unknown>
+          Schema.toCodecJson(rpc.payloadSchema) as unknown as Schema.Codec<unknown, unknown>,
+          Context.get(rpc.annotations, Rpc.ParseOptions)
         )
         payloadDecoders.set(rpc._tag, decode)
       }
       return decode
     }
+    const payloadSchemas = new Set<unknown>()
+    for (const rpc of options.group.requests.values()) payloadSchemas.add((rpc as Rpc.AnyWithProps).payloadSchema)
+    const codecFor: RpcSerialization.CodecFor = (schema) =>
+      payloadSchemas.has(schema) ? alreadyDecoded as Schema.Codec<never, unknown> : Schema.toCodecJson(schema)
 
     let writeRequest!: (clientId: number, message: FromClientEncoded) => Effect.Effect<void>
+    let writeRequestAndEof!: (clientId: number, request: FromClientEncoded) => Effect.Effect<void>
 
     const onDelivery = (delivery: Delivery): Effect.Effect<void> => {
       const props = delivery.properties
@@ -207,32 +224,47 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       if (Exit.isFailure(decoded)) {
         return answer(delivery, replyTo, requestId, new InvalidPayload({ service, method, issue: explain(rpc, body.value, decoded) }))
       }
-      const headers = wire.stringHeaders(props.headers)
-      return Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        const deadline = Number(headers[headerNames.deadline])
-        if (Number.isFinite(deadline) && deadline <= now) {
-          // the caller has given up: running it now would be wasted work
-          return Effect.andThen(Effect.logDebug(`${service}.${method}: dropped a request past its deadline`), delivery.ack)
-        }
-        const clientId = nextClientId++
-        const key = `${headers[wire.header.client] ?? replyTo} ${requestId}`
-        const call: Call = { delivery, replyTo, requestId, key, command }
-        calls.set(clientId, call)
-        byKey.set(key, clientId)
-        const traceId = headers[wire.header.traceId]
-        const spanId = headers[wire.header.spanId]
-        const request: FromClientEncoded = {
+      const deadline = wire.stringHeader(props.headers, headerNames.deadline)
+      if (deadline !== undefined) {
+        return Effect.withFiber((fiber) => {
+          if (Number(deadline) <= fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()) {
+            // the caller has given up: running it now would be wasted work
+            return Effect.andThen(Effect.logDebug(`${service}.${method}: dropped a request past its deadline`), delivery.ack)
+          }
+          return start(delivery, replyTo, requestId, method, decoded.value, command)
+        })
+      }
+      return start(delivery, replyTo, requestId, method, decoded.value, command)
+    }
+
+    const start = (
+      delivery: Delivery,
+      replyTo: string,
+      requestId: string,
+      method: string,
+      payload: unknown,
+      command: boolean
+    ): Effect.Effect<void> => {
+      const headers = delivery.properties.headers
+      const clientId = nextClientId++
+      const key = `${wire.stringHeader(headers, wire.header.client) ?? replyTo} ${requestId}`
+      const call: Call = { delivery, replyTo, requestId, key, command }
+      calls.set(clientId, call)
+      byKey.set(key, clientId)
+      const parent = wire.parseTraceparent(wire.stringHeader(headers, wire.header.traceparent))
+      const request: FromClientEncoded = parent === undefined
+        ? { _tag: "Request", id: requestId, tag: method, payload, headers: wire.headerEntries(headers) }
+        : {
           _tag: "Request",
           id: requestId,
           tag: method,
-          payload: body.value,
-          headers: Object.entries(headers),
-          ...(traceId !== undefined && spanId !== undefined
-            ? { traceId, spanId, sampled: headers[wire.header.sampled] !== "false" }
-            : {})
+          payload,
+          headers: wire.headerEntries(headers),
+          traceId: parent.traceId,
+          spanId: parent.spanId,
+          sampled: parent.sampled
         }
-        return Effect.andThen(writeRequest(clientId, request), writeRequest(clientId, { _tag: "Eof" }))
-      })
+      return writeRequestAndEof(clientId, request)
     }
 
     const onControl = (delivery: Delivery): Effect.Effect<void> => {
@@ -248,7 +280,10 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     }
 
     const protocol = yield* RpcServer.Protocol.make((write) => {
-      writeRequest = (clientId, message) => Effect.asVoid(Effect.exit(write(clientId, message)))
+      writeRequest = (clientId, message) => Effect.matchCause(write(clientId, message), ignored)
+      // the request and its end: this client sends nothing else (interrupts come as control messages)
+      writeRequestAndEof = (clientId, request) =>
+        Effect.matchCause(Effect.andThen(write(clientId, request), write(clientId, eof)), ignored)
       return Effect.succeed({
         disconnects,
         send: (clientId: number, response: FromServerEncoded): Effect.Effect<void> => {
@@ -282,7 +317,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
         supportsTransferables: false,
         supportsSpanPropagation: true,
         supportsNotifications: false,
-        codecFor: Schema.toCodecJson
+        codecFor
       })
     })
 

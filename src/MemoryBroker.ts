@@ -10,7 +10,8 @@
  *
  * @since 0.1.0
  */
-import { Cause, Channel, Clock, Effect, Exit, Layer, Queue, Stream } from "effect"
+import { Cause, Channel, Clock, Effect, Exit, Layer, Queue, Scheduler, Stream } from "effect"
+const inline = new Scheduler.MixedScheduler("sync")
 import type { Scope } from "effect"
 import type { NonEmptyReadonlyArray } from "effect/Array"
 import {
@@ -48,7 +49,7 @@ export const make: Effect.Effect<Broker["Service"], never, Scope.Scope> = Effect
   yield* Effect.addFinalizer(() => Effect.sync(() => state.close()))
 
   const consume = (queue: string, options: ConsumeOptions): Effect.Effect<Consumer, BrokerError, Scope.Scope> =>
-    Effect.flatMap(Queue.unbounded<NonEmptyReadonlyArray<Delivery>, Cause.Done>(), (mailbox) =>
+    Effect.flatMap(Effect.provideService(Queue.unbounded<NonEmptyReadonlyArray<Delivery>, Cause.Done>(), Scheduler.Scheduler, inline), (mailbox) =>
       Effect.map(
         Effect.acquireRelease(
           Effect.suspend(() => state.addConsumer(queue, options, mailbox)),
@@ -67,7 +68,7 @@ export const make: Effect.Effect<Broker["Service"], never, Scope.Scope> = Effect
       ))
 
   const replyQueue: Effect.Effect<ReplyQueue, BrokerError, Scope.Scope> = Effect.flatMap(
-    Queue.unbounded<NonEmptyReadonlyArray<Incoming>, Cause.Done>(),
+    Effect.provideService(Queue.unbounded<NonEmptyReadonlyArray<Incoming>, Cause.Done>(), Scheduler.Scheduler, inline),
     (mailbox) =>
       Effect.map(
         Effect.acquireRelease(

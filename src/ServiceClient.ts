@@ -16,6 +16,7 @@
  * @since 0.1.0
  */
 import { Cause, Clock, Duration, Effect, Option, Queue, Result, Schedule, Schema, Stream } from "effect"
+import type { Fiber } from "effect"
 import type { Layer } from "effect"
 import type { Rpc } from "effect/rpc"
 import type { RpcClient } from "effect/rpc"
@@ -185,7 +186,14 @@ const toCallError = (service: string, method: string) => (cause: Cause.Cause<unk
   return Effect.fail(new RemoteDefect({ service, method, message: "the call was interrupted on the server" }))
 }
 
-const shortId = (): string => crypto.randomUUID().slice(0, 13)
+// call ids only need to be unique, not secret: a random per-process prefix and a counter cost far
+// less than a UUID per call
+const idPrefix = crypto.randomUUID().replaceAll("-", "").slice(0, 10)
+let nextId = 0
+const shortId = (): string => `${idPrefix}${(nextId++).toString(36)}`
+
+const toMillis = (timeout: Duration.Input | undefined): number | undefined =>
+  timeout === undefined ? undefined : Duration.toMillis(Duration.fromInputUnsafe(timeout))
 
 interface Prepared {
   readonly headers: Record<string, string>
@@ -193,52 +201,66 @@ interface Prepared {
   readonly remaining: number | undefined
 }
 
-const prepare = (service: string, method: string, clientTimeout: Duration.Input | undefined, call: CallOptions | undefined) =>
-  Effect.map(Effect.all([CallContext.CallContext, Clock.currentTimeMillis]), ([parent, now]): Prepared => {
-    const timeout = call?.timeout ?? clientTimeout
-    const own = timeout === undefined ? undefined : now + Duration.toMillis(Duration.fromInputUnsafe(timeout))
-    const context = CallContext.child(parent, { service, method, id: shortId(), deadline: own })
-    const headers = CallContext.toHeaders(context)
-    return {
-      headers: call?.headers === undefined ? headers : { ...call.headers, ...headers },
-      remaining: context.deadline === undefined ? undefined : context.deadline - now
-    }
-  })
+/** the call's context one hop further, as headers; read from the calling fiber without effects */
+const prepare = (
+  fiber: Fiber.Fiber<unknown, unknown>,
+  service: string,
+  method: string,
+  clientTimeout: number | undefined,
+  call: CallOptions | undefined
+): Prepared => {
+  const parent = fiber.getRef(CallContext.CallContext)
+  const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+  const timeout = call?.timeout === undefined ? clientTimeout : toMillis(call.timeout)
+  const own = timeout === undefined ? undefined : now + timeout
+  const context = CallContext.child(parent, { service, method, id: shortId(), deadline: own })
+  const headers = CallContext.toHeaders(context)
+  return {
+    headers: call?.headers === undefined ? headers : { ...call.headers, ...headers },
+    remaining: context.deadline === undefined ? undefined : context.deadline - now
+  }
+}
 
-const effectMethod = (service: string, method: string, raw: RawMethod, options: Options | undefined) =>
-(payload: unknown, call?: CallOptions): Effect.Effect<unknown, unknown> => {
-  const attempt = Effect.flatMap(prepare(service, method, options?.timeout, call), ({ headers, remaining }) => {
-    const timedOut = () => Effect.fail(new CallTimeout({ service, method, timeoutMillis: Math.max(0, remaining ?? 0) }))
-    if (remaining !== undefined && remaining <= 0) return timedOut()
-    const result = Effect.catchCause(raw(payload, { headers }) as Effect.Effect<unknown, unknown>, toCallError(service, method))
-    return remaining === undefined ? result : Effect.timeoutOrElse(result, { duration: remaining, orElse: timedOut })
-  })
-  const retry = options?.retry as Schedule.Schedule<unknown, unknown> | undefined
-  if (retry === undefined) return attempt
-  // only retryable failures reach the schedule: a contract error never waits for a retry delay
-  const shielded = Effect.matchEffect(attempt, {
-    onSuccess: (value) => Effect.succeed(Result.succeed(value)),
-    onFailure: (error) => isRetryable(error) ? Effect.fail(error) : Effect.succeed(Result.fail(error))
-  })
-  return Effect.flatMap(Effect.retry(shielded, retry), (result) =>
-    Result.match(result, { onSuccess: Effect.succeed, onFailure: Effect.fail }))
+const effectMethod = (service: string, method: string, raw: RawMethod, options: Options | undefined) => {
+  const clientTimeout = toMillis(options?.timeout)
+  const onFailure = toCallError(service, method)
+  return (payload: unknown, call?: CallOptions): Effect.Effect<unknown, unknown> => {
+    const attempt = Effect.withFiber((fiber) => {
+      const { headers, remaining } = prepare(fiber, service, method, clientTimeout, call)
+      const timedOut = () => Effect.fail(new CallTimeout({ service, method, timeoutMillis: Math.max(0, remaining ?? 0) }))
+      if (remaining !== undefined && remaining <= 0) return timedOut()
+      const result = Effect.catchCause(raw(payload, { headers }) as Effect.Effect<unknown, unknown>, onFailure)
+      return remaining === undefined ? result : Effect.timeoutOrElse(result, { duration: remaining, orElse: timedOut })
+    })
+    const retry = options?.retry as Schedule.Schedule<unknown, unknown> | undefined
+    if (retry === undefined) return attempt
+    // only retryable failures reach the schedule: a contract error never waits for a retry delay
+    const shielded = Effect.matchEffect(attempt, {
+      onSuccess: (value) => Effect.succeed(Result.succeed(value)),
+      onFailure: (error) => isRetryable(error) ? Effect.fail(error) : Effect.succeed(Result.fail(error))
+    })
+    return Effect.flatMap(Effect.retry(shielded, retry), (result) =>
+      Result.match(result, { onSuccess: Effect.succeed, onFailure: Effect.fail }))
+  }
 }
 
 const streamMethod = (service: string, method: string, raw: RawMethod, options: Options | undefined) =>
 (payload: unknown, call?: CallOptions): Stream.Stream<unknown, unknown> => {
-  const stream = Stream.unwrap(Effect.map(prepare(service, method, options?.timeout, call), ({ headers, remaining }) => {
+  const clientTimeout = toMillis(options?.timeout)
+  const stream = Stream.unwrap(Effect.withFiber((fiber) => {
+    const { headers, remaining } = prepare(fiber, service, method, clientTimeout, call)
     const result = Stream.catchCause(
       raw(payload, { headers }) as Stream.Stream<unknown, unknown>,
       (cause) => Stream.fromEffect(toCallError(service, method)(cause))
     )
-    if (remaining === undefined) return result
-    return Stream.interruptWhen(
+    if (remaining === undefined) return Effect.succeed(result)
+    return Effect.succeed(Stream.interruptWhen(
       result,
       Effect.andThen(
         Effect.sleep(Math.max(0, remaining)),
         Effect.fail(new CallTimeout({ service, method, timeoutMillis: Math.max(0, remaining) }))
       )
-    )
+    ))
   }))
   const retry = options?.retry as Schedule.Schedule<unknown, unknown> | undefined
   return retry === undefined ? stream : Stream.retry(stream, retry.pipe(Schedule.while(({ input }) => isRetryable(input))))

@@ -1,7 +1,11 @@
 /**
  * How RPC messages look on the broker. A request is one message: the method in `type`, the request id
- * in `correlationId`, the call context and trace ids in headers, the encoded payload as JSON body.
- * Replies and control messages carry effect/rpc's own encoded envelopes as JSON bodies.
+ * in `correlationId`, the call context and the caller's span (W3C `traceparent`) in headers, the
+ * encoded payload as JSON body. Replies and control messages carry effect/rpc's own encoded envelopes
+ * as JSON bodies; a stream chunk names the instance that sent it, so that its ack goes back there.
+ *
+ * Every header costs on both ends (amqplib encodes and decodes field tables byte by byte), so there
+ * are as few as the protocol needs.
  */
 import { Option, Schema } from "effect"
 import type { HeaderValue } from "../Broker.ts"
@@ -13,19 +17,38 @@ export const contentType = "application/json"
 export const header = {
   client: "x-mesh-client",
   instance: "x-mesh-instance",
-  traceId: "x-mesh-trace-id",
-  spanId: "x-mesh-span-id",
-  sampled: "x-mesh-sampled"
+  traceparent: "traceparent"
 } as const
 
-const encoder = new TextEncoder()
-const decoder = new TextDecoder()
+/** the W3C trace context of a span: `00-<trace id>-<span id>-<flags>` */
+export const traceparent = (traceId: string, spanId: string, sampled: boolean): string =>
+  `00-${traceId}-${spanId}-${sampled ? "01" : "00"}`
 
-export const encodeJson = (value: unknown): Uint8Array => encoder.encode(JSON.stringify(value))
+export interface SpanContext {
+  readonly traceId: string
+  readonly spanId: string
+  readonly sampled: boolean
+}
+
+/** the span a `traceparent` header names, if it is one */
+export const parseTraceparent = (value: string | undefined): SpanContext | undefined => {
+  if (value === undefined) return undefined
+  const parts = value.split("-")
+  if (parts.length !== 4 || parts[1] === "" || parts[2] === "") return undefined
+  const flags = Number.parseInt(parts[3], 16)
+  return { traceId: parts[1], spanId: parts[2], sampled: Number.isNaN(flags) || (flags & 1) === 1 }
+}
+
+// node's Buffer rather than TextEncoder/TextDecoder: for the small bodies of RPC it is about twice
+// as fast, and amqplib wants Buffers anyway
+export const encodeJson = (value: unknown): Uint8Array => Buffer.from(JSON.stringify(value), "utf8")
+
+const utf8 = (body: Uint8Array): string =>
+  (Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength)).toString("utf8")
 
 /** the one place a body is parsed: `None` for bytes that are not JSON */
 export const decodeJson: (body: Uint8Array) => Option.Option<unknown> = Option.liftThrowable(
-  (body: Uint8Array): unknown => JSON.parse(decoder.decode(body))
+  (body: Uint8Array): unknown => JSON.parse(utf8(body))
 )
 
 /** a control message from a client to the instance(s) running its request */
@@ -46,6 +69,22 @@ export const serviceErrorExit = (error: ServiceError) => ({
   _tag: "Failure" as const,
   cause: [{ _tag: "Die" as const, defect: encodeServiceError(error) }]
 })
+
+/** a header as a string, whatever the broker decoded it as */
+export const stringHeader = (
+  headers: Readonly<Record<string, HeaderValue>> | undefined,
+  name: string
+): string | undefined => {
+  const value = headers?.[name]
+  return value === undefined ? undefined : String(value)
+}
+
+/** the headers of a message as effect/rpc takes them */
+export const headerEntries = (headers: Readonly<Record<string, HeaderValue>> | undefined): Array<[string, string]> => {
+  const entries: Array<[string, string]> = []
+  if (headers !== undefined) for (const key in headers) entries.push([key, String(headers[key])])
+  return entries
+}
 
 /** the headers a request carries, flattened for the broker */
 export const stringHeaders = (headers: Readonly<Record<string, HeaderValue>> | undefined): Record<string, string> => {
