@@ -7,13 +7,16 @@
  * rounds and, for ratios, the median of the per-round ratios (both peers of a round ran back to back,
  * so a noisy neighbour hurts them alike). The JSON with every measurement goes to bench/results/.
  *
+ * `--compare <checkout>` adds a peer `ours@base` that runs effect-mesh from another checkout (a git
+ * worktree of an older commit, say), measured in the same rounds: the way to see what a change bought.
+ *
  * RabbitMQ: `AMQP_URL` when set, else the project's private node (`scripts/rabbitmq.sh start`, which
  * is left running). While it runs, the benchmark holds a lease on that node like a test run does, so a
  * test run that ends meanwhile does not stop the node under it.
  */
 import { spawn, spawnSync } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
-import { mkdirSync, rmSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { cpus, loadavg } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -28,12 +31,17 @@ const { values: flags } = parseArgs({
     quick: { type: "boolean", default: false },
     rounds: { type: "string" },
     only: { type: "string" },
+    peers: { type: "string" },
+    compare: { type: "string" },
     "cpu-prof": { type: "boolean", default: false }
   }
 })
 const quick = flags.quick === true
 const rounds = Math.max(3, Number(flags.rounds ?? (quick ? 3 : 5)))
-const only = flags.only?.split(",").map((s) => s.trim()).filter((s) => s !== "")
+const list = (flag: string | undefined) => flag?.split(",").map((s) => s.trim()).filter((s) => s !== "")
+const only = list(flags.only)
+/** for profiling one peer: `--peers ours` (ratios need the baseline too) */
+const onlyPeers = list(flags.peers)
 const settings = quick
   ? { warmupMs: 300, durationMs: 700, payloadMs: 600, events: 2_000, eventsWarmup: 500 }
   : { warmupMs: 1_000, durationMs: 3_000, payloadMs: 2_000, events: 20_000, eventsWarmup: 3_000 }
@@ -57,6 +65,23 @@ const brokerUrl = (): string => {
   return started.stdout.trim().split("\n").pop() ?? ""
 }
 
+/**
+ * CPU time of the private RabbitMQ node, in µs, from /proc (Linux): the broker's share of a call.
+ * The node is shared with whoever else uses it meanwhile, so this is an upper bound. `undefined`
+ * when the broker is not the private node (AMQP_URL set) or /proc is not there.
+ */
+const brokerCpu = (): number | undefined => {
+  if (process.env["AMQP_URL"] !== undefined && process.env["AMQP_URL"] !== "") return undefined
+  const pidFile = join(dirname(dirname(leaseFile)), "rabbitmq.pid")
+  if (!existsSync(pidFile)) return undefined
+  const stat = join("/proc", readFileSync(pidFile, "utf8").trim(), "stat")
+  if (!existsSync(stat)) return undefined
+  // the fields after the command name (which may hold spaces): utime and stime are the 12th and 13th
+  const fields = readFileSync(stat, "utf8").split(") ")[1]?.split(" ") ?? []
+  const ticks = Number(fields[11]) + Number(fields[12])
+  return Number.isFinite(ticks) ? ticks * 10_000 : undefined
+}
+
 // ---- child processes ----
 
 interface Peer {
@@ -68,13 +93,13 @@ interface Peer {
 const stamp = new Date().toISOString().replace(/[:.]/g, "-")
 const profileDir = join(root, "bench", "results", "profiles", stamp)
 
-const startPeer = (args: ReadonlyArray<string>): Promise<Peer> =>
+const startPeer = (args: ReadonlyArray<string>, checkout = root): Promise<Peer> =>
   new Promise((resolve, reject) => {
-    const name = args.slice(0, 2).join("-")
+    const name = `${args.slice(0, 2).join("-")}${checkout === root ? "" : "-base"}`
     const execArgv = flags["cpu-prof"] === true
       ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${name}.cpuprofile`]
       : []
-    const child: ChildProcess = spawn(process.execPath, [...execArgv, join(root, "bench", "peer.ts"), ...args], {
+    const child: ChildProcess = spawn(process.execPath, [...execArgv, join(checkout, "bench", "peer.ts"), ...args], {
       stdio: ["ignore", "inherit", "inherit", "ipc"]
     })
     const waiting = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>()
@@ -122,6 +147,8 @@ interface Sample {
   readonly p99Ms?: number | undefined
   readonly clientCpuMicros: number
   readonly serverCpuMicros?: number | undefined
+  /** the RabbitMQ node's CPU per call, where it can be read */
+  readonly brokerCpuMicros?: number | undefined
   readonly count: number
 }
 
@@ -141,17 +168,17 @@ const main = async () => {
   const runId = Math.random().toString(36).slice(2, 8)
   const wants = (id: string) => only === undefined || only.some((prefix) => id.startsWith(prefix))
   const peers: Array<Peer> = []
-  const start = async (...args: Array<string>) => {
-    const peer = await startPeer(args)
+  const start = async (args: ReadonlyArray<string>, checkout?: string) => {
+    const peer = await startPeer(args, checkout)
     peers.push(peer)
     return peer
   }
   const servers: Partial<Record<string, Peer>> = {}
   const clients: Partial<Record<string, Peer>> = {}
   let embedded: Peer | undefined
-  const familyOf = (impl: string) => impl === "ours" ? "ours" : "raw"
+  const familyOf = (impl: string) => impl === "ours" || impl === "ours@base" ? impl : "raw"
 
-  const rpcCell = (id: string, title: string, method: "add" | "echo", size: number, inFlight: number, impls: ReadonlyArray<Impl>, durationMs: number, target?: number): Cell => ({
+  const rpcCell = (id: string, title: string, method: "add" | "echo", size: number, inFlight: number, impls: ReadonlyArray<string>, durationMs: number, target?: number): Cell => ({
     id,
     title,
     impls,
@@ -160,10 +187,12 @@ const main = async () => {
     measure: async (impl) => {
       const client = clients[familyOf(impl)]!
       const server = servers[familyOf(impl)]!
-      const run: RpcRun = { impl: impl as Impl, method, size, inFlight, warmupMs: settings.warmupMs, durationMs }
+      const run: RpcRun = { impl: (impl === "ours@base" ? "ours" : impl) as Impl, method, size, inFlight, warmupMs: settings.warmupMs, durationMs }
       await client.call({ _tag: "RpcWarmup", run })
       const before = await server.call<NodeJS.CpuUsage>({ _tag: "Cpu" })
+      const broker = brokerCpu()
       const m = await client.call<RpcMeasure>({ _tag: "RpcMeasure", run })
+      const brokerAfter = brokerCpu()
       const after = await server.call<NodeJS.CpuUsage>({ _tag: "Cpu" })
       return {
         rate: m.calls / m.elapsedMs * 1000,
@@ -171,6 +200,7 @@ const main = async () => {
         p99Ms: m.p99Ms,
         clientCpuMicros: m.cpuMicros / m.calls,
         serverCpuMicros: cpuDelta(before, after) / m.calls,
+        brokerCpuMicros: broker === undefined || brokerAfter === undefined ? undefined : (brokerAfter - broker) / m.calls,
         count: m.calls
       }
     }
@@ -180,11 +210,17 @@ const main = async () => {
     const client = clients[familyOf(impl)]!
     const server = servers[familyOf(impl)]!
     const before = await server.call<NodeJS.CpuUsage>({ _tag: "ExpectEvents", impl: impl as Impl, count })
+    const broker = brokerCpu()
     const t0 = performance.now()
-    const published = await client.call<PublishMeasure>({ _tag: "Publish", run: { impl: impl as Impl, count, inFlight: eventsInFlight } })
+    const published = await client.call<PublishMeasure>({
+      _tag: "Publish",
+      run: { impl: (impl === "ours@base" ? "ours" : impl) as Impl, count, inFlight: eventsInFlight }
+    })
     const after = await server.call<NodeJS.CpuUsage>({ _tag: "AwaitEvents" })
     const elapsedMs = performance.now() - t0
-    return { published, elapsedMs, serverCpu: cpuDelta(before, after) }
+    const brokerAfter = brokerCpu()
+    const brokerUsed = broker === undefined || brokerAfter === undefined ? undefined : brokerAfter - broker
+    return { published, elapsedMs, serverCpu: cpuDelta(before, after), brokerCpu: brokerUsed }
   }
 
   const embeddedCell = (inFlight: number): Cell => ({
@@ -207,26 +243,28 @@ const main = async () => {
     }
   })
 
-  const rpcImpls: ReadonlyArray<Impl> = ["raw", "ours", "raw-classic"]
+  const withBase = (impls: ReadonlyArray<string>) => flags.compare === undefined ? impls : [...impls, "ours@base"]
+  const rpcImpls = withBase(["raw", "ours", "raw-classic"])
   const cells: Array<Cell> = [
     rpcCell("rpc1", "RPC add, 1 in flight", "add", 0, 1, rpcImpls, settings.durationMs, 0.9),
     rpcCell("rpc64", "RPC add, 64 in flight", "add", 0, 64, rpcImpls, settings.durationMs, 0.8),
-    rpcCell("payload-100B", "RPC echo 100 B, 1 in flight", "echo", 100, 1, ["raw", "ours"], settings.payloadMs),
-    rpcCell("payload-10KB", "RPC echo 10 KB, 1 in flight", "echo", 10_000, 1, ["raw", "ours"], settings.payloadMs),
-    rpcCell("payload-1MB", "RPC echo 1 MB, 1 in flight", "echo", 1_000_000, 1, ["raw", "ours"], settings.payloadMs),
+    rpcCell("payload-100B", "RPC echo 100 B, 1 in flight", "echo", 100, 1, withBase(["raw", "ours"]), settings.payloadMs),
+    rpcCell("payload-10KB", "RPC echo 10 KB, 1 in flight", "echo", 10_000, 1, withBase(["raw", "ours"]), settings.payloadMs),
+    rpcCell("payload-1MB", "RPC echo 1 MB, 1 in flight", "echo", 1_000_000, 1, withBase(["raw", "ours"]), settings.payloadMs),
     {
       id: "events",
       title: `events publish → handled, ${eventsInFlight} publishes in flight, pool`,
-      impls: ["raw", "ours"],
+      impls: withBase(["raw", "ours"]),
       baseline: "raw",
       target: 0.8,
       measure: async (impl: string) => {
         await publish(impl, settings.eventsWarmup)
-        const { elapsedMs, published, serverCpu } = await publish(impl, settings.events)
+        const { brokerCpu, elapsedMs, published, serverCpu } = await publish(impl, settings.events)
         return {
           rate: settings.events / elapsedMs * 1000,
           clientCpuMicros: published.cpuMicros / settings.events,
           serverCpuMicros: serverCpu / settings.events,
+          brokerCpuMicros: brokerCpu === undefined ? undefined : brokerCpu / settings.events,
           count: settings.events
         }
       }
@@ -239,17 +277,23 @@ const main = async () => {
   if (cells.some((cell) => !cell.id.startsWith("embedded"))) {
     const url = brokerUrl()
     for (const family of ["raw", "ours"]) {
-      servers[family] = await start("server", family, runId, url)
-      clients[family] = await start("client", family, runId, url)
+      servers[family] = await start(["server", family, runId, url])
+      clients[family] = await start(["client", family, runId, url])
+    }
+    if (flags.compare !== undefined) {
+      // a run id of its own: the two versions must not share the service's queue
+      servers["ours@base"] = await start(["server", "ours", `${runId}b`, url], flags.compare)
+      clients["ours@base"] = await start(["client", "ours", `${runId}b`, url], flags.compare)
     }
   }
-  if (cells.some((cell) => cell.id.startsWith("embedded"))) embedded = await start("embedded", "ours", runId)
+  if (cells.some((cell) => cell.id.startsWith("embedded"))) embedded = await start(["embedded", "ours", runId])
 
   const samples = new Map<string, Map<string, Array<Sample>>>()
   const environment = { node: process.version, cpus: cpus().length, loadStart: loadavg() }
   for (let round = 0; round < rounds; round++) {
     for (const cell of cells) {
-      const order = round % 2 === 0 ? cell.impls : [...cell.impls].reverse()
+      const impls = cell.impls.filter((impl) => onlyPeers === undefined || onlyPeers.includes(impl))
+      const order = round % 2 === 0 ? impls : [...impls].reverse()
       for (const impl of order) {
         const sample = await cell.measure(impl)
         let byImpl = samples.get(cell.id)
@@ -285,6 +329,7 @@ interface Row {
   readonly p99Ms: number
   readonly clientCpu: number
   readonly serverCpu: number
+  readonly brokerCpu: number
   readonly cpu: number
   /** median of the per-round ratios to the baseline (rate, and CPU per call) */
   readonly ratio: number | undefined
@@ -303,10 +348,11 @@ interface Summary {
 const summarize = (cell: Cell, byImpl: Map<string, Array<Sample>>): Summary => {
   const base = byImpl.get(cell.baseline) ?? []
   const totalCpu = (s: Sample) => s.clientCpuMicros + (s.serverCpuMicros ?? 0)
-  const rows = cell.impls.map((impl): Row => {
+  const rows = cell.impls.filter((impl) => byImpl.has(impl)).map((impl): Row => {
     const mine = byImpl.get(impl) ?? []
-    const ratios = impl === cell.baseline ? [] : mine.map((s, i) => s.rate / base[i].rate)
-    const cpuRatios = impl === cell.baseline ? [] : mine.map((s, i) => totalCpu(s) / totalCpu(base[i]))
+    const paired = impl === cell.baseline || base.length !== mine.length ? [] : mine.map((s, i) => [s, base[i]] as const)
+    const ratios = paired.map(([s, b]) => s.rate / b.rate)
+    const cpuRatios = paired.map(([s, b]) => totalCpu(s) / totalCpu(b))
     return {
       impl,
       rate: median(mine.map((s) => s.rate)),
@@ -314,6 +360,7 @@ const summarize = (cell: Cell, byImpl: Map<string, Array<Sample>>): Summary => {
       p99Ms: median(mine.map((s) => s.p99Ms ?? Number.NaN)),
       clientCpu: median(mine.map((s) => s.clientCpuMicros)),
       serverCpu: median(mine.map((s) => s.serverCpuMicros ?? Number.NaN)),
+      brokerCpu: median(mine.map((s) => s.brokerCpuMicros ?? Number.NaN)),
       cpu: median(mine.map(totalCpu)),
       ratio: ratios.length === 0 ? undefined : median(ratios),
       ratioRange: ratios.length === 0 ? undefined : [Math.min(...ratios), Math.max(...ratios)],
@@ -329,7 +376,7 @@ const fmtCpu = (n: number) => Number.isNaN(n) ? "-" : n < 10 ? n.toFixed(2) : n.
 const fmtRatio = (n: number | undefined) => n === undefined ? "" : `${n < 0.1 ? n.toPrecision(2) : n.toFixed(2)}x`
 
 const table = (summary: ReadonlyArray<Summary>, meta: { quick: boolean; rounds: number; load: ReadonlyArray<number> }): string => {
-  const header = ["scenario", "peer", "calls/s", "p50 ms", "p99 ms", "cpu µs/call client", "server", "total", "ratio (rounds)", "cpu ratio", "target"]
+  const header = ["scenario", "peer", "calls/s", "p50 ms", "p99 ms", "cpu µs/call client", "server", "total", "(broker)", "ratio (rounds)", "cpu ratio", "target"]
   const lines: Array<Array<string>> = [header]
   for (const s of summary) {
     for (const row of s.rows) {
@@ -346,6 +393,7 @@ const table = (summary: ReadonlyArray<Summary>, meta: { quick: boolean; rounds: 
         fmtCpu(row.clientCpu),
         fmtCpu(row.serverCpu),
         fmtCpu(row.cpu),
+        fmtCpu(row.brokerCpu),
         row.ratio === undefined ? "" : `${fmtRatio(row.ratio)} (${fmtRatio(row.ratioRange?.[0])}–${fmtRatio(row.ratioRange?.[1])})`,
         fmtRatio(row.cpuRatio),
         met
@@ -357,6 +405,7 @@ const table = (summary: ReadonlyArray<Summary>, meta: { quick: boolean; rounds: 
   const embeddedRate = summary.filter((s) => s.id.startsWith("embedded")).map((s) => s.rows.find((r) => r.impl === "mesh")?.rate ?? 0)
   const notes = [
     `${meta.rounds} rounds${meta.quick ? " (quick)" : ""}, medians; ratio = ours/raw (embedded: mesh/direct) per round, median (min–max); load avg ${meta.load.map((l) => l.toFixed(1)).join(" → ")}`,
+    "cpu: client and server process time per call (total = both); (broker): the RabbitMQ node's, shared with anyone else using it, not in total",
     ...summary.map((s) => `${s.id}: ${s.title}`),
     ...(embeddedRate.length === 0 ? [] : [`embedded target ≥ 100,000 calls/s: ${Math.max(...embeddedRate) >= 100_000 ? "met" : "MISSED"} (best ${fmtRate(Math.max(...embeddedRate))})`])
   ]

@@ -1,8 +1,9 @@
 /**
  * Sums the self time of a V8 `.cpuprofile` (from `node --cpu-prof`, or `npm run bench -- --cpu-prof`)
- * by function, by file and by package, busy time only (idle excluded).
+ * by function, by file and by package, busy time only (idle excluded); with `--inclusive`, also the
+ * total time under each function (itself and what it called, each sample counted once per function).
  *
- *   node bench/profile.ts <file.cpuprofile> [--top 40] [--match effect/rpc]
+ *   node bench/profile.ts <file.cpuprofile> [--top 40] [--match effect/rpc] [--inclusive]
  */
 import { readFileSync } from "node:fs"
 import { parseArgs } from "node:util"
@@ -25,7 +26,7 @@ interface Profile {
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
-  options: { top: { type: "string", default: "40" }, match: { type: "string" } }
+  options: { top: { type: "string", default: "40" }, match: { type: "string" }, inclusive: { type: "boolean", default: false } }
 })
 const top = Number(values.top)
 
@@ -59,7 +60,14 @@ const summarize = (file: string) => {
     const id = profile.samples[i]
     self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0))
   }
+  const parent = new Map<number, number>()
+  for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id)
+  const keyOf = (node: ProfileNode) => {
+    const { functionName, lineNumber, url } = node.callFrame
+    return `${functionName || "(anonymous)"}  ${fileOf(url)}:${lineNumber + 1}`
+  }
   const byFunction = new Map<string, number>()
+  const inclusive = new Map<string, number>()
   const byFile = new Map<string, number>()
   const byPackage = new Map<string, number>()
   let busy = 0
@@ -68,7 +76,7 @@ const summarize = (file: string) => {
   for (const [id, micros] of self) {
     const node = byId.get(id)
     if (node === undefined) continue
-    const { functionName, lineNumber, url } = node.callFrame
+    const { functionName, url } = node.callFrame
     if (functionName === "(idle)") {
       idle += micros
       continue
@@ -76,9 +84,21 @@ const summarize = (file: string) => {
     busy += micros
     const where = fileOf(url)
     if (values.match !== undefined && !where.includes(values.match)) continue
-    add(byFunction, `${functionName || "(anonymous)"}  ${where}:${lineNumber + 1}`, micros)
+    add(byFunction, keyOf(node), micros)
     add(byFile, where, micros)
     add(byPackage, packageOf(where), micros)
+    if (values.inclusive === true) {
+      const seen = new Set<string>()
+      for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
+        const frame = byId.get(at)
+        if (frame === undefined) break
+        const key = keyOf(frame)
+        if (!seen.has(key)) {
+          seen.add(key)
+          add(inclusive, key, micros)
+        }
+      }
+    }
   }
   const show = (title: string, m: Map<string, number>) => {
     console.log(`\n${title}`)
@@ -90,6 +110,7 @@ const summarize = (file: string) => {
   show("by package", byPackage)
   show("by file", byFile)
   show("by function (self time)", byFunction)
+  if (values.inclusive === true) show("by function (inclusive time)", inclusive)
 }
 
 if (positionals.length === 0) {
