@@ -54,6 +54,7 @@ EOF
   export RABBITMQ_DIST_PORT="$DIST_PORT"
   export RABBITMQ_MNESIA_BASE="$BASE/mnesia"
   export RABBITMQ_LOG_BASE="$BASE/log"
+  export ERL_CRASH_DUMP="$BASE/log/erl_crash.dump"
   export RABBITMQ_CONFIG_FILE="$BASE/rabbitmq.conf"
   export RABBITMQ_ADVANCED_CONFIG_FILE="$BASE/advanced.config"
   export RABBITMQ_CONF_ENV_FILE="$BASE/rabbitmq-env.conf"
