@@ -205,6 +205,14 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
     ): Effect.Effect<void, BrokerError> =>
       Effect.suspend(() => {
         const properties = publishOptions(options, replyTo)
+        if (options.mandatory !== true) {
+          // nothing can come back: the confirm alone says how it went
+          return Effect.flatMap(
+            Amqp.publishConfirm(channel, exchange, routingKey, toBuffer(body), properties),
+            ({ confirmed, written }) =>
+              written ? Deferred.await(confirmed) : Effect.andThen(Amqp.waitDrain(channel), Deferred.await(confirmed))
+          )
+        }
         let tracker: ReturnTracker | undefined
         let id = properties.messageId
         if (options.mandatory === true) {
@@ -241,12 +249,23 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
 
     const publish = (exchange: string, routingKey: string, body: Uint8Array, options?: PublishOptions) =>
       Effect.suspend(() => {
-        // the common case first, in as few steps as it takes: connected, the plain channel open
+        // the common cases first, in as few steps as they take: connected, the channel open
         const session = state.session
+        if (options?.confirm === true) {
+          const confirms = state.confirms.channel
+          if (
+            state.ready && session !== undefined && !session.down && confirms !== undefined &&
+            state.confirms.session === session && !Amqp.isClosed(confirms)
+          ) {
+            // no second try: a confirm lost with its channel leaves unknown whether the message went out
+            return publishConfirmed(confirms, state.trackers, exchange, routingKey, body, options, undefined)
+          }
+          return publishSlow(exchange, routingKey, body, options)
+        }
         const channel = state.plain.channel
         if (
-          options?.confirm !== true && state.ready && session !== undefined && !session.down &&
-          channel !== undefined && state.plain.session === session && !Amqp.isClosed(channel)
+          state.ready && session !== undefined && !session.down && channel !== undefined &&
+          state.plain.session === session && !Amqp.isClosed(channel)
         ) {
           // a plain publish fails only before anything was written: safe to try once more on a fresh channel
           return Effect.catch(
