@@ -159,41 +159,52 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
       }
     }))
 
-  // keyed by name and group: two versions of one contract get two clients
-  const clients = new Map<string, WeakMap<object, unknown>>()
-  const client = <Rpcs extends Rpc.Any>(service: string, group: RpcGroup.RpcGroup<Rpcs>) =>
-    Effect.suspend(() => {
-      let byGroup = clients.get(service)
-      if (byGroup === undefined) {
-        byGroup = new WeakMap()
-        clients.set(service, byGroup)
-      }
-      const cached = byGroup.get(group)
-      if (cached !== undefined) return Effect.succeed(cached as RpcClient.RpcClient<Rpcs, RpcClientError.RpcClientError>)
-      return makeProtocol(service).pipe(
-        Effect.flatMap((protocol) =>
-          RpcClient.make(group, { spanPrefix: service }).pipe(
-            Effect.provideService(RpcClient.Protocol, protocol)
-          )
-        ),
-        Effect.tap((made) => Effect.sync(() => byGroup.set(group, made))),
-        Scope.provide(scope)
-      ) as Effect.Effect<RpcClient.RpcClient<Rpcs, RpcClientError.RpcClientError>>
-    })
-
-  const protocols = new Map<string, RpcClient.Protocol["Service"]>()
-  const protocol = (service: string) =>
-    Effect.suspend(() => {
-      const cached = protocols.get(service)
-      if (cached !== undefined) return Effect.succeed(cached)
-      return makeProtocol(service).pipe(
-        Effect.tap((made) => Effect.sync(() => protocols.set(service, made))),
-        Scope.provide(scope)
-      )
-    })
-
-  return Transport.of({ id, client, protocol })
+  return yield* makeTransportWith(id, makeProtocol)
 })
+
+/**
+ * A `Transport` whose clients speak effect/rpc over the given protocols: for each service one
+ * protocol for untyped calls and one client per contract version (two versions of one contract get
+ * two clients), each made once, in the current scope. The gateways' remote transports use it too.
+ *
+ * @since 0.1.0
+ */
+export const makeTransportWith = <E, R>(
+  id: string,
+  protocolFor: (service: string) => Effect.Effect<RpcClient.Protocol["Service"], E, R | Scope.Scope>
+): Effect.Effect<Transport["Service"], never, Exclude<R, Scope.Scope> | Scope.Scope> =>
+  Effect.gen(function*() {
+    const scope = yield* Effect.scope
+    const context = yield* Effect.context<Exclude<R, Scope.Scope>>()
+    const made = <A>(effect: Effect.Effect<A, E, R | Scope.Scope>): Effect.Effect<A> =>
+      effect.pipe(Effect.provideContext(context as Context.Context<R>), Scope.provide(scope), Effect.orDie)
+    const clients = new Map<string, WeakMap<object, unknown>>()
+    const client = <Rpcs extends Rpc.Any>(service: string, group: RpcGroup.RpcGroup<Rpcs>) =>
+      Effect.suspend(() => {
+        let byGroup = clients.get(service)
+        if (byGroup === undefined) {
+          byGroup = new WeakMap()
+          clients.set(service, byGroup)
+        }
+        const cached = byGroup.get(group)
+        if (cached !== undefined) return Effect.succeed(cached as RpcClient.RpcClient<Rpcs, RpcClientError.RpcClientError>)
+        const versions = byGroup
+        return made(
+          Effect.flatMap(protocolFor(service), (protocol) =>
+            RpcClient.make(group, { spanPrefix: service }).pipe(Effect.provideService(RpcClient.Protocol, protocol)))
+        ).pipe(
+          Effect.tap((rpc) => Effect.sync(() => versions.set(group, rpc)))
+        ) as Effect.Effect<RpcClient.RpcClient<Rpcs, RpcClientError.RpcClientError>>
+      })
+    const protocols = new Map<string, RpcClient.Protocol["Service"]>()
+    const protocol = (service: string) =>
+      Effect.suspend(() => {
+        const cached = protocols.get(service)
+        if (cached !== undefined) return Effect.succeed(cached)
+        return made(protocolFor(service)).pipe(Effect.tap((p) => Effect.sync(() => protocols.set(service, p))))
+      })
+    return Transport.of({ id, client, protocol })
+  })
 
 // ---- internal ----
 

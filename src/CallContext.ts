@@ -130,6 +130,17 @@ export const child = (
 }
 
 /**
+ * The context of work that starts a call tree of its own (a timer run, a worker): a fresh
+ * correlation id and one call-id entry `<entry>.<id>`.
+ *
+ * @since 0.1.0
+ */
+export const root = (entry: string): CallContext => {
+  const correlationId = crypto.randomUUID()
+  return { ...empty, correlationId, callIdStack: [`${entry}.${correlationId.slice(0, 13)}`] }
+}
+
+/**
  * Encodes a context as message headers.
  *
  * @since 0.1.0

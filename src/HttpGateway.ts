@@ -45,6 +45,7 @@ import { isHttpServerError } from "effect/http/HttpServerError"
 import { RpcClient, RpcSerialization, RpcServer } from "effect/rpc"
 import { createServer } from "node:http"
 import * as CallContext from "./CallContext.ts"
+import * as BrokerRpcClient from "./BrokerRpcClient.ts"
 import * as edge from "./internal/edge.ts"
 import * as ServiceClient from "./ServiceClient.ts"
 
@@ -224,7 +225,7 @@ export const layerClient = (options: {
     Effect.gen(function*() {
       const http = yield* HttpClient.HttpClient
       const base = `${options.url.replace(/\/$/, "")}${options.path ?? "/rpc"}`
-      return yield* edge.makeTransport((service) =>
+      return yield* BrokerRpcClient.makeTransportWith(crypto.randomUUID(), (service) =>
         RpcClient.makeProtocolHttp(
           http.pipe(HttpClient.mapRequest(HttpClientRequest.prependUrl(`${base}/${service}`)))
         ).pipe(Effect.provideService(RpcSerialization.RpcSerialization, RpcSerialization.ndjson))

@@ -149,12 +149,8 @@ const timerLoop = <A, E, R, ES, RS, EB, RB>(
 ): Effect.Effect<void, never, Exclude<R, Scope.Scope> | RS | RB> => {
   const entry = `${instance.service}.timer:${name}`
   const runOnce = Effect.suspend(() => {
-    const correlationId = crypto.randomUUID()
-    const context: CallContext.CallContext = {
-      ...CallContext.empty,
-      correlationId,
-      callIdStack: [`${entry}.${crypto.randomUUID().slice(0, 13)}`]
-    }
+    const context = CallContext.root(entry)
+    const correlationId = context.correlationId
     return effect.pipe(
       Effect.scoped,
       Effect.provideService(CallContext.CallContext, context),

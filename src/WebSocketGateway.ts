@@ -26,6 +26,7 @@ import { RpcClient, RpcSerialization, RpcServer } from "effect/rpc"
 import { Socket } from "effect/socket"
 import { contract as HubContract, Hub } from "./Hub.ts"
 import type { Connection } from "./Hub.ts"
+import * as BrokerRpcClient from "./BrokerRpcClient.ts"
 import * as edge from "./internal/edge.ts"
 import * as ServiceClient from "./ServiceClient.ts"
 
@@ -101,7 +102,7 @@ export const layerClient = (options: {
     ServiceClient.Transport,
     Effect.gen(function*() {
       const base = `${options.url.replace(/\/$/, "")}${options.rpcPath ?? "/rpc-ws"}`
-      return yield* edge.makeTransport((service) =>
+      return yield* BrokerRpcClient.makeTransportWith(crypto.randomUUID(), (service) =>
         Effect.flatMap(Socket.makeWebSocket(`${base}/${service}`), (socket) =>
           RpcClient.makeProtocolSocket().pipe(
             Effect.provideService(Socket.Socket, socket),

@@ -123,12 +123,8 @@ const workerLoop = <A, E, R, ES, RS>(
 ): Effect.Effect<void, never, Exclude<R, Scope.Scope> | RS> => {
   const entry = `${instance.service}.worker:${name}`
   const runOnce = Effect.suspend(() => {
-    const correlationId = crypto.randomUUID()
-    const context: CallContext.CallContext = {
-      ...CallContext.empty,
-      correlationId,
-      callIdStack: [`${entry}.${crypto.randomUUID().slice(0, 13)}`]
-    }
+    const context = CallContext.root(entry)
+    const correlationId = context.correlationId
     return effect.pipe(
       Effect.scoped,
       Effect.provideService(CallContext.CallContext, context),

@@ -37,3 +37,14 @@ describe("CallContext", () => {
     assert.deepStrictEqual(bad.callIdStack, [])
   })
 })
+
+describe("CallContext.root", () => {
+  it("starts a call tree of its own: a fresh correlation id and one entry", () => {
+    const a = CallContext.root("svc.timer:sweep")
+    const b = CallContext.root("svc.timer:sweep")
+    assert.notStrictEqual(a.correlationId, b.correlationId)
+    assert.strictEqual(a.callIdStack.length, 1)
+    assert.match(a.callIdStack[0], /^svc\.timer:sweep\.[0-9a-f-]{13}$/)
+    assert.strictEqual(a.deadline, undefined)
+  })
+})

@@ -2,13 +2,13 @@
  * What the HTTP and WebSocket edge modules share: JSON error bodies and the status of each error,
  * the call context an edge request runs with, and forwarding a contract's calls to the mesh.
  */
-import { Cause, Context, Effect, Option, Schema, SchemaIssue, Scope, Stream } from "effect"
+import { Cause, Effect, Option, Schema, SchemaIssue, Stream } from "effect"
 import type { Duration } from "effect"
 import type { Headers } from "effect/http"
 import { HttpServerResponse } from "effect/http"
 import type { HttpServerError } from "effect/http/HttpServerError"
 import type { Rpc, RpcGroup } from "effect/rpc"
-import { RpcClient, RpcSchema } from "effect/rpc"
+import { RpcSchema } from "effect/rpc"
 import type { RpcServer } from "effect/rpc"
 import type { FromClientEncoded } from "effect/rpc/RpcMessage"
 import * as CallContext from "../CallContext.ts"
@@ -374,49 +374,3 @@ export const firstHeaderWins = (protocol: RpcServer.Protocol["Service"]): RpcSer
     })
 })
 
-/**
- * A `ServiceClient.Transport` whose clients speak effect/rpc over the given protocol, one per
- * service, made once.
- */
-export const makeTransport = <E, R>(
-  protocolFor: (service: string) => Effect.Effect<RpcClient.Protocol["Service"], E, R | Scope.Scope>
-): Effect.Effect<ServiceClient.Transport["Service"], never, Exclude<R, Scope.Scope> | Scope.Scope> =>
-  Effect.gen(function*() {
-    const scope = yield* Effect.scope
-    const context = yield* Effect.context<Exclude<R, Scope.Scope>>()
-    const clients = new Map<string, WeakMap<object, unknown>>()
-    const client = <Rpcs extends Rpc.Any>(service: string, group: RpcGroup.RpcGroup<Rpcs>) =>
-      Effect.suspend(() => {
-        let byGroup = clients.get(service)
-        if (byGroup === undefined) {
-          byGroup = new WeakMap()
-          clients.set(service, byGroup)
-        }
-        const cached = byGroup.get(group)
-        if (cached !== undefined) return Effect.succeed(cached as RpcClient.RpcClient<Rpcs, never>)
-        return protocolFor(service).pipe(
-          Effect.flatMap((protocol) =>
-            RpcClient.make(group, { spanPrefix: service }).pipe(Effect.provideService(RpcClient.Protocol, protocol))
-          ),
-          Effect.tap((made) => Effect.sync(() => byGroup.set(group, made))),
-          Effect.provideContext(context as Context.Context<R>),
-          Scope.provide(scope),
-          Effect.orDie
-        )
-      }) as never
-    const protocols = new Map<string, RpcClient.Protocol["Service"]>()
-    const protocol = (service: string) =>
-      Effect.suspend(() => {
-        const cached = protocols.get(service)
-        if (cached !== undefined) return Effect.succeed(cached)
-        return protocolFor(service).pipe(
-          Effect.tap((made) => Effect.sync(() => protocols.set(service, made))),
-          Effect.provideContext(context as Context.Context<R>),
-          Scope.provide(scope),
-          Effect.orDie
-        )
-      })
-    // not a literal: `protocol` is for untyped calls, which not every version of the transport has
-    const transport = { id: crypto.randomUUID(), client, protocol }
-    return ServiceClient.Transport.of(transport)
-  })
