@@ -213,19 +213,16 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
               written ? Deferred.await(confirmed) : Effect.andThen(Amqp.waitDrain(channel), Deferred.await(confirmed))
           )
         }
-        let tracker: ReturnTracker | undefined
+        // the broker's basic.return comes before its confirm; the message id tells which publish it was
         let id = properties.messageId
-        if (options.mandatory === true) {
-          // the broker's basic.return comes before its confirm; the message id tells which publish it was
-          if (id === undefined) {
-            id = globalThis.crypto.randomUUID()
-            properties.messageId = id
-          }
-          tracker = { returned: false }
-          trackers.set(id, tracker)
+        if (id === undefined) {
+          id = globalThis.crypto.randomUUID()
+          properties.messageId = id
         }
+        const tracker: ReturnTracker = { returned: false }
+        trackers.set(id, tracker)
         const untrack = Effect.sync(() => {
-          if (tracker !== undefined && id !== undefined && trackers.get(id) === tracker) trackers.delete(id)
+          if (trackers.get(id) === tracker) trackers.delete(id)
         })
         return Amqp.publishConfirm(channel, exchange, routingKey, toBuffer(body), properties).pipe(
           Effect.flatMap(({ confirmed, written }) =>
@@ -234,7 +231,7 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
               : Effect.andThen(Amqp.waitDrain(channel), Deferred.await(confirmed))
           ),
           Effect.flatMap(() =>
-            tracker !== undefined && tracker.returned
+            tracker.returned
               ? Effect.fail(
                 new BrokerError({
                   reason: "Unroutable",
@@ -695,6 +692,12 @@ export const reconnectSchedule = (maxDelay: Duration.Input): Schedule.Schedule<D
 
 const defaultReconnect = reconnectSchedule("5 seconds")
 
+/**
+ * The dispatcher of the consumer and reply mailboxes: a message offered from amqplib's callback wakes
+ * the fiber waiting for it in a microtask, in the same turn of the event loop, rather than in a
+ * `setImmediate` one turn later (the default). Only wake-ups go through it; the fibers themselves keep
+ * the default scheduler, so they still yield to I/O after their usual budget of steps.
+ */
 const wakeInline = new Scheduler.MixedScheduler("sync")
 
 const directReplyTo = "amq.rabbitmq.reply-to"

@@ -11,7 +11,6 @@
  * @since 0.1.0
  */
 import { Cause, Channel, Clock, Effect, Exit, Layer, Queue, Scheduler, Stream } from "effect"
-const inline = new Scheduler.MixedScheduler("sync")
 import type { Scope } from "effect"
 import type { NonEmptyReadonlyArray } from "effect/Array"
 import {
@@ -49,7 +48,7 @@ export const make: Effect.Effect<Broker["Service"], never, Scope.Scope> = Effect
   yield* Effect.addFinalizer(() => Effect.sync(() => state.close()))
 
   const consume = (queue: string, options: ConsumeOptions): Effect.Effect<Consumer, BrokerError, Scope.Scope> =>
-    Effect.flatMap(Effect.provideService(Queue.unbounded<NonEmptyReadonlyArray<Delivery>, Cause.Done>(), Scheduler.Scheduler, inline), (mailbox) =>
+    Effect.flatMap(mailboxOf<Delivery>(), (mailbox) =>
       Effect.map(
         Effect.acquireRelease(
           Effect.suspend(() => state.addConsumer(queue, options, mailbox)),
@@ -68,7 +67,7 @@ export const make: Effect.Effect<Broker["Service"], never, Scope.Scope> = Effect
       ))
 
   const replyQueue: Effect.Effect<ReplyQueue, BrokerError, Scope.Scope> = Effect.flatMap(
-    Effect.provideService(Queue.unbounded<NonEmptyReadonlyArray<Incoming>, Cause.Done>(), Scheduler.Scheduler, inline),
+    mailboxOf<Incoming>(),
     (mailbox) =>
       Effect.map(
         Effect.acquireRelease(
@@ -107,6 +106,16 @@ export const make: Effect.Effect<Broker["Service"], never, Scope.Scope> = Effect
 export const layer: Layer.Layer<Broker> = Layer.effect(Broker, make)
 
 // ---- internal ----
+
+/**
+ * A consumer's or reply queue's mailbox. A message routed to it wakes the fiber waiting for it in a
+ * microtask, in the same turn of the event loop, rather than one `setImmediate` turn later (the
+ * default dispatcher); the fibers themselves keep the default scheduler and its yields.
+ */
+const mailboxOf = <A>() =>
+  Effect.provideService(Queue.unbounded<NonEmptyReadonlyArray<A>, Cause.Done>(), Scheduler.Scheduler, wakeInline)
+
+const wakeInline = new Scheduler.MixedScheduler("sync")
 
 type MutableProperties = { -readonly [K in keyof Properties]: Properties[K] }
 

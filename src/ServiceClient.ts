@@ -16,8 +16,7 @@
  * @since 0.1.0
  */
 import { Cause, Clock, Duration, Effect, Option, Queue, Result, Schedule, Schema, Stream } from "effect"
-import type { Fiber } from "effect"
-import type { Layer } from "effect"
+import type { Fiber, Layer } from "effect"
 import type { Rpc } from "effect/rpc"
 import type { RpcClient } from "effect/rpc"
 import { RpcClientError, RpcSchema } from "effect/rpc"
