@@ -226,12 +226,12 @@ const main = async () => {
   const embeddedCell = (inFlight: number): Cell => ({
     id: `embedded${inFlight}`,
     title: `embedded broker, add, ${inFlight} in flight (one process)`,
-    impls: ["direct", "mesh"],
+    impls: ["direct", "rpctest", "mesh"],
     baseline: "direct",
     measure: async (impl) => {
       const m = await embedded!.call<EmbeddedMeasure>({
         _tag: "Embedded",
-        run: { target: impl as "mesh" | "direct", inFlight, warmupMs: settings.warmupMs, durationMs: settings.durationMs }
+        run: { target: impl as "mesh" | "rpctest" | "direct", inFlight, warmupMs: settings.warmupMs, durationMs: settings.durationMs }
       })
       return {
         rate: m.calls / m.elapsedMs * 1000,
@@ -407,7 +407,11 @@ const table = (summary: ReadonlyArray<Summary>, meta: { quick: boolean; rounds: 
     `${meta.rounds} rounds${meta.quick ? " (quick)" : ""}, medians; ratio = ours/raw (embedded: mesh/direct) per round, median (min–max); load avg ${meta.load.map((l) => l.toFixed(1)).join(" → ")}`,
     "cpu: client and server process time per call (total = both); (broker): the RabbitMQ node's, shared with anyone else using it, not in total",
     ...summary.map((s) => `${s.id}: ${s.title}`),
-    ...(embeddedRate.length === 0 ? [] : [`embedded target ≥ 100,000 calls/s: ${Math.max(...embeddedRate) >= 100_000 ? "met" : "MISSED"} (best ${fmtRate(Math.max(...embeddedRate))})`])
+    ...(embeddedRate.length === 0 ? [] : [`embedded target ≥ 100,000 calls/s: ${Math.max(...embeddedRate) >= 100_000 ? "met" : "MISSED"} (best ${fmtRate(Math.max(...embeddedRate))})`]),
+    ...summary.filter((s) => s.id.startsWith("embedded")).map((s) => {
+      const rate = (impl: string) => s.rows.find((r) => r.impl === impl)?.rate ?? Number.NaN
+      return `${s.id}: mesh = ${(rate("mesh") / rate("rpctest")).toFixed(2)}x effect/rpc alone (RpcTest: no broker, no serialization)`
+    })
   ]
   return [render(lines[0]), ...lines.slice(1).map(render), "", ...notes].join("\n")
 }

@@ -3,10 +3,11 @@
  * `Event.publish` + `Event.handle(..., { delivery: "pool" })` for events, and the embedded broker
  * (`MemoryBroker`) in one process.
  */
-import { Effect, Layer, ManagedRuntime } from "effect"
+import { Effect, Exit, Layer, ManagedRuntime, Scope } from "effect"
+import { RpcTest } from "effect/rpc"
 import { AmqpBroker, Event, MeshTest, Service, ServiceClient } from "effect-mesh"
 import type { EmbeddedMeasure, EmbeddedRun, Names, PublishMeasure, PublishRun, RpcMeasure, RpcRun } from "./shared.ts"
-import { cpuMicros, handlers, Latencies, payloadOf, serverConcurrency } from "./shared.ts"
+import { BenchRpcs, cpuMicros, handlers, Latencies, payloadOf, serverConcurrency } from "./shared.ts"
 
 export interface OursServer {
   readonly expectEvents: (count: number) => Promise<void>
@@ -111,17 +112,30 @@ export interface Embedded {
   readonly close: () => Promise<void>
 }
 
-/** services and client on the embedded broker, in this process */
+/**
+ * Services and client on the embedded broker, in this process; for scale, the same handler called
+ * directly, and through effect/rpc alone (`RpcTest`: its client and server joined in memory, no
+ * serialization, no broker), the floor of anything built on effect/rpc.
+ */
 export const embedded = async (n: Names): Promise<Embedded> => {
   const runtime = ManagedRuntime.make(MeshTest.layer(Service.make(n.contract, { handlers, concurrency: serverConcurrency })))
   const calc = await runtime.runPromise(ServiceClient.make(n.contract))
+  const scope = await Effect.runPromise(Scope.make())
+  const rpc = await Effect.runPromise(
+    RpcTest.makeClient(BenchRpcs).pipe(Effect.provide(BenchRpcs.toLayer(handlers)), Scope.provide(scope))
+  )
   return {
     run: (run, durationMs) =>
       runtime.runPromise(
         run.target === "mesh"
           ? drive(() => calc.add({ a: 1, b: 2 }), run.inFlight, durationMs)
+          : run.target === "rpctest"
+          ? drive(() => rpc.add({ a: 1, b: 2 }), run.inFlight, durationMs)
           : drive(() => handlers.add({ a: 1, b: 2 }), run.inFlight, durationMs)
       ),
-    close: () => runtime.dispose()
+    close: async () => {
+      await Effect.runPromise(Scope.close(scope, Exit.void))
+      await runtime.dispose()
+    }
   }
 }

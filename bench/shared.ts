@@ -87,7 +87,7 @@ export interface PublishMeasure {
 }
 
 export interface EmbeddedRun {
-  readonly target: "mesh" | "direct"
+  readonly target: "mesh" | "rpctest" | "direct"
   readonly inFlight: number
   readonly warmupMs: number
   readonly durationMs: number
