@@ -18,7 +18,7 @@ import type { Effect, Scope, Stream } from "effect"
  * - `Nacked`: the broker refused a confirmed publish.
  * - `NotFound`: a queue or exchange that does not exist.
  * - `Precondition`: a declaration that conflicts with an existing one.
- * - `Transport`: any other transport failure.
+ * - `Transport`: every other transport failure.
  *
  * @since 0.1.0
  */
