@@ -16,9 +16,11 @@ import type { FromClientEncoded, FromServerEncoded, RequestId } from "effect/rpc
 import type { BrokerError, Incoming } from "./Broker.ts"
 import { Broker } from "./Broker.ts"
 import { headerNames } from "./CallContext.ts"
+import * as Deadlines from "./internal/deadlines.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
-import { ServiceNotFound } from "./ServiceError.ts"
+import type { ServiceError } from "./ServiceError.ts"
+import { CallTimeout, ServiceNotFound } from "./ServiceError.ts"
 
 
 /**
@@ -39,6 +41,11 @@ export class Transport extends Context.Service<Transport, {
    * contract (`ServiceClient.callUntyped`), each call under its own client id
    */
   readonly protocol: (service: string) => Effect.Effect<RpcClient.Protocol["Service"]>
+  /**
+   * whether the transport itself fails a call with `CallTimeout` when its deadline (the
+   * `x-mesh-deadline` header) passes; when it does not, `ServiceClient` times calls out on its own
+   */
+  readonly enforcesDeadlines: boolean
 }>()("effect-mesh/BrokerRpcClient/Transport") {}
 
 const transportError = (message: string, cause: unknown) =>
@@ -59,6 +66,9 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
   const id = crypto.randomUUID()
   const routes = new Map<string, Call>()
   let nextCorrelation = 0
+  // a call past its deadline is answered here, with CallTimeout, as a returned one is with
+  // ServiceNotFound: one watcher for every call rather than a timer and a race of fibers per call
+  const deadlines = yield* Deadlines.make
 
   const onIncoming = (incoming: Incoming): Effect.Effect<void> => {
     const correlationId = incoming.message.properties.correlationId
@@ -85,15 +95,29 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
     Effect.forkScoped
   )
 
+  const publishControl = (tag: "Interrupt" | "Ack", key: string, correlationId: string) => {
+    const control: wire.Control = { _tag: tag, client: id, requestId: correlationId }
+    return Effect.ignore(broker.publish(topology.controlExchange, key, wire.encodeJson(control)))
+  }
+
   const makeProtocol = (service: string) =>
     RpcClient.Protocol.make(Effect.fnUntraced(function*(write) {
       const pending = new Map<RequestId, Call>()
+      const owner: Owner = {
+        service,
+        write,
+        pending,
+        routes,
+        scope,
+        deadlines,
+        interrupt: (call) => publishControl("Interrupt", topology.controlServiceKey(service), call.correlationId)
+      }
 
       const sendRequest = (clientId: number, request: Extract<FromClientEncoded, { _tag: "Request" }>) =>
         Effect.withFiber((fiber) => {
           const correlationId = `${nextCorrelation++}`
           const requestId = request.id as RequestId
-          const call = new Call(service, correlationId, requestId, clientId, write, pending, scope)
+          const call = new Call(owner, correlationId, requestId, clientId, request.tag)
           pending.set(requestId, call)
           routes.set(correlationId, call)
           const headers: Record<string, string> = {}
@@ -102,12 +126,12 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
           if (request.traceId !== undefined && request.spanId !== undefined) {
             headers[wire.header.traceparent] = wire.traceparent(request.traceId, request.spanId, request.sampled ?? true)
           }
-          const deadline = headers[headerNames.deadline]
+          const deadline = Number(headers[headerNames.deadline])
           let expiration: number | undefined
-          if (deadline !== undefined) {
-            const millis = Number(deadline)
+          if (Number.isFinite(deadline)) {
             const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
-            if (Number.isFinite(millis)) expiration = Math.max(1, millis - now)
+            expiration = Math.max(1, deadline - now)
+            call.timer = deadlines.add(deadline, call.timeout(Math.max(0, deadline - now)))
           }
           return Effect.catch(
             replies.publish(topology.rpcExchange, topology.rpcRoutingKey(service), wire.encodeJson(request.payload), {
@@ -119,8 +143,7 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
               expiration
             }),
             (error) => {
-              routes.delete(correlationId)
-              pending.delete(requestId)
+              call.forget()
               return Effect.fail(transportError(error.message, error))
             }
           )
@@ -129,15 +152,11 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
       const sendControl = (requestId: RequestId, tag: "Interrupt" | "Ack") => {
         const entry = pending.get(requestId)
         if (entry === undefined) return Effect.void
-        if (tag === "Interrupt") {
-          pending.delete(requestId)
-          routes.delete(entry.correlationId)
-        }
+        if (tag === "Interrupt") entry.forget()
         const key = tag === "Ack" && entry.instance !== undefined
           ? topology.controlInstanceKey(entry.instance)
           : topology.controlServiceKey(service)
-        const control: wire.Control = { _tag: tag, client: id, requestId: entry.correlationId }
-        return Effect.ignore(broker.publish(topology.controlExchange, key, wire.encodeJson(control)))
+        return publishControl(tag, key, entry.correlationId)
       }
 
       return {
@@ -159,7 +178,7 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
       }
     }))
 
-  return yield* makeTransportWith(id, makeProtocol)
+  return yield* makeTransportWith(id, makeProtocol, { enforcesDeadlines: true })
 })
 
 /**
@@ -171,7 +190,11 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
  */
 export const makeTransportWith = <E, R>(
   id: string,
-  protocolFor: (service: string) => Effect.Effect<RpcClient.Protocol["Service"], E, R | Scope.Scope>
+  protocolFor: (service: string) => Effect.Effect<RpcClient.Protocol["Service"], E, R | Scope.Scope>,
+  options?: {
+    /** the protocols fail calls past their deadline themselves (default false) */
+    readonly enforcesDeadlines?: boolean | undefined
+  }
 ): Effect.Effect<Transport["Service"], never, Exclude<R, Scope.Scope> | Scope.Scope> =>
   Effect.gen(function*() {
     const scope = yield* Effect.scope
@@ -203,58 +226,80 @@ export const makeTransportWith = <E, R>(
         if (cached !== undefined) return Effect.succeed(cached)
         return made(protocolFor(service)).pipe(Effect.tap((p) => Effect.sync(() => protocols.set(service, p))))
       })
-    return Transport.of({ id, client, protocol })
+    return Transport.of({ id, client, protocol, enforcesDeadlines: options?.enforcesDeadlines === true })
   })
 
 // ---- internal ----
+
+/** what the calls to one service share */
+interface Owner {
+  readonly service: string
+  readonly write: (clientId: number, message: FromServerEncoded) => Effect.Effect<void>
+  /** calls by effect/rpc's request id */
+  readonly pending: Map<RequestId, Call>
+  /** every call of the transport, by correlation id */
+  readonly routes: Map<string, Call>
+  readonly scope: Scope.Scope
+  readonly deadlines: Deadlines.Deadlines
+  /** asks the instance running a call to stop it */
+  readonly interrupt: (call: Call) => Effect.Effect<void>
+}
 
 /** one call in flight: found by correlation id when replies come, by request id for interrupts and acks */
 class Call {
   /** the instance running the call, once a reply said so: stream acks go to it */
   instance: string | undefined = undefined
-  readonly service: string
+  /** the call's deadline, while it is watched */
+  timer: Deadlines.Entry | undefined = undefined
+  readonly owner: Owner
   readonly correlationId: string
   readonly requestId: RequestId
   readonly clientId: number
-  readonly write: (clientId: number, message: FromServerEncoded) => Effect.Effect<void>
-  readonly pending: Map<RequestId, Call>
-  readonly scope: Scope.Scope
-  constructor(
-    service: string,
-    correlationId: string,
-    requestId: RequestId,
-    clientId: number,
-    write: (clientId: number, message: FromServerEncoded) => Effect.Effect<void>,
-    pending: Map<RequestId, Call>,
-    scope: Scope.Scope
-  ) {
-    this.service = service
+  readonly method: string
+  constructor(owner: Owner, correlationId: string, requestId: RequestId, clientId: number, method: string) {
+    this.owner = owner
     this.correlationId = correlationId
     this.requestId = requestId
     this.clientId = clientId
-    this.write = write
-    this.pending = pending
-    this.scope = scope
+    this.method = method
+  }
+
+  /** the call is over: no reply is routed to it now, its deadline is not watched */
+  forget(): void {
+    this.owner.pending.delete(this.requestId)
+    this.owner.routes.delete(this.correlationId)
+    if (this.timer !== undefined) this.owner.deadlines.remove(this.timer)
   }
 
   finish(message: FromServerEncoded): Effect.Effect<void> {
-    if (message._tag === "Exit") this.pending.delete(this.requestId)
-    return this.write(this.clientId, { ...message, requestId: this.requestId } as FromServerEncoded)
+    if (message._tag === "Exit") this.forget()
+    return this.owner.write(this.clientId, { ...message, requestId: this.requestId } as FromServerEncoded)
   }
 
   onReply(message: FromServerEncoded, instance: string | undefined): Effect.Effect<void> {
     if (instance !== undefined) this.instance = instance
     // a chunk waits for its consumer to pull; it must not hold up other calls' replies.
     // Order is kept: the next chunk is only sent after this one is written and acked
-    return message._tag === "Chunk" ? Effect.asVoid(Effect.forkIn(this.finish(message), this.scope)) : this.finish(message)
+    return message._tag === "Chunk" ? Effect.asVoid(Effect.forkIn(this.finish(message), this.owner.scope)) : this.finish(message)
   }
 
   onReturned(): Effect.Effect<void> {
-    return this.finish({
-      _tag: "Exit",
-      requestId: String(this.requestId),
-      exit: wire.serviceErrorExit(new ServiceNotFound({ service: this.service }))
+    return this.fail(new ServiceNotFound({ service: this.owner.service }))
+  }
+
+  /** what happens when the deadline passes first: the caller gets CallTimeout, the instance an interrupt */
+  timeout(timeoutMillis: number): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.owner.pending.get(this.requestId) !== this) return Effect.void
+      return Effect.andThen(
+        this.fail(new CallTimeout({ service: this.owner.service, method: this.method, timeoutMillis })),
+        this.owner.interrupt(this)
+      )
     })
+  }
+
+  private fail(error: ServiceError): Effect.Effect<void> {
+    return this.finish({ _tag: "Exit", requestId: String(this.requestId), exit: wire.serviceErrorExit(error) })
   }
 }
 

@@ -23,11 +23,12 @@ import type { FromClientEncoded, FromServerEncoded } from "effect/rpc/RpcMessage
 import type { BrokerError, Delivery } from "./Broker.ts"
 import { Broker } from "./Broker.ts"
 import { headerNames } from "./CallContext.ts"
+import * as Deadlines from "./internal/deadlines.ts"
 import * as events from "./internal/events.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
 import type { ServiceError } from "./ServiceError.ts"
-import { InvalidPayload, MethodNotFound } from "./ServiceError.ts"
+import { CallTimeout, InvalidPayload, MethodNotFound } from "./ServiceError.ts"
 
 /**
  * @since 0.1.0
@@ -82,6 +83,8 @@ interface Call {
   readonly key: string
   /** a command (`Event.command`): acked when it completes, never answered */
   readonly command: boolean
+  /** the caller's deadline, while it is watched */
+  timer: Deadlines.Entry | undefined
 }
 
 /**
@@ -119,9 +122,14 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     // only a chunk names this instance: its ack must come back here; after an Exit nothing does
     const chunkHeaders = { [wire.header.instance]: options.instanceId }
 
+    // past its caller's deadline nobody waits for a call's answer: the work is stopped and the
+    // caller told why. One watcher for every call, rather than a timer and a race of fibers per call
+    const deadlines = yield* Deadlines.make
+
     const forget = (clientId: number, call: Call) => {
       calls.delete(clientId)
       byKey.delete(call.key)
+      if (call.timer !== undefined) deadlines.remove(call.timer)
       if (idle !== undefined && calls.size === 0) Deferred.doneUnsafe(idle, Exit.void)
     }
 
@@ -224,18 +232,37 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       if (Exit.isFailure(decoded)) {
         return answer(delivery, replyTo, requestId, new InvalidPayload({ service, method, issue: explain(rpc, body.value, decoded) }))
       }
-      const deadline = wire.stringHeader(props.headers, headerNames.deadline)
-      if (deadline !== undefined) {
+      const deadline = Number(wire.stringHeader(props.headers, headerNames.deadline))
+      if (Number.isFinite(deadline)) {
         return Effect.withFiber((fiber) => {
-          if (Number(deadline) <= fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()) {
+          const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+          if (deadline <= now) {
             // the caller has given up: running it now would be wasted work
             return Effect.andThen(Effect.logDebug(`${service}.${method}: dropped a request past its deadline`), delivery.ack)
           }
-          return start(delivery, replyTo, requestId, method, decoded.value, command)
+          const started = start(delivery, replyTo, requestId, method, decoded.value, command)
+          started.call.timer = deadlines.add(deadline, timeout(started.clientId, method, deadline - now))
+          return started.write
         })
       }
-      return start(delivery, replyTo, requestId, method, decoded.value, command)
+      return start(delivery, replyTo, requestId, method, decoded.value, command).write
     }
+
+    // the caller is told first (its call forgotten), then the handler interrupted: what RpcServer
+    // answers for the interrupted call finds no call to answer
+    const timeout = (clientId: number, method: string, timeoutMillis: number) =>
+      Effect.suspend(() => {
+        const call = calls.get(clientId)
+        if (call === undefined) return Effect.void
+        return Effect.andThen(
+          finish(clientId, call, {
+            _tag: "Exit",
+            requestId: call.requestId,
+            exit: wire.serviceErrorExit(new CallTimeout({ service, method, timeoutMillis }))
+          }),
+          writeRequest(clientId, { _tag: "Interrupt", requestId: call.requestId })
+        )
+      })
 
     const start = (
       delivery: Delivery,
@@ -244,11 +271,11 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       method: string,
       payload: unknown,
       command: boolean
-    ): Effect.Effect<void> => {
+    ): { readonly call: Call; readonly clientId: number; readonly write: Effect.Effect<void> } => {
       const headers = delivery.properties.headers
       const clientId = nextClientId++
       const key = `${wire.stringHeader(headers, wire.header.client) ?? replyTo} ${requestId}`
-      const call: Call = { delivery, replyTo, requestId, key, command }
+      const call: Call = { delivery, replyTo, requestId, key, command, timer: undefined }
       calls.set(clientId, call)
       byKey.set(key, clientId)
       const parent = wire.parseTraceparent(wire.stringHeader(headers, wire.header.traceparent))
@@ -264,7 +291,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
           spanId: parent.spanId,
           sampled: parent.sampled
         }
-      return writeRequestAndEof(clientId, request)
+      return { call, clientId, write: writeRequestAndEof(clientId, request) }
     }
 
     const onControl = (delivery: Delivery): Effect.Effect<void> => {

@@ -21,7 +21,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Effect, Layer, Option, Schema, Stream } from "effect"
+import { Effect, Layer, Option, Schema, Stream } from "effect"
 import type { Duration, Scope } from "effect"
 import type { Rpc, RpcGroup } from "effect/rpc"
 import { Rpc as RpcModule, RpcServer } from "effect/rpc"
@@ -30,7 +30,7 @@ import * as BrokerRpcServer from "./BrokerRpcServer.ts"
 import * as CallContext from "./CallContext.ts"
 import * as Discovery from "./Discovery.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
-import { CallTimeout, RemoteDefect, ServiceError } from "./ServiceError.ts"
+import { RemoteDefect, ServiceError } from "./ServiceError.ts"
 
 /**
  * @since 0.1.0
@@ -238,16 +238,7 @@ const wrapHandler = (service: string, method: string, handler: RawHandler, expos
       : effect
   return RpcModule.wrapMap(handler(payload, options), (result): HandlerResult => {
     if (Stream.isStream(result)) return Stream.provideService(result, CallContext.CallContext, context)
-    const effect = withStack(Effect.provideService(result, CallContext.CallContext, context))
-    if (context.deadline === undefined) return effect
-    const deadline = context.deadline
-    // past the caller's deadline nobody waits for the answer: stop the work, say why
-    return Effect.flatMap(Clock.currentTimeMillis, (now) => {
-      const timeoutMillis = Math.max(0, deadline - now)
-      return Effect.timeoutOrElse(effect, {
-        duration: timeoutMillis,
-        orElse: () => Effect.die(encodeServiceError(new CallTimeout({ service, method, timeoutMillis })))
-      })
-    })
+    // the caller's deadline is enforced by the protocol (BrokerRpcServer), for every call at once
+    return withStack(Effect.provideService(result, CallContext.CallContext, context))
   })
 }

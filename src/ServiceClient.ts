@@ -116,8 +116,8 @@ export const make = <const Name extends string, Rpcs extends Rpc.Any>(
     for (const [tag, definition] of contract.group.requests) {
       const call = (rpc as unknown as Record<string, RawMethod>)[tag]
       methods[tag] = isStream(definition)
-        ? streamMethod(service, tag, call, options)
-        : effectMethod(service, tag, call, options)
+        ? streamMethod(service, tag, call, options, transport.enforcesDeadlines)
+        : effectMethod(service, tag, call, options, transport.enforcesDeadlines)
     }
     return methods as ServiceClient<Rpcs>
   })
@@ -138,8 +138,9 @@ export const callUntyped = (
   options?: CallOptions
 ): Stream.Stream<unknown, unknown, Transport> =>
   Stream.unwrap(Effect.map(
-    Effect.flatMap(BrokerRpcClient.Transport, (transport) => transport.protocol(service)),
-    (protocol) => streamMethod(service, method, untypedMethod(protocol, method), undefined)(payload, options)
+    Effect.flatMap(BrokerRpcClient.Transport, (transport) =>
+      Effect.map(transport.protocol(service), (protocol) => ({ protocol, enforced: transport.enforcesDeadlines }))),
+    ({ enforced, protocol }) => streamMethod(service, method, untypedMethod(protocol, method), undefined, enforced)(payload, options)
   ))
 
 // ---- internal ----
@@ -162,7 +163,8 @@ const defectMessage = (defect: unknown): string => {
 }
 
 /** what a failed call's cause means to the caller */
-const toCallError = (service: string, method: string) => (cause: Cause.Cause<unknown>): Effect.Effect<never, unknown> => {
+const toCallError = (service: string, method: string, timeoutMillis?: number) =>
+(cause: Cause.Cause<unknown>): Effect.Effect<never, unknown> => {
   for (const reason of cause.reasons) {
     if (Cause.isFailReason(reason)) {
       const error = reason.error
@@ -174,10 +176,16 @@ const toCallError = (service: string, method: string) => (cause: Cause.Cause<unk
     }
     if (Cause.isDieReason(reason)) {
       const meshError = decodeServiceError(reason.defect)
-      return Effect.fail(Option.getOrElse(
-        meshError,
-        (): ServiceError => new RemoteDefect({ service, method, message: defectMessage(reason.defect) })
-      ))
+      if (Option.isNone(meshError)) {
+        return Effect.fail(new RemoteDefect({ service, method, message: defectMessage(reason.defect) }))
+      }
+      // whoever noticed the deadline first (this process's transport, or the instance with its own
+      // clock), the caller's timeout is the one it set
+      return Effect.fail(
+        meshError.value._tag === "CallTimeout" && timeoutMillis !== undefined
+          ? new CallTimeout({ service, method, timeoutMillis })
+          : meshError.value
+      )
     }
   }
   // only interrupts: if this fiber was interrupted it stays so; a remote interrupt must not
@@ -220,16 +228,27 @@ const prepare = (
   }
 }
 
-const effectMethod = (service: string, method: string, raw: RawMethod, options: Options | undefined) => {
+/**
+ * `enforced`: the transport fails a call past its deadline itself, with no timer of ours: one watcher
+ * per transport costs far less than `Effect.timeout` (a timer and a race of two fibers) per call.
+ */
+const effectMethod = (service: string, method: string, raw: RawMethod, options: Options | undefined, enforced: boolean) => {
   const clientTimeout = toMillis(options?.timeout)
   const onFailure = toCallError(service, method)
   return (payload: unknown, call?: CallOptions): Effect.Effect<unknown, unknown> => {
     const attempt = Effect.withFiber((fiber) => {
       const { headers, remaining } = prepare(fiber, service, method, clientTimeout, call)
-      const timedOut = () => Effect.fail(new CallTimeout({ service, method, timeoutMillis: Math.max(0, remaining ?? 0) }))
-      if (remaining !== undefined && remaining <= 0) return timedOut()
-      const result = Effect.catchCause(raw(payload, { headers }) as Effect.Effect<unknown, unknown>, onFailure)
-      return remaining === undefined ? result : Effect.timeoutOrElse(result, { duration: remaining, orElse: timedOut })
+      if (remaining === undefined) {
+        return Effect.catchCause(raw(payload, { headers }) as Effect.Effect<unknown, unknown>, onFailure)
+      }
+      const timeoutMillis = Math.max(0, remaining)
+      const timedOut = () => Effect.fail(new CallTimeout({ service, method, timeoutMillis }))
+      if (remaining <= 0) return timedOut()
+      const result = Effect.catchCause(
+        raw(payload, { headers }) as Effect.Effect<unknown, unknown>,
+        toCallError(service, method, timeoutMillis)
+      )
+      return enforced ? result : Effect.timeoutOrElse(result, { duration: remaining, orElse: timedOut })
     })
     const retry = options?.retry as Schedule.Schedule<unknown, unknown> | undefined
     if (retry === undefined) return attempt
@@ -243,16 +262,23 @@ const effectMethod = (service: string, method: string, raw: RawMethod, options: 
   }
 }
 
-const streamMethod = (service: string, method: string, raw: RawMethod, options: Options | undefined) =>
+const streamMethod = (
+  service: string,
+  method: string,
+  raw: RawMethod,
+  options: Options | undefined,
+  enforced: boolean
+) =>
 (payload: unknown, call?: CallOptions): Stream.Stream<unknown, unknown> => {
   const clientTimeout = toMillis(options?.timeout)
   const stream = Stream.unwrap(Effect.withFiber((fiber) => {
     const { headers, remaining } = prepare(fiber, service, method, clientTimeout, call)
+    const onFailure = toCallError(service, method, remaining === undefined ? undefined : Math.max(0, remaining))
     const result = Stream.catchCause(
       raw(payload, { headers }) as Stream.Stream<unknown, unknown>,
-      (cause) => Stream.fromEffect(toCallError(service, method)(cause))
+      (cause) => Stream.fromEffect(onFailure(cause))
     )
-    if (remaining === undefined) return Effect.succeed(result)
+    if (remaining === undefined || enforced) return Effect.succeed(result)
     return Effect.succeed(Stream.interruptWhen(
       result,
       Effect.andThen(
