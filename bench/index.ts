@@ -7,6 +7,7 @@
  * rounds and, for ratios, the median of the per-round ratios (both peers of a round ran back to back,
  * so a noisy neighbour hurts them alike). The JSON with every measurement goes to bench/results/.
  *
+ * `--timeout "10 seconds"` gives effect-mesh's client that timeout, so every call has a deadline.
  * `--compare <checkout>` adds a peer `ours@base` that runs effect-mesh from another checkout (a git
  * worktree of an older commit, say), measured in the same rounds: the way to see what a change bought.
  *
@@ -33,6 +34,7 @@ const { values: flags } = parseArgs({
     only: { type: "string" },
     peers: { type: "string" },
     compare: { type: "string" },
+    timeout: { type: "string" },
     "cpu-prof": { type: "boolean", default: false }
   }
 })
@@ -100,7 +102,8 @@ const startPeer = (args: ReadonlyArray<string>, checkout = root): Promise<Peer> 
       ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${name}.cpuprofile`]
       : []
     const child: ChildProcess = spawn(process.execPath, [...execArgv, join(checkout, "bench", "peer.ts"), ...args], {
-      stdio: ["ignore", "inherit", "inherit", "ipc"]
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+      env: flags.timeout === undefined ? process.env : { ...process.env, BENCH_CALL_TIMEOUT: flags.timeout }
     })
     const waiting = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>()
     let nextId = 0
@@ -404,7 +407,7 @@ const table = (summary: ReadonlyArray<Summary>, meta: { quick: boolean; rounds: 
   const render = (l: ReadonlyArray<string>) => l.map((c, i) => i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i])).join("  ").trimEnd()
   const embeddedRate = summary.filter((s) => s.id.startsWith("embedded")).map((s) => s.rows.find((r) => r.impl === "mesh")?.rate ?? 0)
   const notes = [
-    `${meta.rounds} rounds${meta.quick ? " (quick)" : ""}, medians; ratio = ours/raw (embedded: mesh/direct) per round, median (min–max); load avg ${meta.load.map((l) => l.toFixed(1)).join(" → ")}`,
+    `${meta.rounds} rounds${meta.quick ? " (quick)" : ""}${flags.timeout === undefined ? "" : `, effect-mesh calls with a ${flags.timeout} timeout`}, medians; ratio = ours/raw (embedded: mesh/direct) per round, median (min–max); load avg ${meta.load.map((l) => l.toFixed(1)).join(" → ")}`,
     "cpu: client and server process time per call (total = both); (broker): the RabbitMQ node's, shared with anyone else using it, not in total",
     ...summary.map((s) => `${s.id}: ${s.title}`),
     ...(embeddedRate.length === 0 ? [] : [`embedded target ≥ 100,000 calls/s: ${Math.max(...embeddedRate) >= 100_000 ? "met" : "MISSED"} (best ${fmtRate(Math.max(...embeddedRate))})`]),

@@ -3,7 +3,7 @@
  * `Event.publish` + `Event.handle(..., { delivery: "pool" })` for events, and the embedded broker
  * (`MemoryBroker`) in one process.
  */
-import { Effect, Exit, Layer, ManagedRuntime, Scope } from "effect"
+import { Duration, Effect, Exit, Layer, ManagedRuntime, Scope } from "effect"
 import { RpcTest } from "effect/rpc"
 import { AmqpBroker, Event, MeshTest, Service, ServiceClient } from "effect-mesh"
 import type { EmbeddedMeasure, EmbeddedRun, Names, PublishMeasure, PublishRun, RpcMeasure, RpcRun } from "./shared.ts"
@@ -79,7 +79,9 @@ export interface OursClient {
 
 export const client = async (url: string, n: Names): Promise<OursClient> => {
   const runtime = ManagedRuntime.make(ServiceClient.layer.pipe(Layer.provideMerge(AmqpBroker.layer({ url }))))
-  const calc = await runtime.runPromise(ServiceClient.make(n.contract))
+  // `npm run bench -- --timeout 10s` sets it: every call then has a deadline, as real clients do
+  const timeout = process.env["BENCH_CALL_TIMEOUT"]
+  const calc = await runtime.runPromise(ServiceClient.make(n.contract, timeout === undefined ? undefined : { timeout: Duration.fromInputUnsafe(timeout as Duration.Input) }))
   const sum = await runtime.runPromise(calc.add({ a: 1, b: 2 }))
   if (sum !== 3) throw new Error(`add returned ${sum}`)
   return {
