@@ -1,6 +1,6 @@
 import { Context, Effect, Layer, Stream } from "effect"
 import type { Broker, BrokerError } from "effect-mesh/Broker"
-import { Service, ServiceClient } from "effect-mesh"
+import { MemoryBroker, Service, ServiceClient } from "effect-mesh"
 import type { ServiceContract } from "effect-mesh"
 import type { ServiceError } from "effect-mesh/ServiceError"
 import { describe, expect, it } from "tstyche"
@@ -83,5 +83,12 @@ describe("Service.make", () => {
       entrypoints: [entrypoint]
     })
     expect(layer).type.toBe<Layer.Layer<never, BrokerError | StartError, Broker | Clock2>>()
+  })
+})
+
+describe("MemoryBroker", () => {
+  it("takes its options in layerWith, and makes the same Layer", () => {
+    expect(MemoryBroker.layerWith({ directCalls: false })).type.toBe<Layer.Layer<Broker>>()
+    expect(MemoryBroker.layerWith).type.not.toBeCallableWith({ directCalls: "no" })
   })
 })

@@ -59,7 +59,10 @@ const program = Effect.gen(function*() {
   yield* say(`  order ${order.id.slice(0, 8)}: ${order.quantity} x ${order.item} = ${order.total}`)
 })
 
-const Broker = process.env["AMQP_URL"] === undefined ? MemoryBroker.layer : AmqpBroker.layerConfig
+// embedded: calls within this process go direct (MESH_QUEUED_CALLS=1 sends them through the queue)
+const Broker = process.env["AMQP_URL"] !== undefined
+  ? AmqpBroker.layerConfig
+  : MemoryBroker.layerWith({ directCalls: process.env["MESH_QUEUED_CALLS"] === undefined })
 
 const MeshLive = Layer.mergeAll(CalculatorLive, OrdersLive).pipe(
   Layer.provideMerge(ServiceClient.layer),

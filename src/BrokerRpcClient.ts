@@ -17,6 +17,7 @@ import type { BrokerError, Incoming } from "./Broker.ts"
 import { Broker } from "./Broker.ts"
 import { headerNames } from "./CallContext.ts"
 import * as Deadlines from "./internal/deadlines.ts"
+import * as Direct from "./internal/direct.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
 import type { ServiceError } from "./ServiceError.ts"
@@ -46,6 +47,8 @@ export class Transport extends Context.Service<Transport, {
    * `x-mesh-deadline` header) passes; when it does not, `ServiceClient` times calls out on its own
    */
   readonly enforcesDeadlines: boolean
+  /** calls to service instances in this process, when the broker offers them (`MemoryBroker`) */
+  readonly direct?: Direct.Registry | undefined
 }>()("effect-mesh/BrokerRpcClient/Transport") {}
 
 const transportError = (message: string, cause: unknown) =>
@@ -178,7 +181,7 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
       }
     }))
 
-  return yield* makeTransportWith(id, makeProtocol, { enforcesDeadlines: true })
+  return yield* makeTransportWith(id, makeProtocol, { enforcesDeadlines: true, direct: Direct.registryOf(broker) })
 })
 
 /**
@@ -194,6 +197,8 @@ export const makeTransportWith = <E, R>(
   options?: {
     /** the protocols fail calls past their deadline themselves (default false) */
     readonly enforcesDeadlines?: boolean | undefined
+    /** direct calls to instances in this process (none by default) */
+    readonly direct?: Direct.Registry | undefined
   }
 ): Effect.Effect<Transport["Service"], never, Exclude<R, Scope.Scope> | Scope.Scope> =>
   Effect.gen(function*() {
@@ -226,7 +231,13 @@ export const makeTransportWith = <E, R>(
         if (cached !== undefined) return Effect.succeed(cached)
         return made(protocolFor(service)).pipe(Effect.tap((p) => Effect.sync(() => protocols.set(service, p))))
       })
-    return Transport.of({ id, client, protocol, enforcesDeadlines: options?.enforcesDeadlines === true })
+    return Transport.of({
+      id,
+      client,
+      protocol,
+      enforcesDeadlines: options?.enforcesDeadlines === true,
+      direct: options?.direct
+    })
   })
 
 // ---- internal ----

@@ -30,6 +30,7 @@ import {
   type QueueOptions,
   type ReplyQueue
 } from "./Broker.ts"
+import * as Direct from "./internal/direct.ts"
 
 /**
  * Builds a broker that lives as long as the surrounding scope. When the scope closes, every
@@ -39,9 +40,32 @@ import {
  * merely stops pulling (`Stream.take`) leaves the consumer running, and it emits one delivery per
  * pull, so nothing buffered is lost between runs.
  *
+ * Calls between a client and a service instance on this broker go direct (see `Options`).
+ *
  * @since 0.1.0
  */
-export const make: Effect.Effect<Broker["Service"], never, Scope.Scope> = Effect.gen(function*() {
+export const make: Effect.Effect<Broker["Service"], never, Scope.Scope> = Effect.suspend(() => makeWith())
+
+/**
+ * @since 0.1.0
+ */
+export interface Options {
+  /**
+   * Unary calls from a client to a service instance on this broker skip the queue and serialization:
+   * the handler runs with the caller's payload, `CallContext` and span, and the instance's
+   * concurrency, the caller's deadline and draining are kept as the queue keeps them (default true).
+   * Streams, untyped calls and rpcs with middleware always take the queue. `false` sends every call
+   * through the queue, as on RabbitMQ.
+   */
+  readonly directCalls?: boolean | undefined
+}
+
+/**
+ * `make` with options.
+ *
+ * @since 0.1.0
+ */
+export const makeWith = (options?: Options): Effect.Effect<Broker["Service"], never, Scope.Scope> => Effect.gen(function*() {
   const clock = yield* Clock.Clock
   const state = new BrokerState(clock)
   yield* sweeper(state).pipe(Effect.forkScoped)
@@ -82,7 +106,7 @@ export const make: Effect.Effect<Broker["Service"], never, Scope.Scope> = Effect
       )
   )
 
-  return Broker.of({
+  const broker = Broker.of({
     kind: "memory",
     declareExchange: (name, type, options) => Effect.suspend(() => state.declareExchange(name, type, options)),
     declareQueue: (name, options) => Effect.suspend(() => state.declareQueue(name, options)),
@@ -93,6 +117,8 @@ export const make: Effect.Effect<Broker["Service"], never, Scope.Scope> = Effect
     consume,
     replyQueue
   })
+  if (options?.directCalls !== false) yield* Direct.enable(broker)
+  return broker
 })
 
 /**
@@ -104,6 +130,13 @@ export const make: Effect.Effect<Broker["Service"], never, Scope.Scope> = Effect
  * @since 0.1.0
  */
 export const layer: Layer.Layer<Broker> = Layer.effect(Broker, make)
+
+/**
+ * `layer` with options: `layerWith({ directCalls: false })` sends every call through the queue.
+ *
+ * @since 0.1.0
+ */
+export const layerWith = (options?: Options): Layer.Layer<Broker> => Layer.effect(Broker, makeWith(options))
 
 // ---- internal ----
 

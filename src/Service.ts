@@ -21,14 +21,17 @@
  *
  * @since 0.1.0
  */
-import { Effect, Layer, Option, Schema, Stream } from "effect"
-import type { Duration, Scope } from "effect"
+import { Duration, Effect, Layer, Option, Schema, Scope, Stream } from "effect"
+import { Headers } from "effect/http"
 import type { Rpc, RpcGroup } from "effect/rpc"
-import { Rpc as RpcModule, RpcServer } from "effect/rpc"
-import type { Broker, BrokerError } from "./Broker.ts"
+import { Rpc as RpcModule, RpcSchema, RpcServer } from "effect/rpc"
+import { RequestId } from "effect/rpc/RpcMessage"
+import type { BrokerError } from "./Broker.ts"
+import { Broker } from "./Broker.ts"
 import * as BrokerRpcServer from "./BrokerRpcServer.ts"
 import * as CallContext from "./CallContext.ts"
 import * as Discovery from "./Discovery.ts"
+import * as Direct from "./internal/direct.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
 import { RemoteDefect, ServiceError } from "./ServiceError.ts"
 
@@ -212,9 +215,88 @@ const rpcLayer = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
       Effect.provide(context),
       Effect.forkScoped
     )
+    // calls from this process, when the broker offers it, skip the queue (see internal/direct.ts)
+    const registration = yield* registerDirect(contract, handlers, options, instance)
+    const drainMillis = Duration.toMillis(Duration.fromInputUnsafe(options.drainTimeout ?? BrokerRpcServer.defaultDrainTimeout))
     // added last, so it runs first: requests drain before the server above is interrupted
-    yield* Effect.addFinalizer(() => server.drain)
+    yield* Effect.addFinalizer(() =>
+      registration === undefined
+        ? server.drain
+        : Effect.all([server.drain, registration.drain(drainMillis)], { concurrency: "unbounded", discard: true })
+    )
   })) as Layer.Layer<never, EX | BrokerError, Requirements<Rpcs, Handlers, RX>>
+
+/**
+ * The instance's direct calls: its unary rpcs without middleware, each request run in a fiber of its
+ * own with the instance's services, a scope of its own, the caller's `CallContext` and a server span
+ * (as RpcServer runs them).
+ */
+const registerDirect = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
+  contract: ServiceContract<string, Rpcs>,
+  handlers: Record<string, RawHandler>,
+  options: Options<Handlers, EX, RX>,
+  instance: Instance
+) =>
+  Effect.gen(function*() {
+    const registry = Direct.registryOf(yield* Broker)
+    if (registry === undefined) return undefined
+    const rpcs = new Map<string, Rpc.Any>()
+    for (const [tag, rpc] of contract.group.requests) {
+      const props = rpc as unknown as Rpc.AnyWithProps
+      if (props.middlewares.size === 0 && !RpcSchema.isStreamSchema(props.successSchema)) rpcs.set(tag, rpc)
+    }
+    const runFork = Effect.runForkWith(yield* Effect.context<never>())
+    const service = contract.name
+    const exposeStackTraces = options.exposeStackTraces === true
+    let nextRequest = 0
+    const run = (request: Direct.Request): Effect.Effect<unknown, unknown> => {
+      const tag = request.rpc._tag
+      const handler = handlers[tag]
+      const scope = Scope.makeUnsafe()
+      const id = nextRequest++
+      const result = Effect.suspend(() => {
+        const made = handler(request.payload, new DirectOptions(id, request))
+        if (!RpcModule.isWrapper(made)) return made as Effect.Effect<unknown, unknown>
+        const inner = made.value as Effect.Effect<unknown, unknown>
+        return made.uninterruptible ? Effect.uninterruptible(inner) : inner
+      })
+      return withStack(service, tag, exposeStackTraces)(result).pipe(
+        Effect.provideService(CallContext.CallContext, request.context),
+        Effect.provideService(Scope.Scope, scope),
+        Effect.onExit((exit) => Scope.close(scope, exit)),
+        Effect.withSpan(`${service}.${tag}`, {
+          kind: "server",
+          parent: request.span,
+          attributes: { "rpc.system.name": "effect_rpc", "rpc.method": tag }
+        }, { captureStackTrace: false })
+      )
+    }
+    return registry.register({
+      service,
+      concurrency: options.concurrency ?? 64,
+      rpcs,
+      start: (request) => runFork(run(request))
+    })
+  })
+
+/** what a handler gets besides its payload, as RpcServer gives it; made when a handler reads it */
+class DirectOptions {
+  readonly requestId: RequestId
+  readonly rpc: Rpc.Any
+  private readonly request: Direct.Request
+  private made: { client?: RpcModule.ServerClient; headers?: Headers.Headers } = {}
+  constructor(id: number, request: Direct.Request) {
+    this.requestId = RequestId(id)
+    this.rpc = request.rpc
+    this.request = request
+  }
+  get client(): RpcModule.ServerClient {
+    return this.made.client ??= new RpcModule.ServerClient(Number(this.requestId))
+  }
+  get headers(): Headers.Headers {
+    return this.made.headers ??= Headers.fromRecordUnsafe(this.request.headers)
+  }
+}
 
 type HandlerResult = Effect.Effect<unknown, unknown, unknown> | Stream.Stream<unknown, unknown, unknown>
 type RawHandler = (payload: unknown, options: Parameters<Rpc.ToHandlerFn<Rpc.Any>>[1]) => RpcModule.WrapperOr<HandlerResult>
@@ -224,21 +306,24 @@ const encodeServiceError = Schema.encodeSync(ServiceError)
 const wrapHandler = (service: string, method: string, handler: RawHandler, exposeStackTraces: boolean): RawHandler =>
 (payload, options) => {
   const context = CallContext.fromHeaders(options.headers)
-  const withStack = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    exposeStackTraces
-      ? Effect.catchDefect(effect, (defect) =>
-        Effect.die(encodeServiceError(
-          new RemoteDefect({
-            service,
-            method,
-            message: defect instanceof Error ? defect.message : String(defect),
-            ...(defect instanceof Error && defect.stack !== undefined ? { stack: defect.stack } : {})
-          })
-        )))
-      : effect
   return RpcModule.wrapMap(handler(payload, options), (result): HandlerResult => {
     if (Stream.isStream(result)) return Stream.provideService(result, CallContext.CallContext, context)
     // the caller's deadline is enforced by the protocol (BrokerRpcServer), for every call at once
-    return withStack(Effect.provideService(result, CallContext.CallContext, context))
+    return withStack(service, method, exposeStackTraces)(Effect.provideService(result, CallContext.CallContext, context))
   })
 }
+
+/** with `exposeStackTraces`, a defect reaches the caller as a RemoteDefect with its stack */
+const withStack = (service: string, method: string, exposeStackTraces: boolean) =>
+<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  exposeStackTraces
+    ? Effect.catchDefect(effect, (defect) =>
+      Effect.die(encodeServiceError(
+        new RemoteDefect({
+          service,
+          method,
+          message: defect instanceof Error ? defect.message : String(defect),
+          ...(defect instanceof Error && defect.stack !== undefined ? { stack: defect.stack } : {})
+        })
+      )))
+    : effect

@@ -15,7 +15,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Duration, Effect, Option, Queue, Result, Schedule, Schema, Stream } from "effect"
+import { Cause, Clock, Duration, Effect, Exit, Option, Queue, Result, Schedule, Schema, Stream } from "effect"
 import type { Fiber, Layer } from "effect"
 import type { Rpc } from "effect/rpc"
 import type { RpcClient } from "effect/rpc"
@@ -117,7 +117,7 @@ export const make = <const Name extends string, Rpcs extends Rpc.Any>(
       const call = (rpc as unknown as Record<string, RawMethod>)[tag]
       methods[tag] = isStream(definition)
         ? streamMethod(service, tag, call, options, transport.enforcesDeadlines)
-        : effectMethod(service, tag, call, options, transport.enforcesDeadlines)
+        : effectMethod(service, tag, call, options, transport.enforcesDeadlines, directFor(transport, service, definition))
     }
     return methods as ServiceClient<Rpcs>
   })
@@ -204,8 +204,16 @@ const toMillis = (timeout: Duration.Input | undefined): number | undefined =>
 
 interface Prepared {
   readonly headers: Record<string, string>
+  readonly context: CallContext.CallContext
   /** milliseconds left before the deadline, if there is one */
   readonly remaining: number | undefined
+}
+
+/** header names are case-insensitive: effect/rpc's `Headers` keeps them in lower case */
+const lowerCaseNames = (headers: Readonly<Record<string, string>>): Record<string, string> => {
+  const out: Record<string, string> = {}
+  for (const key in headers) out[key.toLowerCase()] = headers[key]
+  return out
 }
 
 /** the call's context one hop further, as headers; read from the calling fiber without effects */
@@ -223,7 +231,8 @@ const prepare = (
   const context = CallContext.child(parent, { service, method, id: shortId(), deadline: own })
   const headers = CallContext.toHeaders(context)
   return {
-    headers: call?.headers === undefined ? headers : { ...call.headers, ...headers },
+    headers: call?.headers === undefined ? headers : { ...lowerCaseNames(call.headers), ...headers },
+    context,
     remaining: context.deadline === undefined ? undefined : context.deadline - now
   }
 }
@@ -232,12 +241,26 @@ const prepare = (
  * `enforced`: the transport fails a call past its deadline itself, with no timer of ours: one watcher
  * per transport costs far less than `Effect.timeout` (a timer and a race of two fibers) per call.
  */
-const effectMethod = (service: string, method: string, raw: RawMethod, options: Options | undefined, enforced: boolean) => {
+const effectMethod = (
+  service: string,
+  method: string,
+  raw: RawMethod,
+  options: Options | undefined,
+  enforced: boolean,
+  direct: Direct | undefined
+) => {
   const clientTimeout = toMillis(options?.timeout)
   const onFailure = toCallError(service, method)
   return (payload: unknown, call?: CallOptions): Effect.Effect<unknown, unknown> => {
     const attempt = Effect.withFiber((fiber) => {
-      const { headers, remaining } = prepare(fiber, service, method, clientTimeout, call)
+      const prepared = prepare(fiber, service, method, clientTimeout, call)
+      const { headers, remaining } = prepared
+      if (direct !== undefined && direct.serves()) {
+        if (remaining !== undefined && remaining <= 0) {
+          return Effect.fail(new CallTimeout({ service, method, timeoutMillis: 0 }))
+        }
+        return direct.call(payload, prepared)
+      }
       if (remaining === undefined) {
         return Effect.catchCause(raw(payload, { headers }) as Effect.Effect<unknown, unknown>, onFailure)
       }
@@ -260,6 +283,70 @@ const effectMethod = (service: string, method: string, raw: RawMethod, options: 
     return Effect.flatMap(Effect.retry(shielded, retry), (result) =>
       Result.match(result, { onSuccess: Effect.succeed, onFailure: Effect.fail }))
   }
+}
+
+/** a method's direct calls, to instances of its service in this process (see internal/direct.ts) */
+interface Direct {
+  /** an instance of the service in this process serves the very rpc */
+  readonly serves: () => boolean
+  readonly call: (payload: unknown, prepared: Prepared) => Effect.Effect<unknown, unknown>
+}
+
+const directFor = (transport: Transport["Service"], service: string, definition: Rpc.Any): Direct | undefined => {
+  const registry = transport.direct
+  const rpc = definition as Rpc.AnyWithProps
+  if (registry === undefined || rpc.middlewares.size > 0 || isStream(definition)) return undefined
+  const method = rpc._tag
+  const declared = Schema.is(rpc.errorSchema)
+  const settle = (exit: Exit.Exit<unknown, unknown>): Effect.Effect<unknown, unknown> =>
+    Exit.isSuccess(exit) ? exit : directFailure(service, method, declared, exit.cause)
+  const spanName = `${service}.${method}`
+  const attributes = { "rpc.system.name": "effect_rpc", "rpc.method": method }
+  return {
+    serves: () => registry.serves(service, rpc),
+    call: (payload, prepared) =>
+      Effect.useSpan(spanName, { kind: "client", attributes }, (span) =>
+        Effect.suspend(() =>
+          registry.call(
+            service,
+            {
+              rpc,
+              payload: rpc.payloadSchema.make(payload),
+              headers: prepared.headers,
+              context: prepared.context,
+              span
+            },
+            prepared.context.deadline,
+            // made only when it happens: an error captures a stack trace
+            Effect.suspend(() =>
+              Effect.fail(new CallTimeout({ service, method, timeoutMillis: Math.max(0, prepared.remaining ?? 0) }))
+            ),
+            settle
+          )
+        ))
+  }
+}
+
+/** what a direct call's failure means to the caller: as `toCallError` reads a failure from the wire */
+const directFailure = (
+  service: string,
+  method: string,
+  declared: (u: unknown) => boolean,
+  cause: Cause.Cause<unknown>
+): Effect.Effect<never, unknown> => {
+  for (const reason of cause.reasons) {
+    if (Cause.isFailReason(reason)) {
+      // on the wire an undeclared error cannot be encoded: the caller sees a RemoteDefect
+      return Effect.fail(
+        declared(reason.error) ? reason.error : new RemoteDefect({
+          service,
+          method,
+          message: `the handler failed with an error its contract does not declare: ${defectMessage(reason.error)}`
+        })
+      )
+    }
+  }
+  return toCallError(service, method)(cause)
 }
 
 const streamMethod = (

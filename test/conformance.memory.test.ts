@@ -1,4 +1,7 @@
 import { MemoryBroker } from "effect-mesh"
 import { brokerSuite } from "./fixtures/brokerSuite.ts"
 
+// calls between clients and services of one process go direct (the default) ...
 brokerSuite("MemoryBroker", MemoryBroker.layer)
+// ... or through the queue, as on RabbitMQ
+brokerSuite("MemoryBroker (queued calls)", MemoryBroker.layerWith({ directCalls: false }), { rpcOnly: true })
