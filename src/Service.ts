@@ -21,7 +21,8 @@
  *
  * @since 0.1.0
  */
-import { Duration, Effect, Layer, Option, Schema, Scope, Stream } from "effect"
+import { Context, Duration, Effect, Layer, Option, Schema, Scope, Stream } from "effect"
+import type { Fiber } from "effect"
 import { Headers } from "effect/http"
 import type { Rpc, RpcGroup } from "effect/rpc"
 import { Rpc as RpcModule, RpcSchema, RpcServer } from "effect/rpc"
@@ -245,14 +246,15 @@ const registerDirect = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
       const props = rpc as unknown as Rpc.AnyWithProps
       if (props.middlewares.size === 0 && !RpcSchema.isStreamSchema(props.successSchema)) rpcs.set(tag, rpc)
     }
-    const runFork = Effect.runForkWith(yield* Effect.context<never>())
+    const base = yield* Effect.context<never>()
     const service = contract.name
     const exposeStackTraces = options.exposeStackTraces === true
+    const attributes = new Map<string, Record<string, unknown>>()
+    for (const tag of rpcs.keys()) attributes.set(tag, { "rpc.system.name": "effect_rpc", "rpc.method": tag })
     let nextRequest = 0
-    const run = (request: Direct.Request): Effect.Effect<unknown, unknown> => {
+    const handle = (request: Direct.Request): Effect.Effect<unknown, unknown> => {
       const tag = request.rpc._tag
       const handler = handlers[tag]
-      const scope = Scope.makeUnsafe()
       const id = nextRequest++
       const result = Effect.suspend(() => {
         const made = handler(request.payload, new DirectOptions(id, request))
@@ -260,22 +262,29 @@ const registerDirect = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
         const inner = made.value as Effect.Effect<unknown, unknown>
         return made.uninterruptible ? Effect.uninterruptible(inner) : inner
       })
-      return withStack(service, tag, exposeStackTraces)(result).pipe(
-        Effect.provideService(CallContext.CallContext, request.context),
-        Effect.provideService(Scope.Scope, scope),
-        Effect.onExit((exit) => Scope.close(scope, exit)),
-        Effect.withSpan(`${service}.${tag}`, {
-          kind: "server",
-          parent: request.span,
-          attributes: { "rpc.system.name": "effect_rpc", "rpc.method": tag }
-        }, { captureStackTrace: false })
-      )
+      return Effect.withSpan(withStack(service, tag, exposeStackTraces)(result), `${service}.${tag}`, {
+        kind: "server",
+        parent: request.span,
+        attributes: attributes.get(tag),
+        captureStackTrace: false
+      })
+    }
+    // the request's context and scope go in the fiber's context as it starts: no effect per service
+    const start = (request: Direct.Request): Fiber.Fiber<unknown, unknown> => {
+      const scope = Scope.makeUnsafe()
+      const context = Context.add(Context.add(base, CallContext.CallContext, request.context), Scope.Scope, scope)
+      const fiber = Effect.runForkWith(context)(handle(request))
+      fiber.addObserver((exit) => {
+        const close = Scope.closeUnsafe(scope, exit)
+        if (close !== undefined) Effect.runForkWith(base)(Effect.uninterruptible(close))
+      })
+      return fiber
     }
     return registry.register({
       service,
       concurrency: options.concurrency ?? 64,
       rpcs,
-      start: (request) => runFork(run(request))
+      start
     })
   })
 
@@ -294,7 +303,7 @@ class DirectOptions {
     return this.made.client ??= new RpcModule.ServerClient(Number(this.requestId))
   }
   get headers(): Headers.Headers {
-    return this.made.headers ??= Headers.fromRecordUnsafe(this.request.headers)
+    return this.made.headers ??= Headers.fromRecordUnsafe(this.request.headers())
   }
 }
 

@@ -202,11 +202,25 @@ const shortId = (): string => `${idPrefix}${(nextId++).toString(36)}`
 const toMillis = (timeout: Duration.Input | undefined): number | undefined =>
   timeout === undefined ? undefined : Duration.toMillis(Duration.fromInputUnsafe(timeout))
 
-interface Prepared {
-  readonly headers: Record<string, string>
+/** a call's context one hop further; its headers are made when they are needed (direct calls seldom do) */
+class Prepared {
   readonly context: CallContext.CallContext
   /** milliseconds left before the deadline, if there is one */
   readonly remaining: number | undefined
+  private readonly extra: Readonly<Record<string, string>> | undefined
+  private made: Record<string, string> | undefined = undefined
+  constructor(context: CallContext.CallContext, remaining: number | undefined, extra: Readonly<Record<string, string>> | undefined) {
+    this.context = context
+    this.remaining = remaining
+    this.extra = extra
+  }
+  get headers(): Record<string, string> {
+    if (this.made === undefined) {
+      const own = CallContext.toHeaders(this.context)
+      this.made = this.extra === undefined ? own : { ...lowerCaseNames(this.extra), ...own }
+    }
+    return this.made
+  }
 }
 
 /** header names are case-insensitive: effect/rpc's `Headers` keeps them in lower case */
@@ -229,12 +243,7 @@ const prepare = (
   const timeout = call?.timeout === undefined ? clientTimeout : toMillis(call.timeout)
   const own = timeout === undefined ? undefined : now + timeout
   const context = CallContext.child(parent, { service, method, id: shortId(), deadline: own })
-  const headers = CallContext.toHeaders(context)
-  return {
-    headers: call?.headers === undefined ? headers : { ...lowerCaseNames(call.headers), ...headers },
-    context,
-    remaining: context.deadline === undefined ? undefined : context.deadline - now
-  }
+  return new Prepared(context, context.deadline === undefined ? undefined : context.deadline - now, call?.headers)
 }
 
 /**
@@ -254,13 +263,14 @@ const effectMethod = (
   return (payload: unknown, call?: CallOptions): Effect.Effect<unknown, unknown> => {
     const attempt = Effect.withFiber((fiber) => {
       const prepared = prepare(fiber, service, method, clientTimeout, call)
-      const { headers, remaining } = prepared
+      const remaining = prepared.remaining
       if (direct !== undefined && direct.serves()) {
         if (remaining !== undefined && remaining <= 0) {
           return Effect.fail(new CallTimeout({ service, method, timeoutMillis: 0 }))
         }
         return direct.call(payload, prepared)
       }
+      const headers = prepared.headers
       if (remaining === undefined) {
         return Effect.catchCause(raw(payload, { headers }) as Effect.Effect<unknown, unknown>, onFailure)
       }
@@ -306,13 +316,12 @@ const directFor = (transport: Transport["Service"], service: string, definition:
     serves: () => registry.serves(service, rpc),
     call: (payload, prepared) =>
       Effect.useSpan(spanName, { kind: "client", attributes }, (span) =>
-        Effect.suspend(() =>
-          registry.call(
+        registry.call(
             service,
             {
               rpc,
               payload: rpc.payloadSchema.make(payload),
-              headers: prepared.headers,
+              headers: () => prepared.headers,
               context: prepared.context,
               span
             },
@@ -322,8 +331,7 @@ const directFor = (transport: Transport["Service"], service: string, definition:
               Effect.fail(new CallTimeout({ service, method, timeoutMillis: Math.max(0, prepared.remaining ?? 0) }))
             ),
             settle
-          )
-        ))
+          ))
   }
 }
 

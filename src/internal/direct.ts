@@ -25,8 +25,8 @@ export interface Request {
   readonly rpc: Rpc.AnyWithProps
   /** the payload, made by the payload schema (as effect/rpc's client makes it) */
   readonly payload: unknown
-  /** what the handler sees as effect/rpc's request headers (names in lower case) */
-  readonly headers: Readonly<Record<string, string>>
+  /** what the handler sees as effect/rpc's request headers (names in lower case), made on demand */
+  readonly headers: () => Readonly<Record<string, string>>
   readonly context: CallContext
   /** the caller's client span: the parent of the handler's server span */
   readonly span: Tracer.Span | undefined
