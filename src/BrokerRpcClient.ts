@@ -284,7 +284,10 @@ class Call {
 
   finish(message: FromServerEncoded): Effect.Effect<void> {
     if (message._tag === "Exit") this.forget()
-    return this.owner.write(this.clientId, { ...message, requestId: this.requestId } as FromServerEncoded)
+    // effect/rpc's write picks its target (the client's reader, or a buffer until the reader runs) when
+    // it is called: it must be called when the write runs, not when it is built (a forked chunk write
+    // built before the reader started would go to a buffer already replayed, and be lost)
+    return Effect.suspend(() => this.owner.write(this.clientId, { ...message, requestId: this.requestId } as FromServerEncoded))
   }
 
   onReply(message: FromServerEncoded, instance: string | undefined): Effect.Effect<void> {

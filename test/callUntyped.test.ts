@@ -42,6 +42,14 @@ describe("ServiceClient.callUntyped", () => {
       assert.deepStrictEqual(yield* failure("calculator", "divide", { a: 1, b: 0 }), { _tag: "DivisionByZero", dividend: 1 })
     }).pipe(Effect.provide(MeshLive)))
 
+  // a chunk that came before the call's reader started was once lost (about 1 call in 80 hung)
+  it.live("200 streams in a row: every chunk arrives", () =>
+    Effect.gen(function*() {
+      for (let i = 0; i < 200; i++) {
+        assert.deepStrictEqual(yield* collect("calculator", "countdown", { from: 3 }, "2 seconds"), [3, 2, 1, 0])
+      }
+    }).pipe(Effect.provide(MeshLive)))
+
   it.effect("the mesh's errors come back typed", () =>
     Effect.gen(function*() {
       const invalid = yield* failure("calculator", "add", { a: "one" })
