@@ -247,7 +247,7 @@ const main = async () => {
   })
 
   const withBase = (impls: ReadonlyArray<string>) => flags.compare === undefined ? impls : [...impls, "ours@base"]
-  const rpcImpls = withBase(["raw", "ours", "raw-classic"])
+  const rpcImpls = withBase(["raw", "ours", "raw-classic", "raw-headers"])
   const cells: Array<Cell> = [
     rpcCell("rpc1", "RPC add, 1 in flight", "add", 0, 1, rpcImpls, settings.durationMs, 0.9),
     rpcCell("rpc64", "RPC add, 64 in flight", "add", 0, 64, rpcImpls, settings.durationMs, 0.8),

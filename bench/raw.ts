@@ -2,7 +2,8 @@
  * The floor: what a careful hand-written amqplib program does for the same work.
  *
  * RPC: a durable quorum queue with a delivery limit and dead-lettering, like the service queues
- * `Service.make` declares (and, for reference, a plain classic queue); the server parses the JSON
+ * `Service.make` declares (and, for reference, a plain classic queue; and `raw-headers`, whose requests
+ * carry headers like effect-mesh's); the server parses the JSON
  * request, publishes the JSON reply to the caller's direct reply-to address, then acks. The client
  * publishes `mandatory` requests with a correlation id and matches replies on `amq.rabbitmq.reply-to`.
  * Events: a durable topic exchange and a quorum queue as `Event.handle` declares them, persistent
@@ -108,7 +109,16 @@ export const client = async (url: string, n: Names): Promise<RawClient> => {
   const confirms = await connection.createConfirmChannel()
 
   let nextId = 0
-  const call = async (queue: string, method: string, payload: unknown): Promise<unknown> => {
+  // what effect-mesh's requests carry besides raw's properties (`raw-headers`): the call context, the
+  // client id and the caller's span, as strings of the same lengths
+  const client = crypto.randomUUID()
+  const meshHeaders = (correlationId: string) => ({
+    "x-mesh-correlation-id": `0123456789${correlationId}`,
+    "x-mesh-call-id-stack": `bench.add.0123456789${correlationId}`,
+    "x-mesh-client": client,
+    traceparent: `00-${"0".repeat(32)}-${"1".repeat(16)}-01`
+  })
+  const call = async (queue: string, method: string, payload: unknown, headers: boolean): Promise<unknown> => {
     const correlationId = String(nextId++)
     const reply = new Promise<unknown>((resolve) => pending.set(correlationId, resolve))
     const written = channel.publish("", queue, Buffer.from(JSON.stringify(payload)), {
@@ -116,7 +126,8 @@ export const client = async (url: string, n: Names): Promise<RawClient> => {
       replyTo: directReplyTo,
       mandatory: true,
       contentType,
-      type: method
+      type: method,
+      ...(headers ? { headers: meshHeaders(correlationId) } : {})
     })
     if (!written) await waitDrain(channel)
     return reply
@@ -136,7 +147,7 @@ export const client = async (url: string, n: Names): Promise<RawClient> => {
       const worker = async () => {
         while (performance.now() < end) {
           const t0 = performance.now()
-          await call(queue, run.method, payload)
+          await call(queue, run.method, payload, run.impl === "raw-headers")
           latencies.record(performance.now() - t0)
           calls++
         }

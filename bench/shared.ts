@@ -55,7 +55,7 @@ export const serverConcurrency = 64
 
 // ---- processes ----
 
-export type Impl = "ours" | "raw" | "raw-classic"
+export type Impl = "ours" | "raw" | "raw-classic" | "raw-headers"
 
 export interface RpcRun {
   readonly impl: Impl

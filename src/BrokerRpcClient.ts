@@ -15,7 +15,7 @@ import { RpcClient, RpcClientError } from "effect/rpc"
 import type { FromClientEncoded, FromServerEncoded, RequestId } from "effect/rpc/RpcMessage"
 import type { BrokerError, Incoming } from "./Broker.ts"
 import { Broker } from "./Broker.ts"
-import { headerNames } from "./CallContext.ts"
+import * as CallContext from "./CallContext.ts"
 import * as Deadlines from "./internal/deadlines.ts"
 import * as Direct from "./internal/direct.ts"
 import * as topology from "./internal/topology.ts"
@@ -43,8 +43,8 @@ export class Transport extends Context.Service<Transport, {
    */
   readonly protocol: (service: string) => Effect.Effect<RpcClient.Protocol["Service"]>
   /**
-   * whether the transport itself fails a call with `CallTimeout` when its deadline (the
-   * `x-mesh-deadline` header) passes; when it does not, `ServiceClient` times calls out on its own
+   * whether the transport itself fails a call with `CallTimeout` when its deadline (the call context's)
+   * passes; when it does not, `ServiceClient` times calls out on its own
    */
   readonly enforcesDeadlines: boolean
   /** calls to service instances in this process, when the broker offers them (`MemoryBroker`) */
@@ -68,6 +68,9 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
   const replies = yield* broker.replyQueue
   const id = crypto.randomUUID()
   const routes = new Map<string, Call>()
+  // correlation ids are unique beyond this process (a random prefix): instances know a call by it
+  // alone, and the request needs no header naming its client
+  const correlationPrefix = id.replaceAll("-", "").slice(0, 12)
   let nextCorrelation = 0
   // a call past its deadline is answered here, with CallTimeout, as a returned one is with
   // ServiceNotFound: one watcher for every call rather than a timer and a race of fibers per call
@@ -118,18 +121,17 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
 
       const sendRequest = (clientId: number, request: Extract<FromClientEncoded, { _tag: "Request" }>) =>
         Effect.withFiber((fiber) => {
-          const correlationId = `${nextCorrelation++}`
+          const correlationId = `${correlationPrefix}${(nextCorrelation++).toString(36)}`
           const requestId = request.id as RequestId
           const call = new Call(owner, correlationId, requestId, clientId, request.tag)
           pending.set(requestId, call)
           routes.set(correlationId, call)
           const headers: Record<string, string> = {}
           for (const [key, value] of request.headers) headers[key] = value
-          headers[wire.header.client] = id
           if (request.traceId !== undefined && request.spanId !== undefined) {
             headers[wire.header.traceparent] = wire.traceparent(request.traceId, request.spanId, request.sampled ?? true)
           }
-          const deadline = Number(headers[headerNames.deadline])
+          const deadline = CallContext.fromHeaders(headers).deadline ?? Number.NaN
           let expiration: number | undefined
           if (Number.isFinite(deadline)) {
             const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()

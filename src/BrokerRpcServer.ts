@@ -20,9 +20,9 @@ import { constVoid } from "effect/Function"
 import type { RpcGroup, RpcSerialization } from "effect/rpc"
 import { Rpc, RpcServer } from "effect/rpc"
 import type { FromClientEncoded, FromServerEncoded } from "effect/rpc/RpcMessage"
-import type { BrokerError, Delivery } from "./Broker.ts"
+import type { BrokerError, Delivery, HeaderValue } from "./Broker.ts"
 import { Broker } from "./Broker.ts"
-import { headerNames } from "./CallContext.ts"
+import * as CallContext from "./CallContext.ts"
 import * as Deadlines from "./internal/deadlines.ts"
 import * as events from "./internal/events.ts"
 import * as topology from "./internal/topology.ts"
@@ -70,6 +70,12 @@ const explain = (rpc: Rpc.AnyWithProps, payload: unknown, failed: Exit.Exit<unkn
 }
 
 const eof: FromClientEncoded = { _tag: "Eof" }
+
+/** the caller's deadline (epoch millis; NaN without one), from the call context header */
+const deadlineOf = (headers: Readonly<Record<string, HeaderValue>> | undefined): number => {
+  const context = wire.stringHeader(headers, CallContext.headerNames.context)
+  return context === undefined ? Number.NaN : CallContext.fromHeaders({ [CallContext.headerNames.context]: context }).deadline ?? Number.NaN
+}
 
 const ignored = { onFailure: constVoid, onSuccess: constVoid }
 
@@ -232,7 +238,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       if (Exit.isFailure(decoded)) {
         return answer(delivery, replyTo, requestId, new InvalidPayload({ service, method, issue: explain(rpc, body.value, decoded) }))
       }
-      const deadline = Number(wire.stringHeader(props.headers, headerNames.deadline))
+      const deadline = deadlineOf(props.headers)
       if (Number.isFinite(deadline)) {
         return Effect.withFiber((fiber) => {
           const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
@@ -274,7 +280,8 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     ): { readonly call: Call; readonly clientId: number; readonly write: Effect.Effect<void> } => {
       const headers = delivery.properties.headers
       const clientId = nextClientId++
-      const key = `${wire.stringHeader(headers, wire.header.client) ?? replyTo} ${requestId}`
+      // correlation ids are unique per caller process and beyond (BrokerRpcClient): the key of a call
+      const key = requestId
       const call: Call = { delivery, replyTo, requestId, key, command, timer: undefined }
       calls.set(clientId, call)
       byKey.set(key, clientId)
@@ -297,7 +304,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     const onControl = (delivery: Delivery): Effect.Effect<void> => {
       const message = Option.filter(wire.decodeJson(delivery.body), wire.isControl)
       if (Option.isNone(message)) return delivery.ack
-      const clientId = byKey.get(`${message.value.client} ${message.value.requestId}`)
+      const clientId = byKey.get(message.value.requestId)
       if (clientId === undefined) return delivery.ack
       const write = message.value._tag === "Interrupt"
         ? writeRequest(clientId, { _tag: "Interrupt", requestId: message.value.requestId })

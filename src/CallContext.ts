@@ -4,12 +4,12 @@
  * call runs, the deadline, and free-form entries.
  *
  * Handlers read it with `yield* CallContext.CallContext`. Calls a handler makes carry it on by
- * themselves, one entry deeper; a caller's timeout becomes the callee's deadline. On the wire it is a
- * handful of headers (see `toHeaders` / `fromHeaders`).
+ * themselves, one entry deeper; a caller's timeout becomes the callee's deadline. On the wire it is one
+ * header, its JSON (see `toHeaders` / `fromHeaders`).
  *
  * @since 0.1.0
  */
-import { Context, Effect } from "effect"
+import { Context, Effect, Option } from "effect"
 import { dual } from "effect/Function"
 import type { Headers } from "effect/http"
 
@@ -88,13 +88,14 @@ export const withCorrelationId = (correlationId: string) =>
 
 // ---- wire format ----
 
-/** @internal */
+/**
+ * The context travels as one header, its JSON: each header of a message costs on every hop (amqplib
+ * and RabbitMQ encode and decode field tables entry by entry), one long entry far less than several.
+ *
+ * @internal
+ */
 export const headerNames = {
-  correlationId: "x-mesh-correlation-id",
-  callIdStack: "x-mesh-call-id-stack",
-  userId: "x-mesh-user-id",
-  deadline: "x-mesh-deadline",
-  entryPrefix: "x-mesh-ctx-"
+  context: "x-mesh-context"
 } as const
 
 /**
@@ -141,23 +142,18 @@ export const root = (entry: string): CallContext => {
 }
 
 /**
- * Encodes a context as message headers.
+ * Encodes a context as message headers (one header: `x-mesh-context`, the context as JSON).
  *
  * @since 0.1.0
  */
-export const toHeaders = (context: CallContext): Record<string, string> => {
-  const headers: Record<string, string> = {
-    [headerNames.correlationId]: context.correlationId,
-    [headerNames.callIdStack]: context.callIdStack.join(",")
-  }
-  if (context.userId !== undefined) headers[headerNames.userId] = context.userId
-  if (context.deadline !== undefined) headers[headerNames.deadline] = String(context.deadline)
-  for (const key in context.entries) headers[headerNames.entryPrefix + key] = context.entries[key]
-  return headers
-}
+export const toHeaders = (context: CallContext): Record<string, string> => ({
+  [headerNames.context]: JSON.stringify(context)
+})
 
-const parseStack = (raw: string | undefined): ReadonlyArray<string> =>
-  raw === undefined || raw === "" ? [] : raw.split(",").slice(-maxCallIdStack)
+const parse = Option.liftThrowable((text: string): unknown => JSON.parse(text))
+
+const isStringRecord = (u: unknown): u is Readonly<Record<string, string>> =>
+  typeof u === "object" && u !== null && !Array.isArray(u) && Object.values(u).every((v) => typeof v === "string")
 
 /**
  * Reads a context from message headers; anything missing or malformed is left empty.
@@ -165,21 +161,18 @@ const parseStack = (raw: string | undefined): ReadonlyArray<string> =>
  * @since 0.1.0
  */
 export const fromHeaders = (headers: Headers.Headers | Readonly<Record<string, string | undefined>>): CallContext => {
-  const get = (key: string): string | undefined => (headers as Record<string, string | undefined>)[key]
-  const deadlineRaw = get(headerNames.deadline)
-  const deadline = deadlineRaw === undefined ? NaN : Number(deadlineRaw)
-  const entries: Record<string, string> = {}
-  for (const key in headers) {
-    if (key.startsWith(headerNames.entryPrefix)) {
-      const value = get(key)
-      if (value !== undefined) entries[key.slice(headerNames.entryPrefix.length)] = value
-    }
-  }
+  const raw = (headers as Record<string, string | undefined>)[headerNames.context]
+  if (raw === undefined) return empty
+  const parsed = parse(raw)
+  if (Option.isNone(parsed) || typeof parsed.value !== "object" || parsed.value === null) return empty
+  const u = parsed.value as Record<string, unknown>
+  const stack = Array.isArray(u["callIdStack"]) ? u["callIdStack"].filter((e): e is string => typeof e === "string") : []
+  const deadline = u["deadline"]
   return {
-    correlationId: get(headerNames.correlationId) ?? "",
-    callIdStack: parseStack(get(headerNames.callIdStack)),
-    userId: get(headerNames.userId),
-    deadline: Number.isFinite(deadline) ? deadline : undefined,
-    entries
+    correlationId: typeof u["correlationId"] === "string" ? u["correlationId"] : "",
+    callIdStack: stack.length > maxCallIdStack ? stack.slice(-maxCallIdStack) : stack,
+    userId: typeof u["userId"] === "string" ? u["userId"] : undefined,
+    deadline: typeof deadline === "number" && Number.isFinite(deadline) ? deadline : undefined,
+    entries: isStringRecord(u["entries"]) ? u["entries"] : {}
   }
 }

@@ -32,9 +32,15 @@ describe("CallContext", () => {
       entries: { tenant: "acme" }
     }
     assert.deepStrictEqual(CallContext.fromHeaders(CallContext.toHeaders(context)), context)
-    const bad = CallContext.fromHeaders({ "x-mesh-deadline": "soon" })
-    assert.strictEqual(bad.deadline, undefined)
-    assert.deepStrictEqual(bad.callIdStack, [])
+    assert.deepStrictEqual(CallContext.toHeaders(context), { "x-mesh-context": JSON.stringify(context) })
+    for (const raw of ["{nope", "42", "null", JSON.stringify({ deadline: "soon", callIdStack: "a.b.c", entries: { n: 1 } })]) {
+      const bad = CallContext.fromHeaders({ "x-mesh-context": raw })
+      assert.strictEqual(bad.deadline, undefined)
+      assert.deepStrictEqual(bad.callIdStack, [])
+      assert.deepStrictEqual(bad.entries, {})
+      assert.strictEqual(bad.correlationId, "")
+    }
+    assert.deepStrictEqual(CallContext.fromHeaders({}), CallContext.empty)
   })
 })
 

@@ -15,7 +15,6 @@ import { ServiceError as ServiceErrorSchema } from "../ServiceError.ts"
 export const contentType = "application/json"
 
 export const header = {
-  client: "x-mesh-client",
   instance: "x-mesh-instance",
   traceparent: "traceparent"
 } as const
