@@ -131,7 +131,7 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
           if (request.traceId !== undefined && request.spanId !== undefined) {
             headers[wire.header.traceparent] = wire.traceparent(request.traceId, request.spanId, request.sampled ?? true)
           }
-          const deadline = CallContext.fromHeaders(headers).deadline ?? Number.NaN
+          const deadline = CallContext.deadlineOf(headers[CallContext.headerNames.context]) ?? Number.NaN
           let expiration: number | undefined
           if (Number.isFinite(deadline)) {
             const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()

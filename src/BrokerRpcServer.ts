@@ -72,10 +72,8 @@ const explain = (rpc: Rpc.AnyWithProps, payload: unknown, failed: Exit.Exit<unkn
 const eof: FromClientEncoded = { _tag: "Eof" }
 
 /** the caller's deadline (epoch millis; NaN without one), from the call context header */
-const deadlineOf = (headers: Readonly<Record<string, HeaderValue>> | undefined): number => {
-  const context = wire.stringHeader(headers, CallContext.headerNames.context)
-  return context === undefined ? Number.NaN : CallContext.fromHeaders({ [CallContext.headerNames.context]: context }).deadline ?? Number.NaN
-}
+const deadlineOf = (headers: Readonly<Record<string, HeaderValue>> | undefined): number =>
+  CallContext.deadlineOf(wire.stringHeader(headers, CallContext.headerNames.context)) ?? Number.NaN
 
 const ignored = { onFailure: constVoid, onSuccess: constVoid }
 

@@ -147,8 +147,34 @@ export const root = (entry: string): CallContext => {
  * @since 0.1.0
  */
 export const toHeaders = (context: CallContext): Record<string, string> => ({
-  [headerNames.context]: JSON.stringify(context)
+  // the deadline first: the transports read it on every call without parsing the rest
+  [headerNames.context]: JSON.stringify(
+    context.deadline === undefined ? context : {
+      deadline: context.deadline,
+      correlationId: context.correlationId,
+      callIdStack: context.callIdStack,
+      userId: context.userId,
+      entries: context.entries
+    }
+  )
 })
+
+const deadlinePrefix = "{\"deadline\":"
+
+/**
+ * The deadline of a context header: read from its start when `toHeaders` wrote it, else parsed.
+ *
+ * @internal
+ */
+export const deadlineOf = (header: string | undefined): number | undefined => {
+  if (header === undefined) return undefined
+  if (header.startsWith(deadlinePrefix)) {
+    const end = header.indexOf(",", deadlinePrefix.length)
+    const deadline = Number(header.slice(deadlinePrefix.length, end < 0 ? header.length - 1 : end))
+    if (Number.isFinite(deadline)) return deadline
+  }
+  return header.includes("\"deadline\"") ? fromHeaders({ [headerNames.context]: header }).deadline : undefined
+}
 
 const parse = Option.liftThrowable((text: string): unknown => JSON.parse(text))
 

@@ -32,7 +32,14 @@ describe("CallContext", () => {
       entries: { tenant: "acme" }
     }
     assert.deepStrictEqual(CallContext.fromHeaders(CallContext.toHeaders(context)), context)
-    assert.deepStrictEqual(CallContext.toHeaders(context), { "x-mesh-context": JSON.stringify(context) })
+    const header = CallContext.toHeaders(context)["x-mesh-context"]
+    assert.deepStrictEqual(JSON.parse(header), context)
+    // the transports read the deadline without parsing the rest, wherever a writer put it
+    assert.strictEqual(CallContext.deadlineOf(header), 1234)
+    assert.strictEqual(CallContext.deadlineOf(JSON.stringify({ correlationId: "c", deadline: 99 })), 99)
+    assert.strictEqual(CallContext.deadlineOf(JSON.stringify({ deadline: 7 })), 7)
+    assert.strictEqual(CallContext.deadlineOf(JSON.stringify({ correlationId: "c", entries: { deadline: "5" } })), undefined)
+    assert.strictEqual(CallContext.deadlineOf(CallContext.toHeaders({ ...context, deadline: undefined })["x-mesh-context"]), undefined)
     for (const raw of ["{nope", "42", "null", JSON.stringify({ deadline: "soon", callIdStack: "a.b.c", entries: { n: 1 } })]) {
       const bad = CallContext.fromHeaders({ "x-mesh-context": raw })
       assert.strictEqual(bad.deadline, undefined)
