@@ -139,7 +139,7 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
             call.timer = deadlines.add(deadline, call.timeout(Math.max(0, deadline - now)))
           }
           return Effect.catch(
-            replies.publish(topology.rpcExchange, topology.rpcRoutingKey(service), wire.encodeJson(request.payload), {
+            replies.publish(topology.rpcRequestExchange, topology.rpcRequestKey(service), wire.encodeJson(request.payload), {
               mandatory: true,
               type: request.tag,
               correlationId,

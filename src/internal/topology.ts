@@ -16,6 +16,13 @@ export const rpcQueue = (service: string): string => `mesh.rpc.${service}`
 export const rpcDeadLetterQueue = (service: string): string => `mesh.rpc.${service}.dead`
 export const rpcRoutingKey = (service: string): string => service
 /**
+ * where callers publish a request: straight to the service's queue through the default exchange (the
+ * broker's cheapest route; a missing queue still returns a mandatory request). The service's queue is
+ * also bound to `rpcExchange`, for publishers that route by service name.
+ */
+export const rpcRequestExchange = ""
+export const rpcRequestKey = (service: string): string => rpcQueue(service)
+/**
  * the lease of a singleton timer or worker: a single-active-consumer queue per service and entrypoint
  * (`kind` is "timer" or "worker")
  */
