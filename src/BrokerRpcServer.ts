@@ -14,8 +14,8 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Deferred, Duration, Effect, Exit, Option, Queue, Schema, SchemaIssue, Stream } from "effect"
-import type { Scope } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Option, Queue, Schema, SchemaIssue, Stream, Tracer } from "effect"
+import type { Fiber, Scope } from "effect"
 import { constVoid } from "effect/Function"
 import type { RpcGroup, RpcSerialization } from "effect/rpc"
 import { Rpc, RpcServer } from "effect/rpc"
@@ -24,6 +24,7 @@ import type { BrokerError, Delivery, HeaderValue } from "./Broker.ts"
 import { Broker } from "./Broker.ts"
 import * as CallContext from "./CallContext.ts"
 import * as Deadlines from "./internal/deadlines.ts"
+import type * as Direct from "./internal/direct.ts"
 import * as events from "./internal/events.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
@@ -44,6 +45,11 @@ export interface Options {
   readonly instanceId: string
   /** after this many deliveries a request goes to the service's dead-letter queue */
   readonly deliveryLimit?: number | undefined
+  /**
+   * the instance's unary rpcs, run without RpcServer (no client and request bookkeeping of its own,
+   * no second decode); streams and the rest go through RpcServer
+   */
+  readonly unary?: Direct.Instance | undefined
 }
 
 /**
@@ -71,6 +77,8 @@ const explain = (rpc: Rpc.AnyWithProps, payload: unknown, failed: Exit.Exit<unkn
 
 const eof: FromClientEncoded = { _tag: "Eof" }
 
+type ExitEncoded = Extract<FromServerEncoded, { readonly _tag: "Exit" }>["exit"]
+
 /** the caller's deadline (epoch millis; NaN without one), from the call context header */
 const deadlineOf = (headers: Readonly<Record<string, HeaderValue>> | undefined): number =>
   CallContext.deadlineOf(wire.stringHeader(headers, CallContext.headerNames.context)) ?? Number.NaN
@@ -89,6 +97,8 @@ interface Call {
   readonly command: boolean
   /** the caller's deadline, while it is watched */
   timer: Deadlines.Entry | undefined
+  /** the handler's fiber, when the call runs on the unary runner */
+  fiber: Fiber.Fiber<unknown, unknown> | undefined
 }
 
 /**
@@ -264,8 +274,62 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
             requestId: call.requestId,
             exit: wire.serviceErrorExit(new CallTimeout({ service, method, timeoutMillis }))
           }),
-          writeRequest(clientId, { _tag: "Interrupt", requestId: call.requestId })
+          stop(clientId, call)
         )
+      })
+
+    /** interrupts a call's handler, wherever it runs */
+    const stop = (clientId: number, call: Call): Effect.Effect<void> =>
+      call.fiber === undefined
+        ? writeRequest(clientId, { _tag: "Interrupt", requestId: call.requestId })
+        : Effect.sync(() => call.fiber?.interruptUnsafe())
+
+    // the Exit of a unary call in effect/rpc's encoded form, with the rpc's own schemas
+    const exitEncoders = new Map<string, (exit: Exit.Exit<unknown, unknown>) => Exit.Exit<unknown, Schema.SchemaError>>()
+    const encodeExit = (rpc: Rpc.AnyWithProps, exit: Exit.Exit<unknown, unknown>) => {
+      let encode = exitEncoders.get(rpc._tag)
+      if (encode === undefined) {
+        encode = Schema.encodeUnknownExit(
+          Schema.toCodecJson(Rpc.exitSchema(rpc as Rpc.Any)) as unknown as Schema.Codec<unknown, unknown>
+        )
+        exitEncoders.set(rpc._tag, encode)
+      }
+      const encoded = encode(exit)
+      if (Exit.isSuccess(encoded)) return Effect.succeed(encoded.value as ExitEncoded)
+      // as RpcServer answers a result its schemas cannot encode (an error the contract does not declare)
+      const issue = Option.match(Exit.findErrorOption(encoded), {
+        onNone: () => "it could not be encoded",
+        onSome: (error) => formatIssue(error.issue)
+      })
+      const message = `Failed to encode response for RPC "${rpc._tag}": ${issue}`
+      return Effect.as(
+        Effect.logError(`${service}: ${message}`),
+        { _tag: "Failure", cause: [{ _tag: "Die", defect: message }] } as ExitEncoded
+      )
+    }
+
+    /** runs a unary call on the runner; the fiber answers it as it ends (unless it was answered already) */
+    const runUnary = (
+      runner: Direct.Instance,
+      clientId: number,
+      call: Call,
+      rpc: Rpc.AnyWithProps,
+      payload: unknown
+    ): Effect.Effect<void> =>
+      Effect.sync(() => {
+        const headers = wire.stringHeaders(call.delivery.properties.headers)
+        const parent = wire.parseTraceparent(headers[wire.header.traceparent])
+        call.fiber = runner.start({
+          rpc,
+          payload,
+          headers: () => headers,
+          context: CallContext.fromHeaders(headers),
+          span: parent === undefined ? undefined : Tracer.externalSpan(parent)
+        }, (exit) =>
+          calls.get(clientId) === call
+            ? Effect.flatMap(encodeExit(rpc, exit), (encoded) =>
+              finish(clientId, call, { _tag: "Exit", requestId: call.requestId, exit: encoded }))
+            : Effect.void)
       })
 
     const start = (
@@ -280,9 +344,13 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       const clientId = nextClientId++
       // correlation ids are unique per caller process and beyond (BrokerRpcClient): the key of a call
       const key = requestId
-      const call: Call = { delivery, replyTo, requestId, key, command, timer: undefined }
+      const call: Call = { delivery, replyTo, requestId, key, command, timer: undefined, fiber: undefined }
       calls.set(clientId, call)
       byKey.set(key, clientId)
+      const rpc = options.unary?.rpcs.get(method)
+      if (rpc !== undefined && options.unary !== undefined) {
+        return { call, clientId, write: runUnary(options.unary, clientId, call, rpc as Rpc.AnyWithProps, payload) }
+      }
       const parent = wire.parseTraceparent(wire.stringHeader(headers, wire.header.traceparent))
       const request: FromClientEncoded = parent === undefined
         ? { _tag: "Request", id: requestId, tag: method, payload, headers: wire.headerEntries(headers) }
@@ -304,6 +372,11 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       if (Option.isNone(message)) return delivery.ack
       const clientId = byKey.get(message.value.requestId)
       if (clientId === undefined) return delivery.ack
+      const call = calls.get(clientId)
+      // a unary call has nothing to acknowledge; its interrupt stops its fiber
+      if (call?.fiber !== undefined) {
+        return Effect.andThen(message.value._tag === "Interrupt" ? stop(clientId, call) : Effect.void, delivery.ack)
+      }
       const write = message.value._tag === "Interrupt"
         ? writeRequest(clientId, { _tag: "Interrupt", requestId: message.value.requestId })
         : writeRequest(clientId, { _tag: "Ack", requestId: message.value.requestId })
@@ -374,6 +447,8 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       for (const [clientId, call] of left) {
         forget(clientId, call)
         yield* call.delivery.nack(true)
+        // RpcServer's calls stop when it does; a unary call's fiber is stopped here
+        if (call.fiber !== undefined) call.fiber.interruptUnsafe()
       }
     })
 

@@ -21,7 +21,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Layer, Option, Schema, Scope, Stream } from "effect"
+import { Context, Duration, Effect, Exit, Layer, Option, Schema, Scope, Stream } from "effect"
 import type { Fiber } from "effect"
 import { Headers } from "effect/http"
 import type { Rpc, RpcGroup } from "effect/rpc"
@@ -200,13 +200,16 @@ const rpcLayer = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
       wrapped[tag] = wrapHandler(contract.name, tag, handlers[tag], options.exposeStackTraces === true)
     }
     const context = yield* contract.group.toHandlers(wrapped as unknown as RpcGroup.HandlersFrom<Rpcs>)
+    // unary rpcs run on the instance's own runner, from the queue and from direct calls alike
+    const unary = yield* unaryRunner(contract, handlers, options)
     const server = yield* BrokerRpcServer.make({
       service: contract.name,
       group: contract.group as unknown as RpcGroup.RpcGroup<Rpc.Any>,
       concurrency: options.concurrency ?? 64,
       drainTimeout: options.drainTimeout ?? BrokerRpcServer.defaultDrainTimeout,
       instanceId: instance.instanceId,
-      deliveryLimit: options.deliveryLimit
+      deliveryLimit: options.deliveryLimit,
+      unary
     })
     yield* RpcServer.make(contract.group, {
       disableFatalDefects: true,
@@ -217,7 +220,8 @@ const rpcLayer = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
       Effect.forkScoped
     )
     // calls from this process, when the broker offers it, skip the queue (see internal/direct.ts)
-    const registration = yield* registerDirect(contract, handlers, options, instance)
+    const registry = Direct.registryOf(yield* Broker)
+    const registration = registry === undefined ? undefined : registry.register(unary)
     const drainMillis = Duration.toMillis(Duration.fromInputUnsafe(options.drainTimeout ?? BrokerRpcServer.defaultDrainTimeout))
     // added last, so it runs first: requests drain before the server above is interrupted
     yield* Effect.addFinalizer(() =>
@@ -228,19 +232,16 @@ const rpcLayer = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
   })) as Layer.Layer<never, EX | BrokerError, Requirements<Rpcs, Handlers, RX>>
 
 /**
- * The instance's direct calls: its unary rpcs without middleware, each request run in a fiber of its
+ * The instance's unary rpcs without middleware, run without RpcServer: each request in a fiber of its
  * own with the instance's services, a scope of its own, the caller's `CallContext` and a server span
- * (as RpcServer runs them).
+ * (as RpcServer runs them). Requests from the queue (BrokerRpcServer) and direct calls run here.
  */
-const registerDirect = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
+const unaryRunner = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
   contract: ServiceContract<string, Rpcs>,
   handlers: Record<string, RawHandler>,
-  options: Options<Handlers, EX, RX>,
-  instance: Instance
+  options: Options<Handlers, EX, RX>
 ) =>
   Effect.gen(function*() {
-    const registry = Direct.registryOf(yield* Broker)
-    if (registry === undefined) return undefined
     const rpcs = new Map<string, Rpc.Any>()
     for (const [tag, rpc] of contract.group.requests) {
       const props = rpc as unknown as Rpc.AnyWithProps
@@ -270,22 +271,27 @@ const registerDirect = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
       })
     }
     // the request's context and scope go in the fiber's context as it starts: no effect per service
-    const start = (request: Direct.Request): Fiber.Fiber<unknown, unknown> => {
+    const start = (
+      request: Direct.Request,
+      onExit?: (exit: Exit.Exit<unknown, unknown>) => Effect.Effect<void>
+    ): Fiber.Fiber<unknown, unknown> => {
       const scope = Scope.makeUnsafe()
       const context = Context.add(Context.add(base, CallContext.CallContext, request.context), Scope.Scope, scope)
-      const fiber = Effect.runForkWith(context)(handle(request))
+      const handled = handle(request)
+      const fiber = Effect.runForkWith(context)(onExit === undefined ? handled : Effect.onExit(handled, onExit))
       fiber.addObserver((exit) => {
         const close = Scope.closeUnsafe(scope, exit)
         if (close !== undefined) Effect.runForkWith(base)(Effect.uninterruptible(close))
       })
       return fiber
     }
-    return registry.register({
+    const runner: Direct.Instance = {
       service,
       concurrency: options.concurrency ?? 64,
       rpcs,
       start
-    })
+    }
+    return runner
   })
 
 /** what a handler gets besides its payload, as RpcServer gives it; made when a handler reads it */

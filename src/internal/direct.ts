@@ -29,17 +29,23 @@ export interface Request {
   readonly headers: () => Readonly<Record<string, string>>
   readonly context: CallContext
   /** the caller's client span: the parent of the handler's server span */
-  readonly span: Tracer.Span | undefined
+  readonly span: Tracer.AnySpan | undefined
 }
 
-/** a running service instance, as `Service.make` registers it */
+/** a running service instance's unary rpcs, as `Service.make` runs them (from its queue too) */
 export interface Instance {
   readonly service: string
   readonly concurrency: number
   /** the rpcs it serves, by tag */
   readonly rpcs: ReadonlyMap<string, Rpc.Any>
-  /** runs one request in a fiber of its own; the fiber's exit is the caller's result */
-  readonly start: (request: Request) => Fiber.Fiber<unknown, unknown>
+  /**
+   * runs one request in a fiber of its own; the fiber's exit is the caller's result. `onExit` runs in
+   * that fiber once the handler ended (even interrupted), before the request's scope closes
+   */
+  readonly start: (
+    request: Request,
+    onExit?: (exit: Exit.Exit<unknown, unknown>) => Effect.Effect<void>
+  ) => Fiber.Fiber<unknown, unknown>
 }
 
 export interface Registration {
