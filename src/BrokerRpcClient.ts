@@ -9,10 +9,11 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Effect, Layer, Option, Schema, Scope, Stream } from "effect"
+import { Cause, Clock, Context, Effect, Exit, Layer, Option, Schema, Scope, Stream } from "effect"
 import type { Rpc, RpcGroup } from "effect/rpc"
-import { RpcClient, RpcClientError } from "effect/rpc"
+import { Rpc as RpcModule, RpcClient, RpcClientError } from "effect/rpc"
 import type { FromClientEncoded, FromServerEncoded, RequestId } from "effect/rpc/RpcMessage"
+import type { Tracer } from "effect"
 import type { BrokerError, Incoming } from "./Broker.ts"
 import { Broker } from "./Broker.ts"
 import * as CallContext from "./CallContext.ts"
@@ -21,7 +22,7 @@ import * as Direct from "./internal/direct.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
 import type { ServiceError } from "./ServiceError.ts"
-import { CallTimeout, ServiceNotFound } from "./ServiceError.ts"
+import { CallTimeout, RemoteDefect, ServiceNotFound, TransportError } from "./ServiceError.ts"
 
 
 /**
@@ -49,7 +50,33 @@ export class Transport extends Context.Service<Transport, {
   readonly enforcesDeadlines: boolean
   /** calls to service instances in this process, when the broker offers them (`MemoryBroker`) */
   readonly direct?: Direct.Registry | undefined
+  /**
+   * unary calls without effect/rpc's client, when the transport offers them: the request is encoded
+   * with the rpc's schemas and published, the reply's Exit decoded with them. The effect fails with the
+   * contract's error, or dies with the mesh's own (encoded, as effect/rpc's client would have it)
+   */
+  readonly unary?: Unary | undefined
 }>()("effect-mesh/BrokerRpcClient/Transport") {}
+
+/**
+ * One unary call through the transport.
+ *
+ * @since 0.1.0
+ */
+export type Unary = (
+  service: string,
+  rpc: Rpc.AnyWithProps,
+  payload: unknown,
+  request: {
+    /** the call's headers (its context) */
+    readonly headers: Readonly<Record<string, string>>
+    /** epoch millis after which the call fails with `CallTimeout` (its timeout is `timeoutMillis`) */
+    readonly deadline: number | undefined
+    readonly timeoutMillis: number
+    /** the caller's client span, sent as `traceparent` */
+    readonly span: Tracer.AnySpan | undefined
+  }
+) => Effect.Effect<unknown, unknown>
 
 const transportError = (message: string, cause: unknown) =>
   new RpcClientError.RpcClientError({
@@ -67,7 +94,7 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
   yield* topology.declareCommon(broker)
   const replies = yield* broker.replyQueue
   const id = crypto.randomUUID()
-  const routes = new Map<string, Call>()
+  const routes = new Map<string, Route>()
   // correlation ids are unique beyond this process (a random prefix): instances know a call by it
   // alone, and the request needs no header naming its client
   const correlationPrefix = id.replaceAll("-", "").slice(0, 12)
@@ -106,6 +133,57 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
     return Effect.ignore(broker.publish(topology.controlExchange, key, wire.encodeJson(control)))
   }
 
+  const newCorrelationId = () => `${correlationPrefix}${(nextCorrelation++).toString(36)}`
+
+  const payloadEncoders = new Map<Rpc.AnyWithProps, (u: unknown) => Exit.Exit<unknown, Schema.SchemaError>>()
+  const exitDecoders = new Map<Rpc.AnyWithProps, (u: unknown) => Exit.Exit<unknown, Schema.SchemaError>>()
+  const codecs = (rpc: Rpc.AnyWithProps) => {
+    let encode = payloadEncoders.get(rpc)
+    let decode = exitDecoders.get(rpc)
+    if (encode === undefined || decode === undefined) {
+      encode = Schema.encodeUnknownExit(Schema.toCodecJson(rpc.payloadSchema) as unknown as Schema.Codec<unknown, unknown>)
+      decode = Schema.decodeUnknownExit(
+        Schema.toCodecJson(RpcModule.exitSchema(rpc as Rpc.Any)) as unknown as Schema.Codec<unknown, unknown>
+      )
+      payloadEncoders.set(rpc, encode)
+      exitDecoders.set(rpc, decode)
+    }
+    return { encode, decode }
+  }
+
+  const unary: Unary = (service, rpc, payload, request) =>
+    Effect.withFiber((fiber) => {
+      const { encode, decode } = codecs(rpc)
+      // as effect/rpc's client: the payload is made by its schema (a bad one is a defect here)
+      const encoded = encode(rpc.payloadSchema.make(payload))
+      if (Exit.isFailure(encoded)) return Effect.die(Cause.squash(encoded.cause))
+      const headers: Record<string, string> = { ...request.headers }
+      const span = request.span
+      if (span !== undefined) headers[wire.header.traceparent] = wire.traceparent(span.traceId, span.spanId, span.sampled)
+      const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+      const deadline = request.deadline
+      const call = new UnaryCall(service, rpc._tag, newCorrelationId(), decode, routes, deadlines, request.timeoutMillis)
+      routes.set(call.correlationId, call)
+      if (deadline !== undefined) {
+        call.timer = deadlines.add(deadline, Effect.suspend(() => call.expire(publishControl)))
+      }
+      const publish = replies.publish(topology.rpcRequestExchange, topology.rpcRequestKey(service), wire.encodeJson(encoded.value), {
+        mandatory: true,
+        type: rpc._tag,
+        correlationId: call.correlationId,
+        contentType: wire.contentType,
+        headers,
+        expiration: deadline === undefined ? undefined : Math.max(1, deadline - now)
+      })
+      return Effect.flatMap(
+        Effect.catch(publish, (error) => {
+          call.forget()
+          return Effect.die(wire.encodeServiceError(new TransportError({ service, method: rpc._tag, message: error.message })))
+        }),
+        () => call.await(publishControl)
+      )
+    })
+
   const makeProtocol = (service: string) =>
     RpcClient.Protocol.make(Effect.fnUntraced(function*(write) {
       const pending = new Map<RequestId, Call>()
@@ -121,7 +199,7 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
 
       const sendRequest = (clientId: number, request: Extract<FromClientEncoded, { _tag: "Request" }>) =>
         Effect.withFiber((fiber) => {
-          const correlationId = `${correlationPrefix}${(nextCorrelation++).toString(36)}`
+          const correlationId = newCorrelationId()
           const requestId = request.id as RequestId
           const call = new Call(owner, correlationId, requestId, clientId, request.tag)
           pending.set(requestId, call)
@@ -183,7 +261,7 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
       }
     }))
 
-  return yield* makeTransportWith(id, makeProtocol, { enforcesDeadlines: true, direct: Direct.registryOf(broker) })
+  return yield* makeTransportWith(id, makeProtocol, { enforcesDeadlines: true, direct: Direct.registryOf(broker), unary })
 })
 
 /**
@@ -201,6 +279,8 @@ export const makeTransportWith = <E, R>(
     readonly enforcesDeadlines?: boolean | undefined
     /** direct calls to instances in this process (none by default) */
     readonly direct?: Direct.Registry | undefined
+    /** unary calls without effect/rpc's client (none by default) */
+    readonly unary?: Unary | undefined
   }
 ): Effect.Effect<Transport["Service"], never, Exclude<R, Scope.Scope> | Scope.Scope> =>
   Effect.gen(function*() {
@@ -238,7 +318,8 @@ export const makeTransportWith = <E, R>(
       client,
       protocol,
       enforcesDeadlines: options?.enforcesDeadlines === true,
-      direct: options?.direct
+      direct: options?.direct,
+      unary: options?.unary
     })
   })
 
@@ -251,15 +332,113 @@ interface Owner {
   /** calls by effect/rpc's request id */
   readonly pending: Map<RequestId, Call>
   /** every call of the transport, by correlation id */
-  readonly routes: Map<string, Call>
+  readonly routes: Map<string, Route>
   readonly scope: Scope.Scope
   readonly deadlines: Deadlines.Deadlines
   /** asks the instance running a call to stop it */
   readonly interrupt: (call: Call) => Effect.Effect<void>
 }
 
+/** what the reply dispatcher knows of a call in flight */
+interface Route {
+  onReply(message: FromServerEncoded, instance: string | undefined): Effect.Effect<void>
+  onReturned(): Effect.Effect<void>
+}
+
+type Control = (tag: "Interrupt" | "Ack", key: string, correlationId: string) => Effect.Effect<void>
+
+/**
+ * One unary call without effect/rpc's client: its reply (or its return, or its deadline) resumes the
+ * caller, whichever comes first; a caller that goes away interrupts the instance running it.
+ */
+class UnaryCall implements Route {
+  timer: Deadlines.Entry | undefined = undefined
+  /** set when the call ended before its caller waited for it */
+  private result: Effect.Effect<unknown, unknown> | undefined = undefined
+  private resume: ((result: Effect.Effect<unknown, unknown>) => void) | undefined = undefined
+  private done = false
+  readonly service: string
+  readonly method: string
+  readonly correlationId: string
+  private readonly decode: (u: unknown) => Exit.Exit<unknown, Schema.SchemaError>
+  private readonly routes: Map<string, Route>
+  private readonly deadlines: Deadlines.Deadlines
+  private readonly timeoutMillis: number
+  constructor(
+    service: string,
+    method: string,
+    correlationId: string,
+    decode: (u: unknown) => Exit.Exit<unknown, Schema.SchemaError>,
+    routes: Map<string, Route>,
+    deadlines: Deadlines.Deadlines,
+    timeoutMillis: number
+  ) {
+    this.service = service
+    this.method = method
+    this.correlationId = correlationId
+    this.decode = decode
+    this.routes = routes
+    this.deadlines = deadlines
+    this.timeoutMillis = timeoutMillis
+  }
+
+  forget(): void {
+    this.done = true
+    this.routes.delete(this.correlationId)
+    if (this.timer !== undefined) this.deadlines.remove(this.timer)
+  }
+
+  private settle(result: Effect.Effect<unknown, unknown>): void {
+    if (this.done) return
+    this.forget()
+    if (this.resume === undefined) this.result = result
+    else this.resume(result)
+  }
+
+  onReply(message: FromServerEncoded): Effect.Effect<void> {
+    if (message._tag !== "Exit") return Effect.void
+    const exit = this.decode(message.exit)
+    return Effect.sync(() =>
+      this.settle(
+        Exit.isSuccess(exit)
+          ? exit.value as Exit.Exit<unknown, unknown>
+          : Effect.die(wire.encodeServiceError(
+            new RemoteDefect({ service: this.service, method: this.method, message: "the reply could not be decoded" })
+          ))
+      )
+    )
+  }
+
+  onReturned(): Effect.Effect<void> {
+    return Effect.sync(() => this.settle(Effect.die(wire.encodeServiceError(new ServiceNotFound({ service: this.service })))))
+  }
+
+  /** the deadline passed first: the caller gets CallTimeout, the instance an interrupt */
+  expire(control: Control): Effect.Effect<void> {
+    if (this.done) return Effect.void
+    this.settle(Effect.die(wire.encodeServiceError(
+      new CallTimeout({ service: this.service, method: this.method, timeoutMillis: this.timeoutMillis })
+    )))
+    return control("Interrupt", topology.controlServiceKey(this.service), this.correlationId)
+  }
+
+  await(control: Control): Effect.Effect<unknown, unknown> {
+    return Effect.suspend(() => {
+      if (this.result !== undefined) return this.result
+      return Effect.callback<unknown, unknown>((resume) => {
+        this.resume = resume
+        return Effect.suspend(() => {
+          if (this.done) return Effect.void
+          this.forget()
+          return control("Interrupt", topology.controlServiceKey(this.service), this.correlationId)
+        })
+      })
+    })
+  }
+}
+
 /** one call in flight: found by correlation id when replies come, by request id for interrupts and acks */
-class Call {
+class Call implements Route {
   /** the instance running the call, once a reply said so: stream acks go to it */
   instance: string | undefined = undefined
   /** the call's deadline, while it is watched */

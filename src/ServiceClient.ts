@@ -117,7 +117,15 @@ export const make = <const Name extends string, Rpcs extends Rpc.Any>(
       const call = (rpc as unknown as Record<string, RawMethod>)[tag]
       methods[tag] = isStream(definition)
         ? streamMethod(service, tag, call, options, transport.enforcesDeadlines)
-        : effectMethod(service, tag, call, options, transport.enforcesDeadlines, directFor(transport, service, definition))
+        : effectMethod(
+          service,
+          tag,
+          call,
+          options,
+          transport.enforcesDeadlines,
+          directFor(transport, service, definition),
+          unaryFor(transport, service, definition)
+        )
     }
     return methods as ServiceClient<Rpcs>
   })
@@ -256,7 +264,8 @@ const effectMethod = (
   raw: RawMethod,
   options: Options | undefined,
   enforced: boolean,
-  direct: Direct | undefined
+  direct: Direct | undefined,
+  unary: ((payload: unknown, prepared: Prepared) => Effect.Effect<unknown, unknown>) | undefined
 ) => {
   const clientTimeout = toMillis(options?.timeout)
   const onFailure = toCallError(service, method)
@@ -269,6 +278,11 @@ const effectMethod = (
           return Effect.fail(new CallTimeout({ service, method, timeoutMillis: 0 }))
         }
         return direct.call(payload, prepared)
+      }
+      if (unary !== undefined) {
+        if (remaining === undefined) return Effect.catchCause(unary(payload, prepared), onFailure)
+        if (remaining <= 0) return Effect.fail(new CallTimeout({ service, method, timeoutMillis: 0 }))
+        return Effect.catchCause(unary(payload, prepared), toCallError(service, method, remaining))
       }
       const headers = prepared.headers
       if (remaining === undefined) {
@@ -333,6 +347,24 @@ const directFor = (transport: Transport["Service"], service: string, definition:
             settle
           ))
   }
+}
+
+/** a method's unary calls through the transport without effect/rpc's client, when it offers them */
+const unaryFor = (transport: Transport["Service"], service: string, definition: Rpc.Any) => {
+  const unary = transport.unary
+  const rpc = definition as Rpc.AnyWithProps
+  if (unary === undefined || rpc.middlewares.size > 0 || isStream(definition)) return undefined
+  const method = rpc._tag
+  const spanName = `${service}.${method}`
+  const attributes = { "rpc.system.name": "effect_rpc", "rpc.method": method }
+  return (payload: unknown, prepared: Prepared): Effect.Effect<unknown, unknown> =>
+    Effect.useSpan(spanName, { kind: "client", attributes }, (span) =>
+      unary(service, rpc, payload, {
+        headers: prepared.headers,
+        deadline: prepared.context.deadline,
+        timeoutMillis: Math.max(0, prepared.remaining ?? 0),
+        span
+      }))
 }
 
 /** what a direct call's failure means to the caller: as `toCallError` reads a failure from the wire */

@@ -61,7 +61,8 @@ export const isControl = (u: unknown): u is Control =>
   typeof u === "object" && u !== null && "_tag" in u && (u._tag === "Interrupt" || u._tag === "Ack") &&
   "client" in u && typeof u.client === "string" && "requestId" in u && typeof u.requestId === "string"
 
-const encodeServiceError = Schema.encodeSync(ServiceErrorSchema)
+/** a mesh error in its encoded form, as defects carry it across the wire */
+export const encodeServiceError = Schema.encodeSync(ServiceErrorSchema)
 
 /** an encoded Exit that fails the call with one of the mesh's own errors */
 export const serviceErrorExit = (error: ServiceError) => ({
