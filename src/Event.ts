@@ -283,9 +283,10 @@ const publishMade = (
   event: Any,
   made: unknown
 ): Effect.Effect<void, EventError> => {
-  const encoded = codecOf(event).encode(made)
+  const codec = codecOf(event)
+  const encoded = codec.encode(made)
   if (Exit.isFailure(encoded)) return Effect.fail(eventError(event, "InvalidPayload", issueOf(encoded)))
-  const exchange = topology.eventExchange(event.source)
+  const exchange = codec.exchange
   const id = crypto.randomUUID()
   const context = nextContextOf(parent, event.source, event.type, id)
   const send = broker.publish(exchange, event.type, wire.encodeJson(encoded.value), {
@@ -297,8 +298,10 @@ const publishMade = (
     correlationId: context.correlationId,
     headers: CallContext.toHeaders(context)
   })
+  const ready = codec.declaredOn === broker || isDeclared(broker, exchange)
+  if (ready) codec.declaredOn = broker
   return Effect.mapError(
-    isDeclared(broker, exchange) ? send : Effect.andThen(ensureExchange(broker, exchange), send),
+    ready ? send : Effect.andThen(ensureExchange(broker, exchange), send),
     (e) => eventError(event, "Transport", e.message)
   )
 }
@@ -546,6 +549,10 @@ const eventError = (event: Any, reason: EventError["reason"], message: string) =
 interface Codec {
   readonly encode: (value: unknown) => Exit.Exit<unknown, Schema.SchemaError>
   readonly decode: (json: unknown) => Exit.Exit<unknown, Schema.SchemaError>
+  /** the event's exchange, built once */
+  readonly exchange: string
+  /** the broker this event was last published on with its exchange declared: the check of every publish */
+  declaredOn: object | undefined
 }
 
 const codecs = new WeakMap<Any, Codec>()
@@ -554,7 +561,12 @@ const codecOf = (event: Any): Codec => {
   let codec = codecs.get(event)
   if (codec === undefined) {
     const json = Schema.toCodecJson(event.schema) as unknown as Schema.Codec<unknown, unknown>
-    codec = { encode: Schema.encodeUnknownExit(json), decode: Schema.decodeUnknownExit(json) }
+    codec = {
+      encode: Schema.encodeUnknownExit(json),
+      decode: Schema.decodeUnknownExit(json),
+      exchange: topology.eventExchange(event.source),
+      declaredOn: undefined
+    }
     codecs.set(event, codec)
   }
   return codec

@@ -10,7 +10,7 @@
  * @since 0.1.0
  */
 import * as amqp from "amqplib"
-import { Deferred, Effect } from "effect"
+import { Effect, Result } from "effect"
 import { BrokerError, type BrokerErrorReason } from "../Broker.ts"
 
 /**
@@ -549,9 +549,10 @@ const send = (
 }
 
 /**
- * Publishes on a confirm channel. Returns whether the buffer has room (as `publish`) and a
- * `Deferred` completed by the broker's confirm: a nack fails it with `Nacked`, a channel closed
- * before the confirm fails it with the reason of the closure.
+ * Publishes on a confirm channel and waits for the broker's confirm (and, when the channel's buffer
+ * is full, for it to drain as well): a nack fails with `Nacked`, a channel closed before the confirm
+ * fails with the reason of the closure. One callback rather than a `Deferred` and the steps around
+ * it: a publisher with many events in flight runs this once per event.
  *
  * @since 0.1.0
  */
@@ -561,25 +562,41 @@ export const publishConfirm = (
   routingKey: string,
   content: Buffer,
   options: PublishOptions
-): Effect.Effect<{ readonly written: boolean; readonly confirmed: Deferred.Deferred<void, BrokerError> }, BrokerError> =>
-  Effect.suspend(() => {
-    const confirmed = Deferred.makeUnsafe<void, BrokerError>()
-    const onConfirm = (error: unknown) => {
-      if (error === null || error === undefined) {
-        Deferred.doneUnsafe(confirmed, Effect.void)
-        return
-      }
-      const message = messageOf(error)
-      const failure = message === "message nacked"
-        ? new BrokerError({ reason: "Nacked", message: `the broker nacked a publish to '${exchange}'` })
-        : toBrokerError(lastErrors.get(channel) ?? error, `publish to '${exchange}'`)
-      Deferred.doneUnsafe(confirmed, Effect.fail(failure))
+): Effect.Effect<void, BrokerError> =>
+  Effect.callback<void, BrokerError>((resume) => {
+    // what is still awaited: the confirm, and the drain when the buffer was full
+    let pending = 1
+    let failure: BrokerError | undefined
+    const settle = () => {
+      if (--pending === 0) resume(failure === undefined ? Effect.void : Effect.fail(failure))
     }
-    return Effect.map(
-      Effect.try({
-        try: () => send(channel, exchange, routingKey, content, options, onConfirm),
-        catch: failedOn(channel, `publish to '${exchange}'`)
-      }),
-      (written) => ({ written, confirmed })
-    )
+    const onConfirm = (error: unknown) => {
+      if (error !== null && error !== undefined) {
+        failure = messageOf(error) === "message nacked"
+          ? new BrokerError({ reason: "Nacked", message: `the broker nacked a publish to '${exchange}'` })
+          : toBrokerError(lastErrors.get(channel) ?? error, `publish to '${exchange}'`)
+      }
+      settle()
+    }
+    const sent = Result.try({
+      try: () => send(channel, exchange, routingKey, content, options, onConfirm),
+      catch: failedOn(channel, `publish to '${exchange}'`)
+    })
+    if (Result.isFailure(sent)) {
+      resume(Effect.fail(sent.failure))
+      return
+    }
+    if (sent.success || closed.has(channel)) return
+    pending++
+    const drained = () => {
+      channel.off("drain", drained)
+      channel.off("close", drained)
+      settle()
+    }
+    channel.on("drain", drained)
+    channel.on("close", drained)
+    return Effect.sync(() => {
+      channel.off("drain", drained)
+      channel.off("close", drained)
+    })
   })
