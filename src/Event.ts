@@ -39,10 +39,12 @@ import {
   Cause,
   Clock,
   Context,
+  Deferred,
   Duration,
   Effect,
   Exit,
   Fiber,
+  FiberSet,
   Layer,
   Option,
   Pull,
@@ -338,9 +340,31 @@ export const handle = <Source extends string, Type extends string, S extends Sch
         prefetch: plan.concurrency,
         tag: `${plan.label} ${instance.instanceId}`
       })
-      const fiber = yield* consumer.deliveries.pipe(
-        Stream.mapEffect(process, { concurrency: plan.concurrency, unordered: true }),
-        Stream.runDrain,
+      // each event in a fiber of its own, started at once, at most `concurrency` at a time; what
+      // `Stream.mapEffect(process, { concurrency })` does, without its per-event cost (~5 µs: queues
+      // between the fibers and the stream, a fiber per element to collect the results)
+      const handlers = yield* FiberSet.make<void>()
+      let running = 0
+      let vacancy: Deferred.Deferred<void> | undefined
+      const finished = () => {
+        running--
+        if (vacancy !== undefined) {
+          const waiting = vacancy
+          vacancy = undefined
+          Deferred.doneUnsafe(waiting, Effect.void)
+        }
+      }
+      const room: Effect.Effect<void> = Effect.suspend(() =>
+        running < plan.concurrency ? Effect.void : Effect.andThen(Deferred.await(vacancy ??= Deferred.makeUnsafe<void>()), room)
+      )
+      const start = (delivery: Delivery) =>
+        Effect.flatMap(FiberSet.run(handlers, process(delivery)), (handling) => {
+          running++
+          handling.addObserver(finished)
+          return room
+        })
+      const fiber = yield* Stream.runForEach(consumer.deliveries, start).pipe(
+        Effect.andThen(FiberSet.awaitEmpty(handlers)),
         Effect.catchCause((cause) =>
           Cause.hasInterruptsOnly(cause)
             ? Effect.void
