@@ -896,10 +896,10 @@ class AmqpDelivery implements Delivery {
 
   // settling twice would be a channel error on RabbitMQ (unknown delivery tag): the second is a no-op
   get ack(): Effect.Effect<void> {
-    return Effect.suspend(() => {
-      if (this.settled) return Effect.void
+    return Effect.sync(() => {
+      if (this.settled) return
       this.settled = true
-      return Amqp.ack(this.channel, this.raw)
+      Amqp.ackUnsafe(this.channel, this.raw)
     })
   }
 

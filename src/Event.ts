@@ -332,8 +332,10 @@ export const handle = <Source extends string, Type extends string, S extends Sch
         const { metadata, payload } = decoded
         return Effect.scoped(handler(payload, metadata)).pipe(
           Effect.provideService(CallContext.CallContext, metadata.context),
-          Effect.exit,
-          Effect.flatMap((exit) => Exit.isSuccess(exit) ? delivery.ack : settle.failCause(delivery, exit.cause))
+          Effect.matchCauseEffect({
+            onSuccess: () => delivery.ack,
+            onFailure: (cause) => settle.failCause(delivery, cause)
+          })
         )
       }
       const consumer = yield* broker.consume(plan.queue, {

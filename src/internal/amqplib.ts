@@ -441,12 +441,22 @@ export const cancel = (channel: Channel, consumerTag: string): Effect.Effect<voi
   })
 
 /**
+ * Acks a delivery; a no-op when its channel is gone (amqplib throws then, and the broker redelivers
+ * the message anyway). For a caller already inside an effect: one step per ack.
+ *
+ * @since 0.1.0
+ */
+export const ackUnsafe = (channel: Channel, message: RawMessage): void => {
+  Result.try(() => channel.ack(message))
+}
+
+/**
  * Acks a delivery; a no-op when its channel is gone.
  *
  * @since 0.1.0
  */
 export const ack = (channel: Channel, message: RawMessage): Effect.Effect<void> =>
-  Effect.ignore(Effect.try({ try: () => channel.ack(message), catch: (cause) => toBrokerError(cause, "ack") }))
+  Effect.sync(() => ackUnsafe(channel, message))
 
 /**
  * Nacks a delivery, requeued or not; a no-op when its channel is gone.
