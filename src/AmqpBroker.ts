@@ -207,11 +207,7 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
         const properties = publishOptions(options, replyTo)
         if (options.mandatory !== true) {
           // nothing can come back: the confirm alone says how it went
-          return Effect.flatMap(
-            Amqp.publishConfirm(channel, exchange, routingKey, toBuffer(body), properties),
-            ({ confirmed, written }) =>
-              written ? Deferred.await(confirmed) : Effect.andThen(Amqp.waitDrain(channel), Deferred.await(confirmed))
-          )
+          return Amqp.publishConfirm(channel, exchange, routingKey, toBuffer(body), properties)
         }
         // the broker's basic.return comes before its confirm; the message id tells which publish it was
         let id = properties.messageId
@@ -225,11 +221,6 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
           if (trackers.get(id) === tracker) trackers.delete(id)
         })
         return Amqp.publishConfirm(channel, exchange, routingKey, toBuffer(body), properties).pipe(
-          Effect.flatMap(({ confirmed, written }) =>
-            written
-              ? Deferred.await(confirmed)
-              : Effect.andThen(Amqp.waitDrain(channel), Deferred.await(confirmed))
-          ),
           Effect.flatMap(() =>
             tracker.returned
               ? Effect.fail(
@@ -905,10 +896,10 @@ class AmqpDelivery implements Delivery {
 
   // settling twice would be a channel error on RabbitMQ (unknown delivery tag): the second is a no-op
   get ack(): Effect.Effect<void> {
-    return Effect.suspend(() => {
-      if (this.settled) return Effect.void
+    return Effect.sync(() => {
+      if (this.settled) return
       this.settled = true
-      return Amqp.ack(this.channel, this.raw)
+      Amqp.ackUnsafe(this.channel, this.raw)
     })
   }
 
