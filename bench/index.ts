@@ -11,9 +11,10 @@
  * `--compare <checkout>` adds a peer `ours@base` that runs effect-mesh from another checkout (a git
  * worktree of an older commit, say), measured in the same rounds: the way to see what a change bought.
  *
- * RabbitMQ: `AMQP_URL` when set, else the project's private node (`scripts/rabbitmq.sh start`, which
- * is left running). While it runs, the benchmark holds a lease on that node like a test run does, so a
- * test run that ends meanwhile does not stop the node under it.
+ * RabbitMQ: `AMQP_URL` when set, else a private node of the benchmark's own on port 5698
+ * (`MESH_BENCH_RABBITMQ_PORT`; started with `scripts/rabbitmq.sh start` and left running). While it
+ * runs, the benchmark holds a lease on that node as a test run does. Every run deletes what it
+ * declared, so the node stays as clean as a fresh one.
  */
 import { spawn, spawnSync } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
@@ -51,13 +52,16 @@ const eventsInFlight = 64
 
 // ---- the broker ----
 
-const port = process.env["MESH_RABBITMQ_PORT"] ?? "5699"
+// a node of its own (not the tests' 5699): the tests leave thousands of idle queues on theirs, and a
+// node busy with them measured every peer ~25% slower and the ratios far noisier
+const port = process.env["MESH_BENCH_RABBITMQ_PORT"] ?? "5698"
 const leaseFile = join(process.env["MESH_RABBITMQ_DIR"] ?? join(root, ".rabbitmq"), port, "leases", String(process.pid))
 
 const brokerUrl = (): string => {
   const given = process.env["AMQP_URL"]
   if (given !== undefined && given !== "") return given
   const started = spawnSync("bash", [join(root, "scripts", "rabbitmq.sh"), "start"], {
+    env: { ...process.env, MESH_RABBITMQ_PORT: port },
     encoding: "utf8",
     stdio: ["ignore", "pipe", "inherit"]
   })
