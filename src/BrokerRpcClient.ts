@@ -7,6 +7,10 @@
  * request its caller gave up on. Interrupts go to every instance of the service over the control
  * exchange; stream acks go to the instance that sent the chunk.
  *
+ * Unary calls (the hot path) skip `RpcClient`: `Transport.unary` encodes the payload and decodes the
+ * reply's Exit with the rpc's own schemas, in effect/rpc's wire format all the same. Streams, untyped
+ * calls and rpcs with middleware go through `RpcClient`.
+ *
  * @since 0.1.0
  */
 import { Cause, Clock, Context, Effect, Exit, Layer, Option, Schema, Scheduler, Scope, Stream } from "effect"

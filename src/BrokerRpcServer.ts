@@ -12,6 +12,11 @@
  * header (`Event.command`) needs no reply-to: it is acked when it completes and dead-lettered when it
  * fails.
  *
+ * Unary rpcs without middleware (the hot path) skip `RpcServer`: the instance's runner (`unary`) runs
+ * the handler in a fiber of its own, and that fiber encodes the Exit with the rpc's schemas, publishes
+ * it and acks, in effect/rpc's wire format all the same. Streams and rpcs with middleware go through
+ * `RpcServer`.
+ *
  * @since 0.1.0
  */
 import { Clock, Context, Deferred, Duration, Effect, Exit, Option, Queue, Schema, SchemaIssue, Stream, Tracer } from "effect"
