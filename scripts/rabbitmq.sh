@@ -12,6 +12,9 @@
 #   MESH_RABBITMQ_PORT      AMQP port (default 5699); the distribution port is this + 20000
 #   MESH_RABBITMQ_DIR       base folder (default <project>/.rabbitmq)
 #   MESH_RABBITMQ_TIMEOUT   seconds to wait for the node to start (default 120)
+#   MESH_RABBITMQ_FRESH     1: a `start` that boots the node wipes its data first (a node already
+#                           running is left as it is); the test setup and the benchmark set it, so
+#                           queues left by earlier runs never pile up
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -122,6 +125,10 @@ do_start() {
   if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
     log "port $PORT is taken by something that is not $NODE; set MESH_RABBITMQ_PORT"
     exit 1
+  fi
+  if [[ "${MESH_RABBITMQ_FRESH:-}" == 1 && -d "$BASE/mnesia" ]]; then
+    log "wiping the data of earlier runs ($BASE/mnesia)"
+    rm -rf "$BASE/mnesia"
   fi
   log "starting $NODE on 127.0.0.1:$PORT (dist $DIST_PORT, data $BASE)"
   local started

@@ -29,7 +29,12 @@ const leases = join(nodeDir, "leases")
 const startedMarker = join(nodeDir, "started-by-tests")
 
 const run = (command: string): { readonly status: number | null; readonly stdout: string } => {
-  const result = spawnSync("bash", [script, command], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] })
+  // a node this run boots starts without the queues of earlier runs (one already running is kept)
+  const result = spawnSync("bash", [script, command], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, MESH_RABBITMQ_FRESH: "1" }
+  })
   if (result.error !== undefined) throw result.error
   return { status: result.status, stdout: result.stdout.trim() }
 }
