@@ -182,7 +182,7 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
       return Effect.flatMap(
         Effect.catch(publish, (error) => {
           call.forget()
-          return Effect.die(wire.encodeServiceError(new TransportError({ service, method: rpc._tag, message: error.message })))
+          return Effect.die(wire.serviceErrorDefect(new TransportError({ service, method: rpc._tag, message: error.message })))
         }),
         () => call.await(publishControl)
       )
@@ -408,7 +408,7 @@ class UnaryCall implements Route {
       this.settle(
         Exit.isSuccess(exit)
           ? exit.value as Exit.Exit<unknown, unknown>
-          : Effect.die(wire.encodeServiceError(
+          : Effect.die(wire.serviceErrorDefect(
             new RemoteDefect({ service: this.service, method: this.method, message: "the reply could not be decoded" })
           ))
       )
@@ -416,13 +416,13 @@ class UnaryCall implements Route {
   }
 
   onReturned(): Effect.Effect<void> {
-    return Effect.sync(() => this.settle(Effect.die(wire.encodeServiceError(new ServiceNotFound({ service: this.service })))))
+    return Effect.sync(() => this.settle(Effect.die(wire.serviceErrorDefect(new ServiceNotFound({ service: this.service })))))
   }
 
   /** the deadline passed first: the caller gets CallTimeout, the instance an interrupt */
   expire(control: Control): Effect.Effect<void> {
     if (this.done) return Effect.void
-    this.settle(Effect.die(wire.encodeServiceError(
+    this.settle(Effect.die(wire.serviceErrorDefect(
       new CallTimeout({ service: this.service, method: this.method, timeoutMillis: this.timeoutMillis })
     )))
     return control("Interrupt", topology.controlServiceKey(this.service), this.correlationId)

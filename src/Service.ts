@@ -21,7 +21,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Exit, Layer, Option, Schema, Scope, Stream } from "effect"
+import { Context, Duration, Effect, Exit, Layer, Option, Scope, Stream } from "effect"
 import type { Fiber } from "effect"
 import { Headers } from "effect/http"
 import type { Rpc, RpcGroup } from "effect/rpc"
@@ -33,8 +33,9 @@ import * as BrokerRpcServer from "./BrokerRpcServer.ts"
 import * as CallContext from "./CallContext.ts"
 import * as Discovery from "./Discovery.ts"
 import * as Direct from "./internal/direct.ts"
+import * as wire from "./internal/wire.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
-import { RemoteDefect, ServiceError } from "./ServiceError.ts"
+import { RemoteDefect } from "./ServiceError.ts"
 
 /**
  * @since 0.1.0
@@ -316,7 +317,6 @@ class DirectOptions {
 type HandlerResult = Effect.Effect<unknown, unknown, unknown> | Stream.Stream<unknown, unknown, unknown>
 type RawHandler = (payload: unknown, options: Parameters<Rpc.ToHandlerFn<Rpc.Any>>[1]) => RpcModule.WrapperOr<HandlerResult>
 
-const encodeServiceError = Schema.encodeSync(ServiceError)
 
 const wrapHandler = (service: string, method: string, handler: RawHandler, exposeStackTraces: boolean): RawHandler =>
 (payload, options) => {
@@ -333,7 +333,7 @@ const withStack = (service: string, method: string, exposeStackTraces: boolean) 
 <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
   exposeStackTraces
     ? Effect.catchDefect(effect, (defect) =>
-      Effect.die(encodeServiceError(
+      Effect.die(wire.serviceErrorDefect(
         new RemoteDefect({
           service,
           method,

@@ -24,15 +24,10 @@ import type { FromServerEncoded } from "effect/rpc/RpcMessage"
 import type { Broker, BrokerError } from "./Broker.ts"
 import * as BrokerRpcClient from "./BrokerRpcClient.ts"
 import * as CallContext from "./CallContext.ts"
+import * as wire from "./internal/wire.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
 import type { ServiceError } from "./ServiceError.ts"
-import {
-  CallTimeout,
-  isRetryable,
-  RemoteDefect,
-  ServiceError as ServiceErrorSchema,
-  TransportError
-} from "./ServiceError.ts"
+import { CallTimeout, isRetryable, RemoteDefect, TransportError } from "./ServiceError.ts"
 
 /**
  * Options of one call.
@@ -160,7 +155,6 @@ type RawMethod = (
 
 const isStream = (rpc: Rpc.Any): boolean => RpcSchema.isStreamSchema((rpc as Rpc.AnyWithProps).successSchema)
 
-const decodeServiceError = Schema.decodeUnknownOption(ServiceErrorSchema)
 
 const defectMessage = (defect: unknown): string => {
   if (typeof defect === "string") return defect
@@ -183,7 +177,7 @@ const toCallError = (service: string, method: string, timeoutMillis?: number) =>
       )
     }
     if (Cause.isDieReason(reason)) {
-      const meshError = decodeServiceError(reason.defect)
+      const meshError = wire.serviceErrorOfDefect(reason.defect)
       if (Option.isNone(meshError)) {
         return Effect.fail(new RemoteDefect({ service, method, message: defectMessage(reason.defect) }))
       }

@@ -13,6 +13,7 @@ import type { RpcServer } from "effect/rpc"
 import type { FromClientEncoded } from "effect/rpc/RpcMessage"
 import * as CallContext from "../CallContext.ts"
 import * as ServiceClient from "../ServiceClient.ts"
+import * as wire from "./wire.ts"
 import type { ServiceContract } from "../ServiceContract.ts"
 import type { ServiceError } from "../ServiceError.ts"
 import {
@@ -163,7 +164,7 @@ export const isStreamRpc = (rpc: Rpc.Any): boolean =>
 
 /** what a mesh error becomes inside an effect/rpc server: a defect the mesh's clients decode back */
 const dieServiceErrors = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.catchIf(effect, isServiceError, (error) => Effect.die(encodeServiceError(error as ServiceError))) as Effect.Effect<
+  Effect.catchIf(effect, isServiceError, (error) => Effect.die(wire.serviceErrorDefect(error as ServiceError))) as Effect.Effect<
     A,
     E,
     R

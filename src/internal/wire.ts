@@ -61,13 +61,29 @@ export const isControl = (u: unknown): u is Control =>
   typeof u === "object" && u !== null && "_tag" in u && (u._tag === "Interrupt" || u._tag === "Ack") &&
   "client" in u && typeof u.client === "string" && "requestId" in u && typeof u.requestId === "string"
 
-/** a mesh error in its encoded form, as defects carry it across the wire */
-export const encodeServiceError = Schema.encodeSync(ServiceErrorSchema)
+const encodeServiceError = Schema.encodeSync(ServiceErrorSchema)
+const decodeServiceError = Schema.decodeUnknownOption(ServiceErrorSchema)
+
+const serviceErrorKey = "effect-mesh/ServiceError"
+
+/**
+ * One of the mesh's own errors as a defect (a call's Exit has no place for them among the contract's
+ * errors). It is wrapped: effect/rpc's defect schema decodes an object with a `message` (a
+ * RemoteDefect, a TransportError) into a plain `Error`, which would lose what the error was and the
+ * server's stack.
+ */
+export const serviceErrorDefect = (error: ServiceError): unknown => ({ [serviceErrorKey]: encodeServiceError(error) })
+
+/** the mesh error a defect carries, if it carries one */
+export const serviceErrorOfDefect = (defect: unknown): Option.Option<ServiceError> =>
+  typeof defect === "object" && defect !== null && serviceErrorKey in defect
+    ? decodeServiceError((defect as Record<string, unknown>)[serviceErrorKey])
+    : Option.none()
 
 /** an encoded Exit that fails the call with one of the mesh's own errors */
 export const serviceErrorExit = (error: ServiceError) => ({
   _tag: "Failure" as const,
-  cause: [{ _tag: "Die" as const, defect: encodeServiceError(error) }]
+  cause: [{ _tag: "Die" as const, defect: serviceErrorDefect(error) }]
 })
 
 /** a header as a string, whatever the broker decoded it as */
