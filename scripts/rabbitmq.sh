@@ -15,6 +15,8 @@
 #   MESH_RABBITMQ_FRESH     1: a `start` that boots the node wipes its data first (a node already
 #                           running is left as it is); the test setup and the benchmark set it, so
 #                           queues left by earlier runs never pile up
+#   RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS  Erlang flags of the node (default: schedulers that sleep
+#                           rather than spin when idle, as RabbitMQ advises where CPUs are shared)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -63,6 +65,10 @@ EOF
   export RABBITMQ_CONF_ENV_FILE="$BASE/rabbitmq-env.conf"
   export RABBITMQ_ENABLED_PLUGINS_FILE="$BASE/enabled_plugins"
   export RABBITMQ_PID_FILE="$BASE/rabbitmq.pid"
+  # Erlang's schedulers spin for a while before they sleep: on a small shared machine that spinning
+  # takes the cores the node's own clients need (on 2 cores it halved what a benchmark measured).
+  # RabbitMQ's guidance for shared CPUs: no busy waiting.
+  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="${RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS:-+sbwt none +sbwtdcpu none +sbwtdio none}"
   unset RABBITMQ_ALLOW_INPUT || true
   unset RABBITMQ_ERLANG_COOKIE RABBITMQ_SERVER_START_ARGS || true
 }

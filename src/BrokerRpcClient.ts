@@ -15,12 +15,13 @@
  */
 import { Cause, Clock, Context, Effect, Exit, Layer, Option, Schema, Scheduler, Scope, Stream } from "effect"
 import type { Rpc, RpcGroup } from "effect/rpc"
-import { Rpc as RpcModule, RpcClient, RpcClientError } from "effect/rpc"
+import { RpcClient, RpcClientError } from "effect/rpc"
 import type { FromClientEncoded, FromServerEncoded, RequestId } from "effect/rpc/RpcMessage"
 import type { Tracer } from "effect"
 import type { BrokerError, Incoming } from "./Broker.ts"
 import { Broker } from "./Broker.ts"
 import * as CallContext from "./CallContext.ts"
+import * as Codecs from "./internal/codecs.ts"
 import * as Deadlines from "./internal/deadlines.ts"
 import * as Direct from "./internal/direct.ts"
 import * as topology from "./internal/topology.ts"
@@ -139,34 +140,19 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
 
   const newCorrelationId = () => `${correlationPrefix}${(nextCorrelation++).toString(36)}`
 
-  const payloadEncoders = new Map<Rpc.AnyWithProps, (u: unknown) => Exit.Exit<unknown, Schema.SchemaError>>()
-  const exitDecoders = new Map<Rpc.AnyWithProps, (u: unknown) => Exit.Exit<unknown, Schema.SchemaError>>()
-  const codecs = (rpc: Rpc.AnyWithProps) => {
-    let encode = payloadEncoders.get(rpc)
-    let decode = exitDecoders.get(rpc)
-    if (encode === undefined || decode === undefined) {
-      encode = Schema.encodeUnknownExit(Schema.toCodecJson(rpc.payloadSchema) as unknown as Schema.Codec<unknown, unknown>)
-      decode = Schema.decodeUnknownExit(
-        Schema.toCodecJson(RpcModule.exitSchema(rpc as Rpc.Any)) as unknown as Schema.Codec<unknown, unknown>
-      )
-      payloadEncoders.set(rpc, encode)
-      exitDecoders.set(rpc, decode)
-    }
-    return { encode, decode }
-  }
-
   const unary: Unary = (service, rpc, payload, request) =>
     Effect.withFiber((fiber) => {
-      const { encode, decode } = codecs(rpc)
-      // as effect/rpc's client: the payload is made by its schema (a bad one is a defect here)
-      const encoded = encode(rpc.payloadSchema.make(payload))
+      const { encodePayload, decodeExit } = Codecs.codecsOf(rpc)
+      // as effect/rpc's client: the payload is made by its schema (a bad one is a defect here); the
+      // encode checks it, so making it needs not check it first
+      const encoded = encodePayload(rpc.payloadSchema.make(payload, { disableChecks: true }))
       if (Exit.isFailure(encoded)) return Effect.die(Cause.squash(encoded.cause))
       const headers: Record<string, string> = { ...request.headers }
       const span = request.span
       if (span !== undefined) headers[wire.header.traceparent] = wire.traceparent(span.traceId, span.spanId, span.sampled)
       const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
       const deadline = request.deadline
-      const call = new UnaryCall(service, rpc._tag, newCorrelationId(), decode, routes, deadlines, request.timeoutMillis)
+      const call = new UnaryCall(service, rpc._tag, newCorrelationId(), decodeExit, routes, deadlines, request.timeoutMillis)
       routes.set(call.correlationId, call)
       if (deadline !== undefined) {
         call.timer = deadlines.add(deadline, Effect.suspend(() => call.expire(publishControl)))
@@ -366,7 +352,7 @@ class UnaryCall implements Route {
   readonly service: string
   readonly method: string
   readonly correlationId: string
-  private readonly decode: (u: unknown) => Exit.Exit<unknown, Schema.SchemaError>
+  private readonly decode: Codecs.Codecs["decodeExit"]
   private readonly routes: Map<string, Route>
   private readonly deadlines: Deadlines.Deadlines
   private readonly timeoutMillis: number
@@ -374,7 +360,7 @@ class UnaryCall implements Route {
     service: string,
     method: string,
     correlationId: string,
-    decode: (u: unknown) => Exit.Exit<unknown, Schema.SchemaError>,
+    decode: Codecs.Codecs["decodeExit"],
     routes: Map<string, Route>,
     deadlines: Deadlines.Deadlines,
     timeoutMillis: number
@@ -407,7 +393,7 @@ class UnaryCall implements Route {
     return Effect.sync(() =>
       this.settle(
         Exit.isSuccess(exit)
-          ? exit.value as Exit.Exit<unknown, unknown>
+          ? exit.value
           : Effect.die(wire.serviceErrorDefect(
             new RemoteDefect({ service: this.service, method: this.method, message: "the reply could not be decoded" })
           ))

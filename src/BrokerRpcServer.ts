@@ -19,7 +19,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Deferred, Duration, Effect, Exit, Option, Queue, Schema, SchemaIssue, Stream, Tracer } from "effect"
+import { Clock, Deferred, Duration, Effect, Exit, Option, Queue, Schema, SchemaIssue, Stream, Tracer } from "effect"
 import type { Fiber, Scope } from "effect"
 import { constVoid } from "effect/Function"
 import type { RpcGroup, RpcSerialization } from "effect/rpc"
@@ -28,6 +28,7 @@ import type { FromClientEncoded, FromServerEncoded } from "effect/rpc/RpcMessage
 import type { BrokerError, Delivery, HeaderValue } from "./Broker.ts"
 import { Broker } from "./Broker.ts"
 import * as CallContext from "./CallContext.ts"
+import * as Codecs from "./internal/codecs.ts"
 import * as Deadlines from "./internal/deadlines.ts"
 import type * as Direct from "./internal/direct.ts"
 import * as events from "./internal/events.ts"
@@ -199,18 +200,6 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
 
     // the payload is decoded here, once: a payload that fails its schema is answered with the mesh's
     // `InvalidPayload`, and RpcServer gets the decoded value with a codec that passes it through
-    const payloadDecoders = new Map<string, (u: unknown) => Exit.Exit<unknown, Schema.SchemaError>>()
-    const decoderFor = (rpc: Rpc.AnyWithProps) => {
-      let decode = payloadDecoders.get(rpc._tag)
-      if (decode === undefined) {
-        decode = Schema.decodeUnknownExit(
-          Schema.toCodecJson(rpc.payloadSchema) as unknown as Schema.Codec<unknown, unknown>,
-          Context.get(rpc.annotations, Rpc.ParseOptions)
-        )
-        payloadDecoders.set(rpc._tag, decode)
-      }
-      return decode
-    }
     const payloadSchemas = new Set<unknown>()
     for (const rpc of options.group.requests.values()) payloadSchemas.add((rpc as Rpc.AnyWithProps).payloadSchema)
     const codecFor: RpcSerialization.CodecFor = (schema) =>
@@ -247,7 +236,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       if (Option.isNone(body)) {
         return answer(delivery, replyTo, requestId, new InvalidPayload({ service, method, issue: "the body is not JSON" }))
       }
-      const decoded = decoderFor(rpc)(body.value)
+      const decoded = Codecs.codecsOf(rpc).decodePayload(body.value)
       if (Exit.isFailure(decoded)) {
         return answer(delivery, replyTo, requestId, new InvalidPayload({ service, method, issue: explain(rpc, body.value, decoded) }))
       }
@@ -290,16 +279,8 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
         : Effect.sync(() => call.fiber?.interruptUnsafe())
 
     // the Exit of a unary call in effect/rpc's encoded form, with the rpc's own schemas
-    const exitEncoders = new Map<string, (exit: Exit.Exit<unknown, unknown>) => Exit.Exit<unknown, Schema.SchemaError>>()
     const encodeExit = (rpc: Rpc.AnyWithProps, exit: Exit.Exit<unknown, unknown>) => {
-      let encode = exitEncoders.get(rpc._tag)
-      if (encode === undefined) {
-        encode = Schema.encodeUnknownExit(
-          Schema.toCodecJson(Rpc.exitSchema(rpc as Rpc.Any)) as unknown as Schema.Codec<unknown, unknown>
-        )
-        exitEncoders.set(rpc._tag, encode)
-      }
-      const encoded = encode(exit)
+      const encoded = Codecs.codecsOf(rpc).encodeExit(exit)
       if (Exit.isSuccess(encoded)) return Effect.succeed(encoded.value as ExitEncoded)
       // as RpcServer answers a result its schemas cannot encode (an error the contract does not declare)
       const issue = Option.match(Exit.findErrorOption(encoded), {
@@ -322,13 +303,14 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       payload: unknown
     ): Effect.Effect<void> =>
       Effect.sync(() => {
-        const headers = wire.stringHeaders(call.delivery.properties.headers)
-        const parent = wire.parseTraceparent(headers[wire.header.traceparent])
+        const headers = call.delivery.properties.headers
+        const parent = wire.parseTraceparent(wire.stringHeader(headers, wire.header.traceparent))
         call.fiber = runner.start({
           rpc,
           payload,
-          headers: () => headers,
-          context: CallContext.fromHeaders(headers),
+          // made when the handler reads them (DirectOptions keeps them)
+          headers: () => wire.stringHeaders(headers),
+          context: CallContext.fromHeader(wire.stringHeader(headers, CallContext.headerNames.context)),
           span: parent === undefined ? undefined : Tracer.externalSpan(parent)
         }, (exit) =>
           calls.get(clientId) === call

@@ -173,7 +173,7 @@ export const deadlineOf = (header: string | undefined): number | undefined => {
     const deadline = Number(header.slice(deadlinePrefix.length, end < 0 ? header.length - 1 : end))
     if (Number.isFinite(deadline)) return deadline
   }
-  return header.includes("\"deadline\"") ? fromHeaders({ [headerNames.context]: header }).deadline : undefined
+  return header.includes("\"deadline\"") ? fromHeader(header).deadline : undefined
 }
 
 const parse = Option.liftThrowable((text: string): unknown => JSON.parse(text))
@@ -186,8 +186,15 @@ const isStringRecord = (u: unknown): u is Readonly<Record<string, string>> =>
  *
  * @since 0.1.0
  */
-export const fromHeaders = (headers: Headers.Headers | Readonly<Record<string, string | undefined>>): CallContext => {
-  const raw = (headers as Record<string, string | undefined>)[headerNames.context]
+export const fromHeaders = (headers: Headers.Headers | Readonly<Record<string, string | undefined>>): CallContext =>
+  fromHeader((headers as Record<string, string | undefined>)[headerNames.context])
+
+/**
+ * Reads a context from the value of its header (`x-mesh-context`); missing or malformed is empty.
+ *
+ * @internal
+ */
+export const fromHeader = (raw: string | undefined): CallContext => {
   if (raw === undefined) return empty
   const parsed = parse(raw)
   if (Option.isNone(parsed) || typeof parsed.value !== "object" || parsed.value === null) return empty

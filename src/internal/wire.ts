@@ -29,13 +29,22 @@ export interface SpanContext {
   readonly sampled: boolean
 }
 
+/** the sampled bit of the flags; flags that are not hex leave the span sampled */
+const isSampled = (flags: string): boolean => {
+  const bits = Number.parseInt(flags, 16)
+  return Number.isNaN(bits) || (bits & 1) === 1
+}
+
 /** the span a `traceparent` header names, if it is one */
 export const parseTraceparent = (value: string | undefined): SpanContext | undefined => {
   if (value === undefined) return undefined
+  // the W3C form (`00-` 32 hex `-` 16 hex `-` 2 hex) by its offsets; anything else split on dashes
+  if (value.length === 55 && value.charCodeAt(2) === 45 && value.charCodeAt(35) === 45 && value.charCodeAt(52) === 45) {
+    return { traceId: value.slice(3, 35), spanId: value.slice(36, 52), sampled: isSampled(value.slice(53)) }
+  }
   const parts = value.split("-")
   if (parts.length !== 4 || parts[1] === "" || parts[2] === "") return undefined
-  const flags = Number.parseInt(parts[3], 16)
-  return { traceId: parts[1], spanId: parts[2], sampled: Number.isNaN(flags) || (flags & 1) === 1 }
+  return { traceId: parts[1], spanId: parts[2], sampled: isSampled(parts[3]) }
 }
 
 // node's Buffer rather than TextEncoder/TextDecoder: for the small bodies of RPC it is about twice

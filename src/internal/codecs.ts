@@ -1,0 +1,74 @@
+/**
+ * An rpc's schemas as the JSON codecs of effect/rpc's wire format, made once per rpc and shared by the
+ * unary paths of the client (BrokerRpcClient) and of the instance (BrokerRpcServer).
+ *
+ * An Exit that succeeded, the common case, is encoded and decoded with the success schema alone:
+ * `{ _tag: "Success", value }` is what the Exit schema makes of it too, without a pass through the
+ * Exit's union of causes.
+ *
+ * @internal
+ */
+import { Context, Exit, Schema } from "effect"
+import type { SchemaAST } from "effect"
+import { Rpc, RpcSchema } from "effect/rpc"
+
+type Parse = (u: unknown) => Exit.Exit<unknown, Schema.SchemaError>
+
+/** @internal */
+export interface Codecs {
+  readonly encodePayload: Parse
+  readonly decodePayload: Parse
+  /** an Exit to its encoded form */
+  readonly encodeExit: (exit: Exit.Exit<unknown, unknown>) => Exit.Exit<unknown, Schema.SchemaError>
+  /** an encoded Exit back to an Exit */
+  readonly decodeExit: (u: unknown) => Exit.Exit<Exit.Exit<unknown, unknown>, Schema.SchemaError>
+}
+
+const cache = new WeakMap<Rpc.AnyWithProps, Codecs>()
+
+const json = (schema: Schema.Top): Schema.Codec<unknown, unknown> =>
+  Schema.toCodecJson(schema) as unknown as Schema.Codec<unknown, unknown>
+
+const isSuccess = (u: unknown): u is { readonly _tag: "Success"; readonly value: unknown } =>
+  typeof u === "object" && u !== null && (u as { readonly _tag?: unknown })._tag === "Success" && "value" in u
+
+/** @internal */
+export const codecsOf = (rpc: Rpc.AnyWithProps): Codecs => {
+  let codecs = cache.get(rpc)
+  if (codecs !== undefined) return codecs
+  const options: SchemaAST.ParseOptions = Context.get(rpc.annotations, Rpc.ParseOptions)
+  const exit = json(Rpc.exitSchema(rpc as Rpc.Any))
+  const encodeFullExit = Schema.encodeUnknownExit(exit, options)
+  const decodeFullExit = Schema.decodeUnknownExit(exit, options) as (
+    u: unknown
+  ) => Exit.Exit<Exit.Exit<unknown, unknown>, Schema.SchemaError>
+  const payload = json(rpc.payloadSchema)
+  const encodePayload = Schema.encodeUnknownExit(payload, options)
+  const decodePayload = Schema.decodeUnknownExit(payload, options)
+  if (RpcSchema.isStreamSchema(rpc.successSchema)) {
+    // a stream's Exit carries no value: nothing to take a shorter way for
+    codecs = { encodePayload, decodePayload, encodeExit: encodeFullExit, decodeExit: decodeFullExit }
+    cache.set(rpc, codecs)
+    return codecs
+  }
+  const success = json(rpc.successSchema)
+  const encodeSuccess = Schema.encodeUnknownExit(success, options)
+  const decodeSuccess = Schema.decodeUnknownExit(success, options)
+  codecs = {
+    encodePayload,
+    decodePayload,
+    encodeExit: (value) => {
+      if (Exit.isFailure(value)) return encodeFullExit(value)
+      const encoded = encodeSuccess(value.value)
+      // a value its schema cannot encode: the Exit schema says why, as effect/rpc would
+      return Exit.isSuccess(encoded) ? Exit.succeed({ _tag: "Success", value: encoded.value }) : encodeFullExit(value)
+    },
+    decodeExit: (u) => {
+      if (!isSuccess(u)) return decodeFullExit(u)
+      const decoded = decodeSuccess(u.value)
+      return Exit.isSuccess(decoded) ? Exit.succeed(Exit.succeed(decoded.value)) : decodeFullExit(u)
+    }
+  }
+  cache.set(rpc, codecs)
+  return codecs
+}
