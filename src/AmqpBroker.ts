@@ -36,6 +36,7 @@ import {
   type PublishOptions,
   type QueueOptions,
   type ReplyQueue,
+  type ReplyQueueOptions,
   type Returned
 } from "./Broker.ts"
 import * as Amqp from "./internal/amqplib.ts"
@@ -303,7 +304,9 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
         return
       }
       if (consumer.closed) return
-      if (!Queue.offerUnsafe(consumer.mailbox, [new AmqpDelivery(channel, raw)])) {
+      const delivery = new AmqpDelivery(channel, raw)
+      if (!consumer.cancelled && consumer.options.take?.(delivery) === true) return
+      if (!Queue.offerUnsafe(consumer.mailbox, [delivery])) {
         // arrived after a cancel: hand it back at once rather than hold it until the scope closes
         Amqp.requeueUnsafe(channel, raw)
       }
@@ -425,7 +428,11 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
         tracker.returned = true
         return
       }
-      Queue.offerUnsafe(reply.mailbox, [{ _tag: "Returned", message: toReturned(raw) }])
+      offerIncoming(reply, { _tag: "Returned", message: toReturned(raw) })
+    }
+
+    const offerIncoming = (reply: ReplyState, incoming: Incoming) => {
+      if (reply.closed || reply.take?.(incoming) !== true) Queue.offerUnsafe(reply.mailbox, [incoming])
     }
 
     const attachReply = (reply: ReplyState, session: Session): Effect.Effect<void, BrokerError> =>
@@ -453,7 +460,7 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
       Effect.andThen(
         Amqp.onReturn(channel, (raw) => onReplyReturn(reply, raw)),
         Amqp.consume(channel, directReplyTo, (raw) => {
-          if (raw !== null) Queue.offerUnsafe(reply.mailbox, [{ _tag: "Reply", message: toMessage(raw) }])
+          if (raw !== null) offerIncoming(reply, { _tag: "Reply", message: toMessage(raw) })
         }, { noAck: true })
       )
 
@@ -531,25 +538,26 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
           : publishPlain(channel, exchange, routingKey, body, options, directReplyTo)
       })
 
-    const replyQueue: Effect.Effect<ReplyQueue, BrokerError, Scope.Scope> = Effect.gen(function*() {
-      const session = yield* readySession
-      const mailbox = yield* Queue.unbounded<NonEmptyReadonlyArray<Incoming>, BrokerError | Cause.Done>().pipe(
-        Effect.provideService(Scheduler.Scheduler, wakeInline)
-      )
-      const reply: ReplyState = new ReplyState(mailbox, (self) => replyConfirms(self))
-      yield* Effect.acquireRelease(
-        Effect.sync(() => state.replies.add(reply)).pipe(
-          Effect.andThen(attachReply(reply, session)),
-          Effect.tapError(() => Effect.sync(() => state.replies.delete(reply)))
-        ),
-        () => closeReply(reply)
-      )
-      return {
-        address: directReplyTo,
-        publish: replyPublish(reply),
-        incoming: Stream.fromChannel(Channel.fromQueue(mailbox))
-      }
-    })
+    const replyQueue = (options?: ReplyQueueOptions): Effect.Effect<ReplyQueue, BrokerError, Scope.Scope> =>
+      Effect.gen(function*() {
+        const session = yield* readySession
+        const mailbox = yield* Queue.unbounded<NonEmptyReadonlyArray<Incoming>, BrokerError | Cause.Done>().pipe(
+          Effect.provideService(Scheduler.Scheduler, wakeInline)
+        )
+        const reply: ReplyState = new ReplyState(mailbox, (self) => replyConfirms(self), options?.take)
+        yield* Effect.acquireRelease(
+          Effect.sync(() => state.replies.add(reply)).pipe(
+            Effect.andThen(attachReply(reply, session)),
+            Effect.tapError(() => Effect.sync(() => state.replies.delete(reply)))
+          ),
+          () => closeReply(reply)
+        )
+        return {
+          address: directReplyTo,
+          publish: replyPublish(reply),
+          incoming: Stream.fromChannel(Channel.fromQueue(mailbox))
+        }
+      })
 
     // -- recovery --
 
@@ -812,12 +820,15 @@ class ReplyState {
   readonly trackers = new Map<string, ReturnTracker>()
   readonly mailbox: Queue.Queue<NonEmptyReadonlyArray<Incoming>, BrokerError | Cause.Done>
   readonly confirms: Slot<Amqp.ConfirmChannel>
+  readonly take: ((incoming: Incoming) => boolean) | undefined
   constructor(
     mailbox: Queue.Queue<NonEmptyReadonlyArray<Incoming>, BrokerError | Cause.Done>,
-    confirms: (self: ReplyState) => Slot<Amqp.ConfirmChannel>
+    confirms: (self: ReplyState) => Slot<Amqp.ConfirmChannel>,
+    take: ((incoming: Incoming) => boolean) | undefined
   ) {
     this.mailbox = mailbox
     this.confirms = confirms(this)
+    this.take = take
   }
 }
 

@@ -166,6 +166,14 @@ export interface ConsumeOptions {
   readonly prefetch: number
   /** a name for logs and the management UI */
   readonly tag?: string | undefined
+  /**
+   * Sees each delivery as it arrives, before the stream: `true` when it took the delivery, which then
+   * never reaches `deliveries`. For a hot path that starts work of its own for a message: it saves a
+   * hop through the stream per message. It runs in the transport's callback, so it must return at
+   * once and never throw. A broker may hand everything to the stream instead (`MemoryBroker` does,
+   * since its deliveries arrive within the publisher's own call).
+   */
+  readonly take?: ((delivery: Delivery) => boolean) | undefined
 }
 
 /**
@@ -190,6 +198,16 @@ export interface ReplyQueue {
   readonly address: string
   readonly publish: Publish
   readonly incoming: Stream.Stream<Incoming, BrokerError>
+}
+
+/**
+ * Options of a reply queue.
+ *
+ * @since 0.1.0
+ */
+export interface ReplyQueueOptions {
+  /** as `ConsumeOptions.take`: sees each reply (or returned request) before `incoming` does */
+  readonly take?: ((incoming: Incoming) => boolean) | undefined
 }
 
 /**
@@ -231,5 +249,5 @@ export class Broker extends Context.Service<Broker, {
   readonly unbindQueue: (queue: string, exchange: string, pattern: string) => Effect.Effect<void, BrokerError>
   readonly publish: Publish
   readonly consume: (queue: string, options: ConsumeOptions) => Effect.Effect<Consumer, BrokerError, Scope.Scope>
-  readonly replyQueue: Effect.Effect<ReplyQueue, BrokerError, Scope.Scope>
+  readonly replyQueue: (options?: ReplyQueueOptions) => Effect.Effect<ReplyQueue, BrokerError, Scope.Scope>
 }>()("effect-mesh/Broker") {}

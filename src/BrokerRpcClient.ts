@@ -97,7 +97,6 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
   const broker = yield* Broker
   const scope = yield* Effect.scope
   yield* topology.declareCommon(broker)
-  const replies = yield* broker.replyQueue
   const id = crypto.randomUUID()
   const routes = new Map<string, Route>()
   // correlation ids are unique beyond this process (a random prefix): instances know a call by it
@@ -126,6 +125,23 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
     const instance = incoming.message.properties.headers?.[wire.header.instance]
     return route.onReply(message, typeof instance === "string" ? instance : undefined)
   }
+  // a unary call's answer settles it right where it arrives, in the transport's callback: no hop
+  // through the reply stream, whose fiber has the other routes (streams, untyped calls)
+  const take = (incoming: Incoming): boolean => {
+    const correlationId = incoming.message.properties.correlationId
+    const route = correlationId === undefined ? undefined : routes.get(correlationId)
+    if (!(route instanceof UnaryCall)) return false
+    if (incoming._tag === "Returned") {
+      route.returned()
+      return true
+    }
+    const body = wire.decodeJson(incoming.message.body)
+    // a reply that is not JSON goes the long way, to be logged
+    if (Option.isNone(body) || typeof body.value !== "object" || body.value === null) return false
+    route.replied(body.value as FromServerEncoded)
+    return true
+  }
+  const replies = yield* broker.replyQueue({ take })
   yield* replies.incoming.pipe(
     Stream.runForEach((incoming) =>
       Effect.catchCause(onIncoming(incoming), (cause) => Effect.logError("a reply could not be dispatched", cause))
@@ -387,22 +403,29 @@ class UnaryCall implements Route {
     else this.resume(result)
   }
 
-  onReply(message: FromServerEncoded): Effect.Effect<void> {
-    if (message._tag !== "Exit") return Effect.void
+  replied(message: FromServerEncoded): void {
+    if (message._tag !== "Exit") return
     const exit = this.decode(message.exit)
-    return Effect.sync(() =>
-      this.settle(
-        Exit.isSuccess(exit)
-          ? exit.value
-          : Effect.die(wire.serviceErrorDefect(
-            new RemoteDefect({ service: this.service, method: this.method, message: "the reply could not be decoded" })
-          ))
-      )
+    this.settle(
+      Exit.isSuccess(exit)
+        ? exit.value
+        : Effect.die(wire.serviceErrorDefect(
+          new RemoteDefect({ service: this.service, method: this.method, message: "the reply could not be decoded" })
+        ))
     )
   }
 
+  /** the broker returned the request: no instance of the service is there */
+  returned(): void {
+    this.settle(Effect.die(wire.serviceErrorDefect(new ServiceNotFound({ service: this.service }))))
+  }
+
+  onReply(message: FromServerEncoded): Effect.Effect<void> {
+    return Effect.sync(() => this.replied(message))
+  }
+
   onReturned(): Effect.Effect<void> {
-    return Effect.sync(() => this.settle(Effect.die(wire.serviceErrorDefect(new ServiceNotFound({ service: this.service })))))
+    return Effect.sync(() => this.returned())
   }
 
   /** the deadline passed first: the caller gets CallTimeout, the instance an interrupt */

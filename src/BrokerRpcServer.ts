@@ -145,6 +145,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     // past its caller's deadline nobody waits for a call's answer: the work is stopped and the
     // caller told why. One watcher for every call, rather than a timer and a race of fibers per call
     const deadlines = yield* Deadlines.make
+    const clock = yield* Clock.Clock
 
     const forget = (clientId: number, call: Call) => {
       calls.delete(clientId)
@@ -208,7 +209,37 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     let writeRequest!: (clientId: number, message: FromClientEncoded) => Effect.Effect<void>
     let writeRequestAndEof!: (clientId: number, request: FromClientEncoded) => Effect.Effect<void>
 
+    /**
+     * The common case, taken in the transport's callback: a well-formed request for a unary rpc starts
+     * on the runner at once, without a hop through the deliveries' stream. Anything else (and a
+     * request past its deadline) is left to `onDelivery`, which answers it.
+     */
+    const take = (delivery: Delivery): boolean => {
+      const runner = options.unary
+      if (runner === undefined || draining) return false
+      const props = delivery.properties
+      const rpc = runner.rpcs.get(props.type ?? "") as Rpc.AnyWithProps | undefined
+      const replyTo = props.replyTo
+      const requestId = props.correlationId
+      if (rpc === undefined || replyTo === undefined || replyTo === "" || requestId === undefined) return false
+      if (props.contentType !== undefined && props.contentType !== wire.contentType) return false
+      if (events.isCommand(props.headers)) return false
+      const body = wire.decodeJson(delivery.body)
+      if (Option.isNone(body)) return false
+      const decoded = Codecs.codecsOf(rpc).decodePayload(body.value)
+      if (Exit.isFailure(decoded)) return false
+      const deadline = deadlineOf(props.headers)
+      const now = Number.isFinite(deadline) ? clock.currentTimeMillisUnsafe() : Number.NaN
+      if (deadline <= now) return false
+      const { call, clientId } = register(delivery, replyTo, requestId, false)
+      if (Number.isFinite(deadline)) call.timer = deadlines.add(deadline, timeout(clientId, rpc._tag, deadline - now))
+      startUnary(runner, clientId, call, rpc, decoded.value)
+      return true
+    }
+
     const onDelivery = (delivery: Delivery): Effect.Effect<void> => {
+      // on a broker that hands every delivery to the stream, the common case is taken here
+      if (take(delivery)) return Effect.void
       const props = delivery.properties
       const command = events.isCommand(props.headers)
       const replyTo = command ? "" : props.replyTo
@@ -295,29 +326,37 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     }
 
     /** runs a unary call on the runner; the fiber answers it as it ends (unless it was answered already) */
-    const runUnary = (
+    const startUnary = (
       runner: Direct.Instance,
       clientId: number,
       call: Call,
       rpc: Rpc.AnyWithProps,
       payload: unknown
-    ): Effect.Effect<void> =>
-      Effect.sync(() => {
-        const headers = call.delivery.properties.headers
-        const parent = wire.parseTraceparent(wire.stringHeader(headers, wire.header.traceparent))
-        call.fiber = runner.start({
-          rpc,
-          payload,
-          // made when the handler reads them (DirectOptions keeps them)
-          headers: () => wire.stringHeaders(headers),
-          context: CallContext.fromHeader(wire.stringHeader(headers, CallContext.headerNames.context)),
-          span: parent === undefined ? undefined : Tracer.externalSpan(parent)
-        }, (exit) =>
-          calls.get(clientId) === call
-            ? Effect.flatMap(encodeExit(rpc, exit), (encoded) =>
-              finish(clientId, call, { _tag: "Exit", requestId: call.requestId, exit: encoded }))
-            : Effect.void)
-      })
+    ): void => {
+      const headers = call.delivery.properties.headers
+      const parent = wire.parseTraceparent(wire.stringHeader(headers, wire.header.traceparent))
+      call.fiber = runner.start({
+        rpc,
+        payload,
+        // made when the handler reads them (DirectOptions keeps them)
+        headers: () => wire.stringHeaders(headers),
+        context: CallContext.fromHeader(wire.stringHeader(headers, CallContext.headerNames.context)),
+        span: parent === undefined ? undefined : Tracer.externalSpan(parent)
+      }, (exit) =>
+        calls.get(clientId) === call
+          ? Effect.flatMap(encodeExit(rpc, exit), (encoded) =>
+            finish(clientId, call, { _tag: "Exit", requestId: call.requestId, exit: encoded }))
+          : Effect.void)
+    }
+
+    const register = (delivery: Delivery, replyTo: string, requestId: string, command: boolean) => {
+      const clientId = nextClientId++
+      // correlation ids are unique per caller process and beyond (BrokerRpcClient): the key of a call
+      const call: Call = { delivery, replyTo, requestId, key: requestId, command, timer: undefined, fiber: undefined }
+      calls.set(clientId, call)
+      byKey.set(requestId, clientId)
+      return { call, clientId }
+    }
 
     const start = (
       delivery: Delivery,
@@ -328,15 +367,11 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       command: boolean
     ): { readonly call: Call; readonly clientId: number; readonly write: Effect.Effect<void> } => {
       const headers = delivery.properties.headers
-      const clientId = nextClientId++
-      // correlation ids are unique per caller process and beyond (BrokerRpcClient): the key of a call
-      const key = requestId
-      const call: Call = { delivery, replyTo, requestId, key, command, timer: undefined, fiber: undefined }
-      calls.set(clientId, call)
-      byKey.set(key, clientId)
-      const rpc = options.unary?.rpcs.get(method)
-      if (rpc !== undefined && options.unary !== undefined) {
-        return { call, clientId, write: runUnary(options.unary, clientId, call, rpc as Rpc.AnyWithProps, payload) }
+      const { call, clientId } = register(delivery, replyTo, requestId, command)
+      const unary = options.unary
+      const rpc = unary?.rpcs.get(method)
+      if (rpc !== undefined && unary !== undefined) {
+        return { call, clientId, write: Effect.sync(() => startUnary(unary, clientId, call, rpc as Rpc.AnyWithProps, payload)) }
       }
       const parent = wire.parseTraceparent(wire.stringHeader(headers, wire.header.traceparent))
       const request: FromClientEncoded = parent === undefined
@@ -413,7 +448,11 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       })
     })
 
-    const requests = yield* broker.consume(queue, { prefetch: options.concurrency, tag: `${service}.${options.instanceId}` })
+    const requests = yield* broker.consume(queue, {
+      prefetch: options.concurrency,
+      tag: `${service}.${options.instanceId}`,
+      take
+    })
     const control = yield* broker.consume(controlQueue, { prefetch: 256, tag: `${service}.control` })
     const guard = (f: (d: Delivery) => Effect.Effect<void>) => (d: Delivery) =>
       Effect.catchCause(f(d), (cause) => Effect.logError(`${service}: a delivery could not be handled`, cause))

@@ -312,7 +312,7 @@ export const describe = (options?: DescribeOptions): Effect.Effect<ReadonlyArray
   Effect.scoped(Effect.gen(function*(): Effect.fn.Return<ReadonlyArray<Description>, BrokerError, Broker | Scope.Scope> {
     const broker = yield* Broker
     yield* declareExchange(broker)
-    const replies = yield* broker.replyQueue
+    const replies = yield* broker.replyQueue()
     const correlationId = crypto.randomUUID()
     const found = new Map<string, Description>()
     const collect = (incoming: Incoming) =>

@@ -90,7 +90,9 @@ export const makeWith = (options?: Options): Effect.Effect<Broker["Service"], ne
         }
       ))
 
-  const replyQueue: Effect.Effect<ReplyQueue, BrokerError, Scope.Scope> = Effect.flatMap(
+  // `take` (of consume and of reply queues) is not used: a delivery here arrives within its publisher's
+  // own call, and work started there would run inside the publisher's fiber; the stream hands it over
+  const replyQueue = (): Effect.Effect<ReplyQueue, BrokerError, Scope.Scope> => Effect.flatMap(
     mailboxOf<Incoming>(),
     (mailbox) =>
       Effect.map(

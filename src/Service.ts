@@ -33,6 +33,7 @@ import * as BrokerRpcServer from "./BrokerRpcServer.ts"
 import * as CallContext from "./CallContext.ts"
 import * as Discovery from "./Discovery.ts"
 import * as Direct from "./internal/direct.ts"
+import * as Spans from "./internal/spans.ts"
 import * as wire from "./internal/wire.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
 import { RemoteDefect } from "./ServiceError.ts"
@@ -251,35 +252,45 @@ const unaryRunner = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
     const base = yield* Effect.context<never>()
     const service = contract.name
     const exposeStackTraces = options.exposeStackTraces === true
-    const attributes = new Map<string, Record<string, unknown>>()
-    for (const tag of rpcs.keys()) attributes.set(tag, { "rpc.system.name": "effect_rpc", "rpc.method": tag })
+    const spanOf = new Map<string, { readonly name: string; readonly attributes: Record<string, unknown> }>()
+    for (const tag of rpcs.keys()) {
+      spanOf.set(tag, { name: `${service}.${tag}`, attributes: { "rpc.system.name": "effect_rpc", "rpc.method": tag } })
+    }
+    const spans = Spans.make(base)
     let nextRequest = 0
     const handle = (request: Direct.Request): Effect.Effect<unknown, unknown> => {
       const tag = request.rpc._tag
       const handler = handlers[tag]
       const id = nextRequest++
-      const result = Effect.suspend(() => {
+      return withStack(service, tag, exposeStackTraces)(Effect.suspend(() => {
         const made = handler(request.payload, new DirectOptions(id, request))
         if (!RpcModule.isWrapper(made)) return made as Effect.Effect<unknown, unknown>
         const inner = made.value as Effect.Effect<unknown, unknown>
         return made.uninterruptible ? Effect.uninterruptible(inner) : inner
-      })
-      return Effect.withSpan(withStack(service, tag, exposeStackTraces)(result), `${service}.${tag}`, {
-        kind: "server",
-        parent: request.span,
-        attributes: attributes.get(tag),
-        captureStackTrace: false
-      })
+      }))
     }
-    // the request's context and scope go in the fiber's context as it starts: no effect per service
+    // the request's context, scope and server span go in the fiber's context as it starts: no effect
+    // per service (see internal/spans.ts)
     const start = (
       request: Direct.Request,
       onExit?: (exit: Exit.Exit<unknown, unknown>) => Effect.Effect<void>
     ): Fiber.Fiber<unknown, unknown> => {
       const scope = Scope.makeUnsafe()
-      const context = Context.add(Context.add(base, CallContext.CallContext, request.context), Scope.Scope, scope)
+      const named = spanOf.get(request.rpc._tag)
+      const name = named?.name ?? `${service}.${request.rpc._tag}`
+      const span = spans.start(name, request.span, named?.attributes)
+      const requestContext = Context.add(Context.add(base, CallContext.CallContext, request.context), Scope.Scope, scope)
       const handled = handle(request)
-      const fiber = Effect.runForkWith(context)(onExit === undefined ? handled : Effect.onExit(handled, onExit))
+      const fiber = span === undefined
+        // tracing is off: withSpan makes what it makes then
+        ? Effect.runForkWith(requestContext)(
+          withOnExit(Effect.withSpan(handled, name, { kind: "server", parent: request.span }), onExit)
+        )
+        // the span ends with the handler, before its answer is encoded and sent (as withSpan's would)
+        : Effect.runForkWith(spans.provide(requestContext, span))(Effect.onExit(handled, (exit) => {
+          spans.end(span, exit)
+          return onExit === undefined ? Effect.void : onExit(exit)
+        }))
       fiber.addObserver((exit) => {
         const close = Scope.closeUnsafe(scope, exit)
         if (close !== undefined) Effect.runForkWith(base)(Effect.uninterruptible(close))
@@ -294,6 +305,11 @@ const unaryRunner = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
     }
     return runner
   })
+
+const withOnExit = <A, E>(
+  effect: Effect.Effect<A, E>,
+  onExit: ((exit: Exit.Exit<A, E>) => Effect.Effect<void>) | undefined
+): Effect.Effect<A, E> => onExit === undefined ? effect : Effect.onExit(effect, onExit)
 
 /** what a handler gets besides its payload, as RpcServer gives it; made when a handler reads it */
 class DirectOptions {

@@ -325,7 +325,7 @@ describe("AmqpBroker", () => {
         ),
         Effect.forkScoped
       )
-      const replies = yield* broker.replyQueue
+      const replies = yield* broker.replyQueue()
       assert.strictEqual(replies.address, "amq.rabbitmq.reply-to")
       yield* replies.publish("", service, encode("ping"), { correlationId: "c-1", mandatory: true })
       const reply = yield* nextIncoming(replies.incoming)
@@ -473,7 +473,7 @@ describe("AmqpBroker faults", () => {
           Stream.runForEach((d) => Effect.andThen(Queue.offer(received, decode(d.body)), d.ack)),
           Effect.forkScoped
         )
-        const replies = yield* broker.replyQueue
+        const replies = yield* broker.replyQueue()
         yield* broker.publish(exchange, "k", encode("before"))
         yield* broker.publish("", quorum, encode("before-qq"))
         const early = [yield* Queue.take(received), yield* Queue.take(received)].sort()
@@ -527,7 +527,7 @@ describe("AmqpBroker faults", () => {
         yield* rabbit("stop")
         const error = yield* Effect.flip(broker.publish("", queue, encode("x")))
         assert.strictEqual(error.reason, "Closed")
-        const replyError = yield* Effect.flip(Effect.scoped(broker.replyQueue))
+        const replyError = yield* Effect.flip(Effect.scoped(broker.replyQueue()))
         assert.strictEqual(replyError.reason, "Closed")
         yield* Effect.sleep("500 millis")
         assert.isUndefined(fiber.pollUnsafe())

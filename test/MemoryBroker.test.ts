@@ -159,7 +159,7 @@ describe("MemoryBroker", () => {
         const error = yield* Effect.flip(broker.publish("missing", "k", bytes("x")))
         assert.strictEqual(error._tag, "BrokerError")
         assert.strictEqual(error.reason, "NotFound")
-        const reply = yield* broker.replyQueue
+        const reply = yield* broker.replyQueue()
         assert.strictEqual((yield* Effect.flip(reply.publish("missing", "k", bytes("x")))).reason, "NotFound")
         assert.strictEqual((yield* Effect.flip(broker.bindQueue("q", "missing", "k"))).reason, "NotFound")
         yield* broker.declareExchange("e", "direct")
@@ -576,7 +576,7 @@ describe("MemoryBroker", () => {
       Effect.gen(function*() {
         const broker = yield* MemoryBroker.make
         yield* broker.declareQueue("rpc")
-        const reply = yield* broker.replyQueue
+        const reply = yield* broker.replyQueue()
         const incoming = yield* collectIncoming(reply.incoming)
         yield* reply.publish("", "rpc", bytes("request"), { correlationId: "c1" })
         yield* reply.publish("", "rpc", bytes("elsewhere"), { replyTo: "other" })
@@ -603,8 +603,8 @@ describe("MemoryBroker", () => {
       Effect.gen(function*() {
         const broker = yield* MemoryBroker.make
         yield* broker.declareExchange("e", "direct")
-        const reply = yield* broker.replyQueue
-        const other = yield* broker.replyQueue
+        const reply = yield* broker.replyQueue()
+        const other = yield* broker.replyQueue()
         const incoming = yield* collectIncoming(reply.incoming)
         const otherIncoming = yield* collectIncoming(other.incoming)
         yield* reply.publish("e", "nobody", bytes("lost"), { mandatory: true, correlationId: "c2" })
@@ -629,7 +629,7 @@ describe("MemoryBroker", () => {
       Effect.gen(function*() {
         const broker = yield* MemoryBroker.make
         const scope = yield* Scope.make()
-        const reply = yield* broker.replyQueue.pipe(Scope.provide(scope))
+        const reply = yield* broker.replyQueue().pipe(Scope.provide(scope))
         const fiber = yield* reply.incoming.pipe(Stream.runCollect, Effect.forkScoped)
         assert.isFalse(yield* unroutable(broker, "", reply.address))
         yield* Scope.close(scope, Exit.void)
@@ -648,7 +648,7 @@ describe("MemoryBroker", () => {
         yield* broker.declareQueue("q", { exclusive: true })
         yield* broker.declareExchange("e", "direct")
         const consumer = yield* broker.consume("q", { prefetch: 10 })
-        const reply = yield* broker.replyQueue
+        const reply = yield* broker.replyQueue()
         yield* broker.publish("", "q", bytes("pending"))
         const deliveries = yield* Stream.runCollect(consumer.deliveries).pipe(Effect.forkChild)
         const incoming = yield* Stream.runCollect(reply.incoming).pipe(Effect.forkChild)
@@ -667,7 +667,7 @@ describe("MemoryBroker", () => {
           broker.deleteQueue("q"),
           broker.publish("", "q", bytes("x")),
           broker.consume("q", { prefetch: 1 }),
-          broker.replyQueue,
+          broker.replyQueue(),
           reply.publish("", "q", bytes("x"))
         ].map((effect) => Effect.flip(effect).pipe(Effect.map((e) => e.reason))))
         assert.deepStrictEqual(reasons, Array(10).fill("Closed"))

@@ -1,0 +1,73 @@
+/**
+ * The server span of a unary call, made as `Effect.withSpan` makes one but before its fiber starts, so
+ * that the span goes into the fiber's context with the rest of the request's services. `withSpan`
+ * inside the fiber would change the fiber's context twice on the way in (the parent span and the stack
+ * frame) and twice on the way out, and each change rebuilds the fiber's cache of references: on the
+ * hot path that was most of a span's cost.
+ *
+ * What `withSpan` reads from the fiber (the tracer, the clock, the env's annotations and links, the
+ * trace levels) is read once, from the context the instance's fibers start with.
+ *
+ * @internal
+ */
+import { Clock, Context, LogLevel, Option, References, Tracer } from "effect"
+import type { Exit } from "effect"
+import { constUndefined } from "effect/Function"
+
+/** @internal */
+export interface ServerSpans {
+  /** `undefined` when tracing is off: then the fiber takes `Effect.withSpan`, which knows what to do */
+  readonly start: (
+    name: string,
+    parent: Tracer.AnySpan | undefined,
+    attributes: Readonly<Record<string, unknown>> | undefined
+  ) => Tracer.Span | undefined
+  readonly end: (span: Tracer.Span, exit: Exit.Exit<unknown, unknown>) => void
+  /** the context of a fiber running within `span` */
+  readonly provide: <R>(context: Context.Context<R>, span: Tracer.Span) => Context.Context<R>
+}
+
+/** @internal */
+export const make = (base: Context.Context<never>): ServerSpans => {
+  const enabled = Context.get(base, References.TracerEnabled)
+  const tracer = Context.get(base, Tracer.Tracer)
+  const clock = Context.get(base, Clock.Clock)
+  const timing = Context.get(base, References.TracerTimingEnabled)
+  const envAnnotations = Context.get(base, References.TracerSpanAnnotations)
+  const envLinks = Context.get(base, References.TracerSpanLinks)
+  const envParent = Context.getOption(base, Tracer.ParentSpan)
+  const frame = Context.get(base, References.CurrentStackFrame)
+  const sampledByLevel = !LogLevel.isGreaterThan(
+    Context.get(base, Tracer.MinimumTraceLevel),
+    Context.get(base, Tracer.CurrentTraceLevel)
+  )
+  const now = () => timing ? clock.currentTimeNanosUnsafe() : BigInt(0)
+  return {
+    start: (name, parent, attributes) => {
+      if (!enabled) return undefined
+      const parentOption = parent === undefined ? envParent : Option.some(parent)
+      const span = tracer.span({
+        name,
+        parent: parentOption,
+        annotations: Context.empty(),
+        links: envLinks.length === 0 ? [] : envLinks.slice(),
+        startTime: now(),
+        kind: "server",
+        root: false,
+        sampled: Option.isSome(parentOption) && parentOption.value.sampled === false ? false : sampledByLevel
+      })
+      for (const key in envAnnotations) span.attribute(key, envAnnotations[key])
+      if (attributes !== undefined) for (const key in attributes) span.attribute(key, attributes[key])
+      return span
+    },
+    end: (span, exit) => {
+      if (span.status._tag !== "Ended") span.end(now(), exit)
+    },
+    provide: (context, span) =>
+      Context.add(
+        Context.add(context, Tracer.ParentSpan, span),
+        References.CurrentStackFrame,
+        { name: span.name, stack: constUndefined, parent: frame }
+      )
+  }
+}
