@@ -13,7 +13,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Effect, Exit, Layer, Option, Schema, Scheduler, Scope, Stream } from "effect"
+import { Cause, Clock, Context, Effect, Exit, Layer, Option, Schema, Scope, Stream } from "effect"
 import type { Rpc, RpcGroup } from "effect/rpc"
 import { RpcClient, RpcClientError } from "effect/rpc"
 import type { FromClientEncoded, FromServerEncoded, RequestId } from "effect/rpc/RpcMessage"
@@ -345,8 +345,6 @@ interface Owner {
   readonly interrupt: (call: Call) => Effect.Effect<void>
 }
 
-const wakeSoon = new Scheduler.MixedScheduler("sync")
-
 /** what the reply dispatcher knows of a call in flight */
 interface Route {
   onReply(message: FromServerEncoded, instance: string | undefined): Effect.Effect<void>
@@ -440,20 +438,16 @@ class UnaryCall implements Route {
   await(control: Control): Effect.Effect<unknown, unknown> {
     return Effect.suspend(() => {
       if (this.result !== undefined) return this.result
-      // the reply wakes the caller in a microtask, in the reply's own turn of the event loop, rather
-      // than a setImmediate turn later (the default scheduler): a turn less per call
-      return Effect.provideService(
-        Effect.callback<unknown, unknown>((resume) => {
-          this.resume = resume
-          return Effect.suspend(() => {
-            if (this.done) return Effect.void
-            this.forget()
-            return control("Interrupt", topology.controlServiceKey(this.service), this.correlationId)
-          })
-        }),
-        Scheduler.Scheduler,
-        wakeSoon
-      )
+      // the reply resumes the caller right where it is settled (effect's callback resumes its fiber
+      // synchronously), in the transport's callback
+      return Effect.callback<unknown, unknown>((resume) => {
+        this.resume = resume
+        return Effect.suspend(() => {
+          if (this.done) return Effect.void
+          this.forget()
+          return control("Interrupt", topology.controlServiceKey(this.service), this.correlationId)
+        })
+      })
     })
   }
 }
