@@ -1,0 +1,23 @@
+import { Effect } from "effect"
+import type { Scope } from "effect"
+import type { Broker, BrokerError, Consumer, Delivery, Incoming, ReplyQueue } from "effect-mesh/Broker"
+import { describe, expect, it } from "tstyche"
+
+declare const broker: Broker["Service"]
+
+describe("Broker", () => {
+  it("opens a reply queue with or without a take", () => {
+    expect(broker.replyQueue()).type.toBe<Effect.Effect<ReplyQueue, BrokerError, Scope.Scope>>()
+    expect(broker.replyQueue({ take: (incoming: Incoming) => incoming._tag === "Reply" })).type.toBe<
+      Effect.Effect<ReplyQueue, BrokerError, Scope.Scope>
+    >()
+  })
+
+  it("takes deliveries with a plain function, not an effect", () => {
+    expect(broker.consume("q", { prefetch: 1, take: (delivery: Delivery) => delivery.redelivered })).type.toBe<
+      Effect.Effect<Consumer, BrokerError, Scope.Scope>
+    >()
+    expect(broker.consume).type.not.toBeCallableWith("q", { prefetch: 1, take: (_: Delivery) => Effect.succeed(true) })
+    expect(broker.replyQueue).type.not.toBeCallableWith({ take: (_: Incoming) => Effect.void })
+  })
+})
