@@ -448,14 +448,21 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       })
     })
 
+    // take must never throw in the transport's callback: whatever throws goes the long way, guarded
+    const takeSafely = Option.liftThrowable(take)
     const requests = yield* broker.consume(queue, {
       prefetch: options.concurrency,
       tag: `${service}.${options.instanceId}`,
-      take
+      take: (delivery) => Option.getOrElse(takeSafely(delivery), () => false)
     })
     const control = yield* broker.consume(controlQueue, { prefetch: 256, tag: `${service}.control` })
+    // a delivery whose handling dies (even as its effect is built) is logged and dead-lettered (a
+    // no-op if it was settled already); the consumer goes on
     const guard = (f: (d: Delivery) => Effect.Effect<void>) => (d: Delivery) =>
-      Effect.catchCause(f(d), (cause) => Effect.logError(`${service}: a delivery could not be handled`, cause))
+      Effect.catchCause(
+        Effect.suspend(() => f(d)),
+        (cause) => Effect.andThen(Effect.logError(`${service}: a delivery could not be handled`, cause), d.nack(false))
+      )
     yield* requests.deliveries.pipe(Stream.runForEach(guard(onDelivery)), Effect.forkScoped)
     yield* control.deliveries.pipe(Stream.runForEach(guard(onControl)), Effect.forkScoped)
 
