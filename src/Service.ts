@@ -284,7 +284,7 @@ const unaryRunner = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
       const fiber = span === undefined
         // tracing is off: withSpan makes what it makes then
         ? Effect.runForkWith(requestContext)(
-          withOnExit(Effect.withSpan(handled, name, { kind: "server", parent: request.span }), onExit)
+          withOnExit(Effect.withSpan(handled, name, { kind: "server", parent: request.span, captureStackTrace: false }), onExit)
         )
         // the span ends with the handler, before its answer is encoded and sent (as withSpan's would)
         : Effect.runForkWith(spans.provide(requestContext, span))(Effect.onExit(handled, (exit) => {
