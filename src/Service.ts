@@ -113,7 +113,7 @@ export type EntrypointServices<T> = T extends Entrypoint<infer _E, infer R> ? R 
 export type Requirements<Rpcs extends Rpc.Any, Handlers, RX> =
   | Broker
   | Exclude<RX, Scope.Scope>
-  | RpcGroup.HandlersServices<Rpcs, Handlers>
+  | NotAny<RpcGroup.HandlersServices<Rpcs, Handlers>>
   | Rpc.Middleware<Rpcs>
   | Rpc.ServicesServer<Rpcs>
 
@@ -177,6 +177,13 @@ export const contractOf = (u: unknown): Option.Option<ServiceContract<string, Rp
 export const isService = (u: unknown): u is Layer.Layer<never, unknown, unknown> => Option.isSome(contractOf(u))
 
 // ---- internal ----
+
+/**
+ * Handlers that do not match their contract (say, an error it does not declare) are inferred as the
+ * contract's own handler type, which requires `any`: the Layer would then carry `any` into every file
+ * that provides it, far from the mistake. The handler's own error is the one to read.
+ */
+type NotAny<T> = 0 extends 1 & T ? never : T
 
 const markKey = "~effect-mesh/Service/contract"
 

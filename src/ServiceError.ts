@@ -6,9 +6,18 @@
  * issue text), and a handler's defect or undeclared failure with `RemoteDefect`. The client adds
  * `ServiceNotFound`, `CallTimeout` and `TransportError`.
  *
+ * A handler that calls another service gets these errors too, and its own contract does not declare
+ * them: `orDie` turns them into defects (its caller sees a `RemoteDefect`), `mapError` into an error
+ * the contract declares.
+ *
+ * ```ts
+ * const total = yield* calculator.multiply({ a, b }).pipe(ServiceError.orDie)
+ * ```
+ *
  * @since 0.1.0
  */
-import { Schema } from "effect"
+import { Effect, Schema } from "effect"
+import { dual } from "effect/Function"
 
 /**
  * No queue serves this service: nobody ever started it, or it is gone.
@@ -139,3 +148,28 @@ export const isServiceError = (u: unknown): u is ServiceError =>
  */
 export const isRetryable = (u: unknown): boolean =>
   isServiceError(u) && (u._tag === "TransportError" || u._tag === "ServiceNotFound")
+
+/**
+ * Turns the mesh's own errors into defects and leaves every other error as it is: a handler calling
+ * another service uses it to keep its error channel to what its contract declares. Its caller sees a
+ * `RemoteDefect` carrying the error's message.
+ *
+ * @since 0.1.0
+ */
+export const orDie = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, Exclude<E, ServiceError>, R> =>
+  Effect.catch(self, (error) => isServiceError(error) ? Effect.die(error) : Effect.fail(error as Exclude<E, ServiceError>))
+
+/**
+ * Turns the mesh's own errors into an error of your choosing (one the handler's contract declares)
+ * and leaves every other error as it is.
+ *
+ * @since 0.1.0
+ */
+export const mapError: {
+  <E2>(f: (error: ServiceError) => E2): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, Exclude<E, ServiceError> | E2, R>
+  <A, E, R, E2>(self: Effect.Effect<A, E, R>, f: (error: ServiceError) => E2): Effect.Effect<A, Exclude<E, ServiceError> | E2, R>
+} = dual(
+  2,
+  <A, E, R, E2>(self: Effect.Effect<A, E, R>, f: (error: ServiceError) => E2): Effect.Effect<A, Exclude<E, ServiceError> | E2, R> =>
+    Effect.catch(self, (error) => Effect.fail(isServiceError(error) ? f(error) : error as Exclude<E, ServiceError>))
+)

@@ -3,7 +3,7 @@
  * stack, deadline) travels on by itself.
  */
 import { Effect } from "effect"
-import { Service, ServiceClient } from "effect-mesh"
+import { Service, ServiceClient, ServiceError } from "effect-mesh"
 import { Calculator } from "../calculator/contract.ts"
 import { InvalidQuantity, Order, Orders } from "./contract.ts"
 
@@ -14,7 +14,8 @@ export const OrdersLive = Service.make(Orders, {
       place: ({ item, quantity, unitPrice }) =>
         Effect.gen(function*() {
           if (quantity <= 0) return yield* new InvalidQuantity({ quantity })
-          const total = yield* calculator.multiply({ a: quantity, b: unitPrice }).pipe(Effect.orDie)
+          // the orders contract does not declare the mesh's errors: the caller gets a RemoteDefect
+          const total = yield* calculator.multiply({ a: quantity, b: unitPrice }).pipe(ServiceError.orDie)
           return new Order({ id: crypto.randomUUID(), item, quantity, total })
         })
     })
