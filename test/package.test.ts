@@ -1,13 +1,14 @@
 /**
  * effect-mesh as a user installs it. `npm pack` (which builds `dist/` on `prepack`), then a project of
  * its own outside this repository installs the tarball together with the newest `effect` and
- * `@effect/platform-node` the peer ranges allow, `@types/node` and `node@22` from npm, and:
+ * `@effect/platform-node` the peer ranges allow, `@types/node` and `node@22.19.0` from npm, and:
  * - publint and arethetypeswrong pass on the tarball, which ships `dist/`, the sources its maps point
  *   to, README and LICENSE, and nothing else;
  * - exactly one copy of `effect` (and of `@effect/platform-node`) is installed;
  * - the consumer app in `fixtures/consumer/` type-checks with `strict`, `noUncheckedIndexedAccess` and
  *   `skipLibCheck: false`, under `moduleResolution` `nodenext` and `bundler`;
- * - it runs on Node 22 and Node 24, on the embedded broker and on the test RabbitMQ;
+ * - it runs on Node 22.19.0 (the lowest `engines` allows) and on the Node 24 of this repository, on the
+ *   embedded broker and on the test RabbitMQ;
  * - the installed `mesh` bin (run by its shebang, on each Node) prints its help, and `mesh call`
  *   answers from a `mesh run` of the consumer's service.
  *
@@ -40,6 +41,8 @@ const manifest = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as
   readonly peerDependencies: Readonly<Record<string, string>>
 }
 const bins = join(root, "node_modules", ".bin")
+/** `engines` promises Node 22 from this version, and Node 24: the test runs on both */
+const lowestNode22 = "22.19.0"
 
 /** the environment of the consumer's processes: this repository's npm and node settings left out */
 const cleanEnv = (extra: Readonly<Record<string, string>> = {}): NodeJS.ProcessEnv => {
@@ -138,7 +141,7 @@ beforeAll(() => {
     `effect@${versions.effect}`,
     `@effect/platform-node@${versions.platform}`,
     "@types/node@^24",
-    "node@^22.19"
+    `node@${lowestNode22}`
   ], { cwd: app, timeout: 300_000 })
 
   for (const [major, binary] of [["22", join(app, "node_modules", "node", "bin", "node")], ["24", join(root, "node_modules", "node", "bin", "node")]] as const) {
@@ -184,13 +187,14 @@ describe("the npm package", () => {
     }
   })
 
-  it("runs on Node 22 and Node 24, on the embedded broker and on RabbitMQ", () => {
-    assert.match(manifest.engines.node, /^>=22\.19/)
+  it("runs on Node 22.19.0 and Node 24, on the embedded broker and on RabbitMQ", () => {
+    assert.strictEqual(manifest.engines.node, `^${lowestNode22} || ^24.0.0`)
     for (const { binary, major } of nodes) {
       for (const amqp of [undefined, amqpUrl()]) {
         const out = ok(binary, ["app.ts"], { cwd: app, env: cleanEnv(amqp === undefined ? {} : { AMQP_URL: amqp }) })
         const seen = JSON.parse(out.trim().split("\n").at(-1) ?? "") as Record<string, unknown>
         assert.strictEqual(String(seen["node"]).split(".")[0], major)
+        if (major === "22") assert.strictEqual(seen["node"], lowestNode22)
         assert.match(String(seen["broker"]), amqp === undefined ? /^memory/ : /^amqp /)
         assert.deepStrictEqual(seen["order"], { item: "tea", quantity: 4, total: 10 })
         assert.strictEqual(seen["refused"], "OutOfStock: 10 left")
