@@ -6,7 +6,8 @@
  *   to, README and LICENSE, and nothing else;
  * - exactly one copy of `effect` (and of `@effect/platform-node`) is installed;
  * - the consumer app in `fixtures/consumer/` type-checks with `strict`, `noUncheckedIndexedAccess` and
- *   `skipLibCheck: false`, under `moduleResolution` `nodenext` and `bundler`;
+ *   `skipLibCheck: false`, under `moduleResolution` `nodenext` and `bundler`, with TypeScript 7 (this
+ *   repository's) and the newest TypeScript 5;
  * - it runs on Node 22.19.0 (the lowest `engines` allows) and on the Node 24 of this repository, on the
  *   embedded broker and on the test RabbitMQ;
  * - the installed `mesh` bin (run by its shebang, on each Node) prints its help, and `mesh call`
@@ -141,6 +142,7 @@ beforeAll(() => {
     `effect@${versions.effect}`,
     `@effect/platform-node@${versions.platform}`,
     "@types/node@^24",
+    "typescript@^5",
     `node@${lowestNode22}`
   ], { cwd: app, timeout: 300_000 })
 
@@ -180,12 +182,16 @@ describe("the npm package", () => {
     assert.match(blocked.stderr, /ERR_PACKAGE_PATH_NOT_EXPORTED/)
   })
 
-  it("a strict consumer type-checks with 0 errors under nodenext and bundler resolution", () => {
-    for (const config of ["tsconfig.nodenext.json", "tsconfig.bundler.json"]) {
-      const result = run(join(bins, "tsc"), ["-p", config], { cwd: app })
-      assert.strictEqual(result.status, 0, `${config}:\n${result.stdout}${result.stderr}`)
+  it("a strict consumer type-checks with 0 errors under nodenext and bundler resolution, with TypeScript 7 and 5", () => {
+    // this repository's TypeScript 7, and the newest TypeScript 5 that the consumer installed
+    for (const tsc of [join(bins, "tsc"), join(app, "node_modules", ".bin", "tsc")]) {
+      for (const config of ["tsconfig.nodenext.json", "tsconfig.bundler.json"]) {
+        const result = run(tsc, ["-p", config], { cwd: app })
+        assert.strictEqual(result.status, 0, `${tsc} -p ${config}:\n${result.stdout}${result.stderr}`)
+      }
     }
-  })
+    assert.match(ok(join(app, "node_modules", ".bin", "tsc"), ["--version"], { cwd: app }), /^Version 5\./)
+  }, 120_000)
 
   it("runs on Node 22.19.0 and Node 24, on the embedded broker and on RabbitMQ", () => {
     assert.strictEqual(manifest.engines.node, `^${lowestNode22} || ^24.0.0`)
