@@ -5,13 +5,16 @@
  * `BrokerError` with a reason read from the AMQP reply code (404 `NotFound`, 405/406 `Precondition`,
  * a closed channel or connection `Closed`). Channels and connections created here always carry an
  * `error` listener (an unhandled `error` event would crash the process) that remembers the last
- * error, so that a confirm failed by a channel closure can report why the channel closed.
+ * error, so that a confirm failed by a channel closure can report why the channel closed. What reaches
+ * into amqplib's private internals (a faster publish, corked socket writes) lives in
+ * `amqplibFastPath.ts`, probed once per connection and channel.
  *
  * @since 0.1.0
  */
 import * as amqp from "amqplib"
 import { Effect, Result } from "effect"
 import { BrokerError, type BrokerErrorReason } from "../Broker.ts"
+import * as FastPath from "./amqplibFastPath.ts"
 
 /**
  * An open AMQP connection.
@@ -159,42 +162,10 @@ export const connect = (url: string, socketOptions: SocketOptions): Effect.Effec
         connection.on("error", (error: Error) => {
           lastErrors.set(connection, error)
         })
-        coalesceWrites(connection)
         return connection
       }),
     catch: (cause) => toBrokerError(cause, "connect")
-  })
-
-interface Corkable {
-  readonly cork: () => void
-  readonly uncork: () => void
-}
-
-const isCorkable = (u: unknown): u is Corkable =>
-  typeof u === "object" && u !== null && "cork" in u && typeof u.cork === "function" && "uncork" in u &&
-  typeof u.uncork === "function"
-
-/**
- * Sends what amqplib flushes at once as one socket write. Its multiplexer writes the frames of every
- * channel one by one, and with `noDelay` each write is a system call and a TCP segment of its own: a
- * reply and its ack, or the requests of many calls, cost one each. Corked around a flush they leave
- * together, in one `writev`, in the same turn of the event loop (nothing waits longer). The
- * multiplexer is found by shape, not by type: an amqplib without one is left as it is.
- */
-const coalesceWrites = (model: Connection): void => {
-  const connection: unknown = Reflect.get(model, "connection")
-  if (typeof connection !== "object" || connection === null) return
-  const muxer: unknown = Reflect.get(connection, "muxer")
-  const socket: unknown = Reflect.get(connection, "stream")
-  if (typeof muxer !== "object" || muxer === null || !isCorkable(socket)) return
-  const flush: unknown = Reflect.get(muxer, "_readIncoming")
-  if (typeof flush !== "function") return
-  Reflect.set(muxer, "_readIncoming", function(this: unknown) {
-    socket.cork()
-    Reflect.apply(flush, this, [])
-    socket.uncork()
-  })
-}
+  }).pipe(Effect.tap(FastPath.install))
 
 /**
  * Closes a connection (and with it every channel).
@@ -243,7 +214,7 @@ export const createChannel = (connection: Connection): Effect.Effect<Channel, Br
   Effect.tryPromise({
     try: () => connection.createChannel().then(guard),
     catch: (cause) => toBrokerError(cause, "open channel")
-  })
+  }).pipe(Effect.tap((channel) => FastPath.attach(connection, channel, false)))
 
 /**
  * Opens a channel in confirm mode.
@@ -254,7 +225,7 @@ export const createConfirmChannel = (connection: Connection): Effect.Effect<Conf
   Effect.tryPromise({
     try: () => connection.createConfirmChannel().then(guard),
     catch: (cause) => toBrokerError(cause, "open confirm channel")
-  })
+  }).pipe(Effect.tap((channel) => FastPath.attach(connection, channel, true)))
 
 /**
  * Closes a channel; a channel that is already closed is fine.
@@ -491,75 +462,9 @@ export const publish = (
   options: PublishOptions
 ): Effect.Effect<boolean, BrokerError> =>
   Effect.try({
-    try: () => send(channel, exchange, routingKey, content, options, undefined),
+    try: () => FastPath.send(channel, exchange, routingKey, content, options, undefined),
     catch: failedOn(channel, `publish to '${exchange}'`)
   })
-
-const emptyTable: Readonly<Record<string, never>> = Object.freeze({})
-
-/**
- * What `channel.publish` does, minus its one slow step. amqplib copies the options into an object
- * whose prototype is the caller's headers (`Object.create(options.headers)`), and its encoder then
- * walks the headers with `for...in` through that prototype: V8's slow path, which made the headers
- * of an RPC request cost ~10 µs on this project's benchmark, more than the rest of the frame. Every
- * channel publishes through `sendMessage(fields, properties, content)`; given fields built here, with
- * the headers as an own plain object, the frame is the same (an empty headers table when there are
- * none, as amqplib writes it). A confirm channel also registers the confirm callback, in the order
- * amqplib does. Found by shape: without these methods (another amqplib), `publish` is used as is.
- */
-const send = (
-  channel: Channel,
-  exchange: string,
-  routingKey: string,
-  content: Buffer,
-  options: PublishOptions,
-  onConfirm: ((error: unknown) => void) | undefined
-): boolean => {
-  const sendMessage: unknown = Reflect.get(channel, "sendMessage")
-  const confirms = typeof Reflect.get(channel, "waitForConfirms") === "function"
-  const pushConfirm: unknown = confirms ? Reflect.get(channel, "pushConfirmCallback") : undefined
-  if (
-    typeof sendMessage !== "function" || (confirms && typeof pushConfirm !== "function") ||
-    options.CC !== undefined || options.BCC !== undefined
-  ) {
-    return onConfirm === undefined
-      ? channel.publish(exchange, routingKey, content, options)
-      : (channel as ConfirmChannel).publish(exchange, routingKey, content, options, onConfirm)
-  }
-  const fields = {
-    exchange,
-    routingKey,
-    mandatory: options.mandatory === true,
-    immediate: false,
-    ticket: undefined,
-    contentType: options.contentType,
-    contentEncoding: options.contentEncoding,
-    headers: options.headers ?? emptyTable,
-    deliveryMode: options.persistent !== undefined
-      ? (options.persistent ? 2 : 1)
-      : typeof options.deliveryMode === "number"
-      ? options.deliveryMode
-      : options.deliveryMode === true
-      ? 2
-      : undefined,
-    priority: options.priority,
-    correlationId: options.correlationId,
-    replyTo: options.replyTo,
-    expiration: options.expiration === undefined ? undefined : String(options.expiration),
-    messageId: options.messageId,
-    timestamp: options.timestamp,
-    type: options.type,
-    userId: options.userId,
-    appId: options.appId,
-    clusterId: undefined
-  }
-  const frames = Object.hasOwn(channel, "sendMessage") ? undefined : publishFrames(channel, fields, content)
-  const written: unknown = frames === undefined
-    ? Reflect.apply(sendMessage, channel, [fields, fields, content])
-    : frames.buffer.write(frames.bytes)
-  if (confirms && typeof pushConfirm === "function") Reflect.apply(pushConfirm, channel, [onConfirm])
-  return written === true
-}
 
 /**
  * Publishes on a confirm channel and waits for the broker's confirm (and, when the channel's buffer
@@ -592,7 +497,7 @@ export const publishConfirm = (
       settle()
     }
     const sent = Result.try({
-      try: () => send(channel, exchange, routingKey, content, options, onConfirm),
+      try: () => FastPath.send(channel, exchange, routingKey, content, options, onConfirm),
       catch: failedOn(channel, `publish to '${exchange}'`)
     })
     if (Result.isFailure(sent)) {
@@ -613,212 +518,3 @@ export const publishConfirm = (
       channel.off("close", drained)
     })
   })
-
-// ---- the frames of a small publish ----
-
-interface Writable {
-  readonly write: (chunk: Buffer) => boolean
-}
-
-const isWritable = (u: unknown): u is Writable =>
-  typeof u === "object" && u !== null && "write" in u && typeof u.write === "function"
-
-/** amqplib's limit for writing a message as one chunk (`SINGLE_CHUNK_THRESHOLD`) */
-const singleChunk = 2048
-const frameEnd = 206
-
-/** the UTF-8 length of a string; equal to its length exactly when it is all ASCII */
-const utf8Length = (s: string): number => Buffer.byteLength(s, "utf8")
-
-type Latin1Write = (this: Buffer, string: string, offset: number, length: number) => number
-
-const isLatin1Write = (u: unknown): u is Latin1Write => typeof u === "function"
-
-/** node's own latin1 copy, which `buffer.write` reaches after parsing its arguments (~60 against ~110 ns) */
-const latin1Write: unknown = Reflect.get(Buffer.prototype, "latin1Write")
-const fastLatin1 = isLatin1Write(latin1Write) ? latin1Write : undefined
-
-const writeString = (bytes: Buffer, s: string, length: number, offset: number): number => {
-  // ASCII is the same bytes in latin1
-  if (length === s.length && fastLatin1 !== undefined) fastLatin1.call(bytes, s, offset, length)
-  else bytes.write(s, offset, length, "utf8")
-  return offset + length
-}
-
-const writeShort = (bytes: Buffer, s: string, length: number, offset: number): number => {
-  bytes[offset] = length
-  return writeString(bytes, s, length, offset + 1)
-}
-
-interface Fields {
-  readonly exchange: string
-  readonly routingKey: string
-  readonly mandatory: boolean
-  readonly contentType: string | undefined
-  readonly contentEncoding: string | undefined
-  readonly headers: Readonly<Record<string, unknown>>
-  readonly deliveryMode: number | undefined
-  readonly priority: number | undefined
-  readonly correlationId: string | undefined
-  readonly replyTo: string | undefined
-  readonly expiration: string | undefined
-  readonly messageId: string | undefined
-  readonly timestamp: number | undefined
-  readonly type: string | undefined
-  readonly userId: string | undefined
-  readonly appId: string | undefined
-}
-
-/**
- * The method, header and body frames of a publish, encoded at once into one buffer from node's pool:
- * the bytes amqplib's `sendMessage` writes for a message under its single-chunk threshold, without
- * its per-frame allocations (two zero-filled buffers, the properties' one ~1 µs on its own) and its
- * per-string calls into node (~6 µs for an event's properties on the bench machine, ~1 µs here).
- * Only what an effect-mesh publish carries is encoded here (short-string properties, a persistent
- * flag, string headers); anything else (numbers in headers, priorities, a larger message), or an
- * amqplib of another shape, returns `undefined` and goes through amqplib. Returns the channel's
- * outgoing buffer with the bytes; the caller writes them, as amqplib does.
- */
-const publishFrames = (
-  channel: Channel,
-  fields: Fields,
-  content: Buffer
-): { readonly buffer: Writable; readonly bytes: Buffer } | undefined => {
-  if (
-    fields.contentEncoding !== undefined || fields.priority !== undefined || fields.timestamp !== undefined ||
-    fields.userId !== undefined || fields.appId !== undefined
-  ) return undefined
-  const ch: unknown = Reflect.get(channel, "ch")
-  const connection: unknown = Reflect.get(channel, "connection")
-  if (typeof ch !== "number" || typeof connection !== "object" || connection === null) return undefined
-  const channels: unknown = Reflect.get(connection, "channels")
-  const slot: unknown = Array.isArray(channels) ? channels[ch] : undefined
-  const buffer: unknown = typeof slot === "object" && slot !== null ? Reflect.get(slot, "buffer") : undefined
-  if (!isWritable(buffer)) return undefined
-
-  const exchange = utf8Length(fields.exchange)
-  const routingKey = utf8Length(fields.routingKey)
-  if (exchange > 255 || routingKey > 255) return undefined
-  const methodSize = 17 + exchange + routingKey
-
-  // the header frame: 22 bytes and the properties present
-  let flags = 0
-  let size = 22
-  const contentType = fields.contentType === undefined ? -1 : utf8Length(fields.contentType)
-  const correlationId = fields.correlationId === undefined ? -1 : utf8Length(fields.correlationId)
-  const replyTo = fields.replyTo === undefined ? -1 : utf8Length(fields.replyTo)
-  const expiration = fields.expiration === undefined ? -1 : utf8Length(fields.expiration)
-  const messageId = fields.messageId === undefined ? -1 : utf8Length(fields.messageId)
-  const type = fields.type === undefined ? -1 : utf8Length(fields.type)
-  if (
-    contentType > 255 || correlationId > 255 || replyTo > 255 || expiration > 255 || messageId > 255 ||
-    type > 255
-  ) return undefined
-  if (contentType >= 0) {
-    flags |= 32768
-    size += 1 + contentType
-  }
-  const headerLengths: Array<number> = []
-  let table = 0
-  for (const key in fields.headers) {
-    const value = fields.headers[key]
-    if (value === undefined) continue
-    if (typeof value !== "string") return undefined
-    const keyLength = utf8Length(key)
-    if (keyLength > 255) return undefined
-    const valueLength = utf8Length(value)
-    headerLengths.push(keyLength, valueLength)
-    table += 1 + keyLength + 1 + 4 + valueLength
-  }
-  flags |= 8192
-  size += 4 + table
-  if (fields.deliveryMode !== undefined) {
-    flags |= 4096
-    size += 1
-  }
-  if (correlationId >= 0) {
-    flags |= 1024
-    size += 1 + correlationId
-  }
-  if (replyTo >= 0) {
-    flags |= 512
-    size += 1 + replyTo
-  }
-  if (expiration >= 0) {
-    flags |= 256
-    size += 1 + expiration
-  }
-  if (messageId >= 0) {
-    flags |= 128
-    size += 1 + messageId
-  }
-  if (type >= 0) {
-    flags |= 32
-    size += 1 + type
-  }
-  const headerSize = size
-  const bodySize = content.length > 0 ? content.length + 8 : 0
-  const total = methodSize + headerSize + bodySize
-  if (total >= singleChunk) return undefined
-
-  const bytes = Buffer.allocUnsafe(total)
-  // method frame: basic.publish
-  bytes[0] = 1
-  bytes.writeUInt16BE(ch, 1)
-  bytes.writeUInt32BE(methodSize - 8, 3)
-  bytes.writeUInt32BE(3932200, 7)
-  bytes.writeUInt16BE(0, 11)
-  let offset = writeShort(bytes, fields.exchange, exchange, 13)
-  offset = writeShort(bytes, fields.routingKey, routingKey, offset)
-  bytes[offset++] = fields.mandatory ? 1 : 0
-  bytes[offset++] = frameEnd
-  // header frame
-  const header = offset
-  bytes[header] = 2
-  bytes.writeUInt16BE(ch, header + 1)
-  bytes.writeUInt32BE(headerSize - 8, header + 3)
-  bytes.writeUInt32BE(3932160, header + 7)
-  // the body size, a 64-bit integer: its high half is 0 under the single-chunk threshold
-  bytes.writeUInt32BE(0, header + 11)
-  bytes.writeUInt32BE(content.length, header + 15)
-  bytes.writeUInt16BE(flags, header + 19)
-  offset = header + 21
-  if (contentType >= 0 && fields.contentType !== undefined) {
-    offset = writeShort(bytes, fields.contentType, contentType, offset)
-  }
-  bytes.writeUInt32BE(table, offset)
-  offset += 4
-  let i = 0
-  for (const key in fields.headers) {
-    const value = fields.headers[key]
-    if (typeof value !== "string") continue
-    offset = writeShort(bytes, key, headerLengths[i], offset)
-    bytes[offset++] = 83 // 'S', a long string
-    bytes.writeUInt32BE(headerLengths[i + 1], offset)
-    offset = writeString(bytes, value, headerLengths[i + 1], offset + 4)
-    i += 2
-  }
-  if (fields.deliveryMode !== undefined) bytes[offset++] = fields.deliveryMode
-  if (correlationId >= 0 && fields.correlationId !== undefined) {
-    offset = writeShort(bytes, fields.correlationId, correlationId, offset)
-  }
-  if (replyTo >= 0 && fields.replyTo !== undefined) offset = writeShort(bytes, fields.replyTo, replyTo, offset)
-  if (expiration >= 0 && fields.expiration !== undefined) {
-    offset = writeShort(bytes, fields.expiration, expiration, offset)
-  }
-  if (messageId >= 0 && fields.messageId !== undefined) {
-    offset = writeShort(bytes, fields.messageId, messageId, offset)
-  }
-  if (type >= 0 && fields.type !== undefined) offset = writeShort(bytes, fields.type, type, offset)
-  bytes[offset++] = frameEnd
-  // body frame
-  if (bodySize > 0) {
-    bytes[offset] = 3
-    bytes.writeUInt16BE(ch, offset + 1)
-    bytes.writeUInt32BE(content.length, offset + 3)
-    content.copy(bytes, offset + 7)
-    bytes[offset + 7 + content.length] = frameEnd
-  }
-  Reflect.set(connection, "sentSinceLastCheck", true)
-  return { buffer, bytes }
-}
