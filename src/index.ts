@@ -27,6 +27,8 @@ export * as Hub from "./Hub.ts"
 /** @since 0.1.0 */
 export * as MemoryBroker from "./MemoryBroker.ts"
 /** @since 0.1.0 */
+export * as Mesh from "./Mesh.ts"
+/** @since 0.1.0 */
 export * as MeshConfig from "./MeshConfig.ts"
 /** @since 0.1.0 */
 export * as MeshTest from "./MeshTest.ts"

@@ -1,0 +1,191 @@
+/**
+ * The one Layer of a mesh process: services and a program on the broker the configuration picks (the
+ * embedded one, or RabbitMQ from `AMQP_URL` or a config file), and the HTTP edge served only when a
+ * port is configured, called over a real socket with node's fetch.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { ConfigProvider, Effect, Exit, Layer, Logger, Schema } from "effect"
+import { Rpc, RpcGroup } from "effect/rpc"
+import { Broker, Discovery, HttpEntrypoint, Mesh, Service, ServiceClient, ServiceContract } from "effect-mesh"
+import { writeFileSync } from "node:fs"
+import { createServer } from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { amqpUrl } from "./fixtures/amqpUrl.ts"
+
+const suffix = () => crypto.randomUUID().slice(0, 8)
+
+class GreeterRpcs extends RpcGroup.make(
+  Rpc.make("greet", { payload: { name: Schema.String }, success: Schema.String })
+) {}
+
+const greeter = () => ServiceContract.make(`greeter-${suffix()}`, GreeterRpcs)
+
+const handlers = { greet: ({ name }: { readonly name: string }) => Effect.succeed(`hello ${name}`) }
+
+/** a service with an rpc and an HTTP entrypoint */
+const greeterLive = (contract: ReturnType<typeof greeter>) =>
+  Service.make(contract, {
+    handlers,
+    entrypoints: [
+      HttpEntrypoint.make({
+        method: "GET",
+        path: `/${contract.name}/:name`,
+        params: Schema.Struct({ name: Schema.String }),
+        success: Schema.Struct({ greeting: Schema.String })
+      }, ({ params }) => Effect.succeed({ greeting: `hi ${params.name}` }))
+    ]
+  })
+
+/** the same rpc, without routes */
+const plainLive = (contract: ReturnType<typeof greeter>) => Service.make(contract, { handlers })
+
+/** a port nothing listens on right now */
+const freePort = Effect.callback<number>((resume) => {
+  const server = createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const address = server.address()
+    const port = typeof address === "object" && address !== null ? address.port : 0
+    server.close(() => resume(Effect.succeed(port)))
+  })
+})
+
+const fetchJson = (url: string, init?: RequestInit) =>
+  Effect.promise(async () => {
+    const response = await fetch(url, init)
+    return { status: response.status, body: (await response.json()) as unknown }
+  })
+
+const postJson = (url: string, body: unknown) =>
+  fetchJson(url, { method: "POST", body: JSON.stringify(body), headers: { "content-type": "application/json" } })
+
+const config = (settings: Record<string, string>) => ConfigProvider.layer(ConfigProvider.fromUnknown(settings))
+
+/** the lines the mesh logs as it starts (at Info, as `mesh run` has them) */
+const captureLogs = () => {
+  const lines: Array<string> = []
+  const logger = Logger.make((options) => {
+    lines.push(Array.isArray(options.message) ? options.message.map(String).join(" ") : String(options.message))
+  })
+  return { lines, layer: Logger.layer([logger]) }
+}
+
+/** calls the service the way a program does, and says which broker carried it */
+const callGreet = (contract: ReturnType<typeof greeter>) =>
+  Effect.gen(function*() {
+    const client = yield* ServiceClient.make(contract, { timeout: "10 seconds" })
+    const greeting = yield* client.greet({ name: "ada" })
+    const broker = yield* Broker.Broker
+    return { greeting, broker: broker.kind }
+  })
+
+describe("Mesh.layerConfig", () => {
+  it.live("without AMQP_URL: the embedded broker; the program and the services share the client", () =>
+    Effect.gen(function*() {
+      const contract = greeter()
+      const result = yield* callGreet(contract).pipe(
+        Effect.provide(Mesh.layerConfig([plainLive(contract)]).pipe(Layer.provide(config({}))))
+      )
+      assert.deepStrictEqual(result, { greeting: "hello ada", broker: "memory" })
+    }))
+
+  it.live("with AMQP_URL: RabbitMQ", () =>
+    Effect.gen(function*() {
+      const contract = greeter()
+      const result = yield* callGreet(contract).pipe(
+        Effect.provide(Mesh.layerConfig(plainLive(contract)).pipe(Layer.provide(config({ AMQP_URL: amqpUrl() }))))
+      )
+      assert.deepStrictEqual(result, { greeting: "hello ada", broker: "amqp" })
+    }))
+
+  it.live("with HTTP_PORT: the services' routes, POST /rpc/<service>/<method> and the log line; the program calls too", () =>
+    Effect.gen(function*() {
+      const contract = greeter()
+      const port = yield* freePort
+      const logs = captureLogs()
+      const base = `http://127.0.0.1:${port}`
+      const result = yield* Effect.gen(function*() {
+        const route = yield* fetchJson(`${base}/${contract.name}/grace`)
+        assert.deepStrictEqual(route, { status: 200, body: { greeting: "hi grace" } })
+        const rpc = yield* postJson(`${base}/rpc/${contract.name}/greet`, { name: "alan" })
+        assert.deepStrictEqual(rpc, { status: 200, body: "hello alan" })
+        const invalid = yield* postJson(`${base}/rpc/${contract.name}/greet`, { name: 1 })
+        assert.strictEqual(invalid.status, 400)
+        return yield* callGreet(contract)
+      }).pipe(
+        Effect.provide(
+          Mesh.layerConfig([greeterLive(contract)], { http: { disableLogger: true } }).pipe(
+            Layer.provide(config({ HTTP_PORT: String(port), HTTP_HOST: "127.0.0.1" }))
+          )
+        ),
+        Effect.provideService(Discovery.LogLevel, "Info"),
+        Effect.provide(logs.layer)
+      )
+      assert.deepStrictEqual(result, { greeting: "hello ada", broker: "memory" })
+      assert.include(logs.lines, `mesh: HTTP on ${base}`)
+      // released with the Layer
+      const after = yield* Effect.tryPromise(() => fetch(`${base}/${contract.name}/grace`)).pipe(Effect.exit)
+      assert.isTrue(Exit.isFailure(after))
+    }))
+
+  it.live("a config file names RabbitMQ and the port (amqp.url, http.port): the edge calls the service over RabbitMQ", () =>
+    Effect.gen(function*() {
+      const contract = greeter()
+      const port = yield* freePort
+      const file = join(tmpdir(), `mesh-${suffix()}.yaml`)
+      writeFileSync(file, `amqp:\n  url: \${MESH_TEST_NOWHERE:${amqpUrl()}}\nhttp:\n  port: ${port}\n  host: 127.0.0.1\n`)
+      const result = yield* Effect.gen(function*() {
+        const route = yield* fetchJson(`http://127.0.0.1:${port}/${contract.name}/grace`)
+        assert.deepStrictEqual(route, { status: 200, body: { greeting: "hi grace" } })
+        const rpc = yield* postJson(`http://127.0.0.1:${port}/rpc/${contract.name}/greet`, { name: "alan" })
+        assert.deepStrictEqual(rpc, { status: 200, body: "hello alan" })
+        return yield* callGreet(contract)
+      }).pipe(
+        Effect.provide(Mesh.layerConfig([greeterLive(contract)], { config: file, http: { disableLogger: true } }))
+      )
+      assert.deepStrictEqual(result, { greeting: "hello ada", broker: "amqp" })
+    }))
+
+  it.live("without a port nothing listens; services with routes fail the Layer with MeshError NoHttpPort", () =>
+    Effect.gen(function*() {
+      const contract = greeter()
+      const logs = captureLogs()
+      const result = yield* callGreet(contract).pipe(
+        Effect.provide(Mesh.layerConfig([plainLive(contract)]).pipe(Layer.provide(config({})))),
+        Effect.provideService(Discovery.LogLevel, "Info"),
+        Effect.provide(logs.layer)
+      )
+      assert.strictEqual(result.greeting, "hello ada")
+      assert.isFalse(logs.lines.some((line) => line.startsWith("mesh: HTTP on")), logs.lines.join("\n"))
+
+      const routed = greeter()
+      const exit = yield* callGreet(routed).pipe(
+        Effect.provide(Mesh.layerConfig([greeterLive(routed)]).pipe(Layer.provide(config({})))),
+        Effect.exit
+      )
+      assert.isTrue(Exit.isFailure(exit))
+      const error = Exit.findErrorOption(exit)
+      assert.isTrue(error._tag === "Some" && error.value instanceof Mesh.MeshError)
+      if (error._tag === "Some" && error.value instanceof Mesh.MeshError) {
+        assert.strictEqual(error.value.reason, "NoHttpPort")
+        assert.deepStrictEqual(error.value.routes, [`GET /${routed.name}/:name`])
+        assert.match(error.value.message, /no HTTP port is configured: set HTTP_PORT/)
+      }
+    }))
+})
+
+describe("Mesh.layer", () => {
+  it.live("without config: the embedded broker, HTTP on the port given", () =>
+    Effect.gen(function*() {
+      const contract = greeter()
+      const port = yield* freePort
+      const result = yield* Effect.gen(function*() {
+        const rpc = yield* postJson(`http://127.0.0.1:${port}/rpc/${contract.name}/greet`, { name: "alan" })
+        assert.deepStrictEqual(rpc, { status: 200, body: "hello alan" })
+        return yield* callGreet(contract)
+      }).pipe(
+        Effect.provide(Mesh.layer([greeterLive(contract)], { http: { port, host: "127.0.0.1", disableLogger: true } }))
+      )
+      assert.deepStrictEqual(result, { greeting: "hello ada", broker: "memory" })
+    }))
+})
