@@ -1060,6 +1060,7 @@ const toMessage = (raw: Amqp.RawMessage) => ({
 })
 
 const toReturned = (raw: Amqp.RawMessage): Returned => {
-  const replyText: unknown = Reflect.get(raw.fields, "replyText")
+  const fields: object = raw.fields
+  const replyText = "replyText" in fields ? fields.replyText : undefined
   return { ...toMessage(raw), replyText: typeof replyText === "string" ? replyText : "NO_ROUTE" }
 }

@@ -5,11 +5,12 @@
  * `test/timers.faults.test.ts`.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Clock, Context, Effect, Exit, Layer, Logger, Option, Queue, Schedule, Schema, Scope, Stream, Tracer } from "effect"
+import { Clock, Context, Effect, Exit, Layer, Option, Queue, Schedule, Schema, Scope, Stream, Tracer } from "effect"
 import type { Duration } from "effect"
 import { Rpc, RpcGroup } from "effect/rpc"
 import { TestClock } from "effect/testing"
 import { Broker, CallContext, MemoryBroker, Service, ServiceClient, ServiceContract, Timer } from "effect-mesh"
+import { captureLogs } from "./fixtures/logs.ts"
 
 const instance: Service.Instance = { service: "reports", instanceId: "instance-1" }
 
@@ -53,15 +54,6 @@ const start = (entrypoint: Service.Entrypoint<never, never>) =>
     yield* Layer.buildWithScope(entrypoint.layer(instance), scope)
     return scope
   })
-
-const captureLogs = () => {
-  const lines: Array<{ readonly level: string; readonly message: string }> = []
-  const logger = Logger.make((options) => {
-    const message = Array.isArray(options.message) ? options.message.map(String).join(" ") : String(options.message)
-    lines.push({ level: options.logLevel, message })
-  })
-  return { lines, layer: Logger.layer([logger]) }
-}
 
 describe("Timer", () => {
   it.effect("spaced: the first run waits one interval, then one run per interval", () =>

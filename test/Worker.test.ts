@@ -3,9 +3,10 @@
  * schedule ends, starting the schedule over after a healthy run, stopping with the scope.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Clock, Effect, Exit, Layer, Logger, Schedule, Scope } from "effect"
+import { Clock, Effect, Exit, Layer, Schedule, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { CallContext, Service, Worker } from "effect-mesh"
+import { captureLogs } from "./fixtures/logs.ts"
 
 const instance: Service.Instance = { service: "indexer", instanceId: "instance-1" }
 
@@ -15,14 +16,6 @@ const start = (entrypoint: Service.Entrypoint<never, never>) =>
     yield* Layer.buildWithScope(entrypoint.layer(instance), scope)
     return scope
   })
-
-const captureLogs = () => {
-  const lines: Array<string> = []
-  const logger = Logger.make((options) => {
-    lines.push(Array.isArray(options.message) ? options.message.map(String).join(" ") : String(options.message))
-  })
-  return { lines, layer: Logger.layer([logger]) }
-}
 
 describe("Worker", () => {
   it.effect("a worker that fails three times is restarted three times and then runs", () => {
@@ -40,9 +33,9 @@ describe("Worker", () => {
       yield* TestClock.adjust("1 minute")
       assert.deepStrictEqual(starts, [0, 1000, 2000, 3000])
       assert.isTrue(running)
-      assert.strictEqual(logs.lines.filter((l) => l === "the worker failed").length, 3)
+      assert.strictEqual(logs.lines.filter((l) => l.message === "the worker failed").length, 3)
       assert.deepStrictEqual(
-        logs.lines.filter((l) => l.startsWith("restarting")),
+        logs.lines.filter((l) => l.message.startsWith("restarting")).map((l) => l.message),
         ["restarting the worker (restart 1)", "restarting the worker (restart 2)", "restarting the worker (restart 3)"]
       )
     }).pipe(Effect.provide(logs.layer))

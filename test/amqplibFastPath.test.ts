@@ -8,11 +8,12 @@
  * keep what they are given and pass nothing on: nothing of it reaches the broker.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Logger, Queue, Result } from "effect"
+import { Effect, Queue, Result } from "effect"
 import fc from "fast-check"
 import * as Amqp from "../src/internal/amqplib.ts"
 import * as FastPath from "../src/internal/amqplibFastPath.ts"
 import { amqpUrl } from "./fixtures/amqpUrl.ts"
+import { captureLogs, type LogLine } from "./fixtures/logs.ts"
 
 const suffix = () => crypto.randomUUID().slice(0, 8)
 
@@ -92,15 +93,6 @@ const open = (socketOptions: Amqp.SocketOptions = { noDelay: true }) =>
     (connection) => Effect.ignore(Amqp.closeConnection(connection))
   )
 
-const captureLogs = () => {
-  const lines: Array<{ readonly level: string; readonly message: string }> = []
-  const logger = Logger.make((options) => {
-    const message = Array.isArray(options.message) ? options.message.map(String).join(" ") : String(options.message)
-    lines.push({ level: options.logLevel, message })
-  })
-  return { lines, layer: Logger.layer([logger]) }
-}
-
 /** starts a consumer on a fresh exclusive queue; `take(n)` waits for the next `n` messages */
 const queueWithConsumer = (channel: Amqp.Channel) =>
   Effect.gen(function*() {
@@ -177,7 +169,7 @@ const checkDelivered = (messages: ReadonlyArray<Amqp.RawMessage>) => {
  */
 const deliversOffThePath = (
   connection: Amqp.Connection,
-  lines: ReadonlyArray<{ readonly level: string; readonly message: string }>,
+  lines: ReadonlyArray<LogLine>,
   mismatch: string
 ) =>
   Effect.gen(function*() {
