@@ -5,6 +5,7 @@
  * ```sh
  * mesh run examples/calculator/service.ts            # every service Layer the module exports
  * mesh run ./services.ts:OrdersLive                  # one named Layer export
+ * mesh run ./edge.ts --port 8080                     # and their HTTP routes, the RPC and WebSocket gateways
  * mesh call calculator.add '{"a":1,"b":2}'           # prints 3
  * mesh emit orders.order_placed '{"id":"o-1"}'
  * mesh describe calculator
@@ -14,8 +15,10 @@
  * Configuration comes from the environment and an optional YAML or JSON file (`--config`, or
  * `MESH_CONFIG`), see `MeshConfig`. With `AMQP_URL` set, everything runs on RabbitMQ; without it
  * `mesh run` uses the embedded broker, which only the services of that one process share, so `call`,
- * `emit` and `describe` refuse to run without it. Failures print one line on stderr and exit non-zero:
- * 1 when the mesh answered with an error, 2 for bad input or configuration.
+ * `emit` and `describe` refuse to run without it. `mesh run` is `Mesh.layerConfig`: with a port
+ * (`--port`, or `HTTP_PORT`) it serves HTTP, and it refuses to start services that declare HTTP routes
+ * without one. Failures print one line on stderr and exit non-zero: 1 when the mesh answered with an
+ * error, 2 for bad input or configuration.
  *
  * @since 0.1.0
  */
@@ -25,10 +28,10 @@ import type { Runtime } from "effect"
 import { Argument, CliError, Command, Flag } from "effect/cli"
 import { isAbsolute, resolve } from "node:path"
 import { pathToFileURL } from "node:url"
-import type { Broker } from "./Broker.ts"
 import * as CallContext from "./CallContext.ts"
 import * as Discovery from "./Discovery.ts"
 import * as Event from "./Event.ts"
+import * as Mesh from "./Mesh.ts"
 import * as MeshConfig from "./MeshConfig.ts"
 import * as Service from "./Service.ts"
 import * as ServiceClient from "./ServiceClient.ts"
@@ -71,17 +74,22 @@ const runCommand = Command.make(
     modules: Argument.String("module").pipe(
       Argument.withDescription("a module exporting service Layers, or module:Export for one Layer export"),
       Argument.variadic({ min: 1 })
+    ),
+    port: Flag.Int("port").pipe(
+      Flag.withDescription("serve HTTP on this port (default: $HTTP_PORT; 0 picks a free one): the services' routes, the gateways"),
+      Flag.optional
     )
   },
-  Effect.fnUntraced(function*({ modules }) {
+  Effect.fnUntraced(function*({ modules, port }) {
     const file = yield* loadConfig
-    return yield* serve(modules).pipe(withConfig(file))
+    return yield* serve(modules, { file, port: Option.getOrUndefined(port) }).pipe(withConfig(file))
   })
 ).pipe(
   Command.withDescription("Start the service Layers a module exports; SIGTERM / SIGINT drain and stop them"),
   Command.withExamples([
     { command: "mesh run examples/calculator/service.ts", description: "every service the module exports" },
-    { command: "mesh run ./services.ts:OrdersLive", description: "one Layer export" }
+    { command: "mesh run ./services.ts:OrdersLive", description: "one Layer export" },
+    { command: "mesh run ./edge.ts --port 8080", description: "with HTTP: routes, /rpc/<service>/<method>, /ws" }
   ])
 )
 
@@ -340,7 +348,7 @@ const report = (cause: Cause.Cause<unknown>): Effect.Effect<never, unknown> => {
 interface Loaded {
   readonly module: string
   readonly exportName: string
-  readonly layer: Layer.Layer<never, unknown, Broker | ServiceClient.Transport>
+  readonly layer: Layer.Layer<never, unknown, Mesh.Provided>
   readonly service: string | undefined
 }
 
@@ -361,7 +369,7 @@ const load = (spec: string): Effect.Effect<ReadonlyArray<Loaded>, CliFailure> =>
     const loaded = (name: string, value: unknown): Loaded => ({
       module: path,
       exportName: name,
-      layer: value as Layer.Layer<never, unknown, Broker | ServiceClient.Transport>,
+      layer: value as Layer.Layer<never, unknown, Mesh.Provided>,
       service: Option.getOrUndefined(Option.map(Service.contractOf(value), (c) => c.name))
     })
     if (exportName !== undefined) {
@@ -407,7 +415,10 @@ const forceOnSecondSignal = Effect.acquireRelease(
     })
 )
 
-const serve = (modules: ReadonlyArray<string>) =>
+const serve = (
+  modules: ReadonlyArray<string>,
+  options: { readonly file: MeshConfig.File | undefined; readonly port: number | undefined }
+) =>
   Effect.gen(function*() {
     const loaded = (yield* Effect.forEach(modules, load)).flat()
     for (const l of loaded) {
@@ -419,12 +430,20 @@ const serve = (modules: ReadonlyArray<string>) =>
     if (location.startsWith("memory")) {
       yield* Effect.logInfo("mesh: only this process can reach the embedded broker; set AMQP_URL to call it from a shell")
     }
-    const services = Layer.mergeAll(...loaded.map((l) => l.layer) as [Loaded["layer"], ...Array<Loaded["layer"]>])
-    const mesh = services.pipe(Layer.provide(ServiceClient.layer), Layer.provide(MeshConfig.layerBroker))
+    const mesh = Mesh.layerConfig(loaded.map((l) => l.layer), { config: options.file?.path, port: options.port })
     const names = loaded.map((l) => l.service ?? l.exportName).join(", ")
     yield* Effect.scoped(Effect.gen(function*() {
       yield* forceOnSecondSignal
       yield* Layer.build(mesh).pipe(
+        Effect.mapError((error) =>
+          error instanceof Mesh.MeshError && error.reason === "NoHttpPort"
+            ? new CliFailure({
+              message: `${error.routes.join(", ")}: the services serve HTTP and no port is configured: ` +
+                `pass --port, or set HTTP_PORT (http.port in --config)`,
+              exitCode: 2
+            })
+            : error
+        ),
         mapSetupErrors,
         Effect.catchDefect((defect) => {
           const missing = /^Service not found: (.+)$/.exec(messageOf(defect))
@@ -432,8 +451,8 @@ const serve = (modules: ReadonlyArray<string>) =>
             missing === null
               ? new CliFailure({ message: `a service failed to start: ${messageOf(defect)}`, exitCode: 1 })
               : new CliFailure({
-                message: `a service needs ${missing[1]}, which mesh run does not provide (it provides the broker ` +
-                  `and ServiceClient): export a Layer with it provided and run module:ThatLayer`,
+                message: `a service needs ${missing[1]}, which mesh run does not provide (it provides the broker, ` +
+                  `ServiceClient and the HTTP router): export a Layer with it provided and run module:ThatLayer`,
                 exitCode: 2
               })
           )

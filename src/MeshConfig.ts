@@ -214,7 +214,9 @@ const meshSettings: ReadonlyArray<readonly [string, string | undefined]> = [
   ["AMQP_HEARTBEAT", "10"],
   ["AMQP_CONNECTION_NAME", "effect-mesh"],
   ["AMQP_CONNECT_TIMEOUT", "10 seconds"],
-  ["AMQP_RECONNECT_MAX_DELAY", "5 seconds"]
+  ["AMQP_RECONNECT_MAX_DELAY", "5 seconds"],
+  ["HTTP_PORT", undefined],
+  ["HTTP_HOST", undefined]
 ]
 
 const secretKey = /PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|API_?KEY/i

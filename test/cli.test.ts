@@ -6,6 +6,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Layer } from "effect"
 import { AmqpBroker, ServiceClient } from "effect-mesh"
 import { writeFileSync } from "node:fs"
+import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -188,6 +189,53 @@ describe("mesh", () => {
       yield* run.kill("SIGTERM")
       assert.strictEqual((yield* run.exited).code, 0)
     }).pipe(Effect.scoped), 180_000)
+
+  it.live("run serves a module's HTTP entrypoints and the gateways with --port or HTTP_PORT, and refuses them without a port", () =>
+    Effect.gen(function*() {
+      const service = `cli-${suffix()}`
+      const module = "test/fixtures/programs/cliHttp.ts"
+      const getJson = (url: string, init?: RequestInit) =>
+        Effect.promise(async () => {
+          const response = await fetch(url, init)
+          return { status: response.status, body: (await response.json()) as unknown }
+        })
+
+      // --port 0: a free port, which the log line names; on RabbitMQ
+      const run = yield* meshRun([module, "--port", "0"], { SERVICE: service, HTTP_HOST: "127.0.0.1" })
+      const line = yield* run.waitFor(/mesh: HTTP on http:\/\/127\.0\.0\.1:\d+/)
+      const base = /(http:\/\/127\.0\.0\.1:\d+)/.exec(line)?.[1] ?? ""
+      const hello = yield* getJson(`${base}/${service}/hello/ada`)
+      assert.deepStrictEqual(hello, { status: 200, body: { hello: "ada", pid: run.pid } })
+      const rpc = yield* getJson(`${base}/rpc/${service}/work`, { method: "POST", body: JSON.stringify({ id: 7, millis: 0 }) })
+      assert.deepStrictEqual(rpc, { status: 200, body: { id: 7, pid: run.pid } })
+      yield* run.kill("SIGTERM")
+      assert.strictEqual((yield* run.exited).code, 0)
+
+      // HTTP_PORT from the environment, on the embedded broker
+      const port = yield* Effect.promise(() =>
+        new Promise<number>((resolve) => {
+          const server = createServer().listen(0, "127.0.0.1", () => {
+            const address = server.address()
+            server.close(() => resolve(typeof address === "object" && address !== null ? address.port : 0))
+          })
+        })
+      )
+      const viaEnv = yield* meshRun([module], { SERVICE: service, AMQP_URL: "", HTTP_PORT: String(port) })
+      yield* viaEnv.waitFor(/mesh: broker memory/)
+      const again = yield* getJson(`http://127.0.0.1:${port}/${service}/hello/grace`)
+      assert.deepStrictEqual(again, { status: 200, body: { hello: "grace", pid: viaEnv.pid } })
+      yield* viaEnv.kill("SIGTERM")
+      assert.strictEqual((yield* viaEnv.exited).code, 0)
+
+      // no port: one line, exit 2, the services stopped again
+      const refused = yield* mesh(["run", module], { AMQP_URL: amqpUrl(), SERVICE: service, HTTP_PORT: "" })
+      assert.strictEqual(refused.code, 2, refused.lines.join("\n"))
+      assert.match(
+        refused.lines[refused.lines.length - 1],
+        /^mesh: GET \/cli-\w+\/hello\/:name: the services serve HTTP and no port is configured: pass --port, or set HTTP_PORT \(http\.port in --config\)$/
+      )
+      assert.isFalse(refused.lines.some((l) => l.includes("mesh: running")))
+    }).pipe(Effect.scoped), 120_000)
 
   it.live("run on the embedded broker without AMQP_URL says so; show-config redacts secrets", () =>
     Effect.gen(function*() {
