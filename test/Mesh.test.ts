@@ -4,7 +4,7 @@
  * port is configured, called over a real socket with node's fetch.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Exit, Layer, Logger, Schema } from "effect"
+import { ConfigProvider, Effect, Exit, Layer, Schema } from "effect"
 import { Rpc, RpcGroup } from "effect/rpc"
 import { Broker, Discovery, HttpEntrypoint, Mesh, Service, ServiceClient, ServiceContract } from "effect-mesh"
 import { writeFileSync } from "node:fs"
@@ -12,6 +12,7 @@ import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { amqpUrl } from "./fixtures/amqpUrl.ts"
+import { captureLogs } from "./fixtures/logs.ts"
 
 const suffix = () => crypto.randomUUID().slice(0, 8)
 
@@ -60,15 +61,6 @@ const postJson = (url: string, body: unknown) =>
   fetchJson(url, { method: "POST", body: JSON.stringify(body), headers: { "content-type": "application/json" } })
 
 const config = (settings: Record<string, string>) => ConfigProvider.layer(ConfigProvider.fromUnknown(settings))
-
-/** the lines the mesh logs as it starts (at Info, as `mesh run` has them) */
-const captureLogs = () => {
-  const lines: Array<string> = []
-  const logger = Logger.make((options) => {
-    lines.push(Array.isArray(options.message) ? options.message.map(String).join(" ") : String(options.message))
-  })
-  return { lines, layer: Logger.layer([logger]) }
-}
 
 /** calls the service the way a program does, and says which broker carried it */
 const callGreet = (contract: ReturnType<typeof greeter>) =>
@@ -122,7 +114,7 @@ describe("Mesh.layerConfig", () => {
         Effect.provide(logs.layer)
       )
       assert.deepStrictEqual(result, { greeting: "hello ada", broker: "memory" })
-      assert.include(logs.lines, `mesh: HTTP on ${base}`)
+      assert.isTrue(logs.lines.some((l) => l.level === "Info" && l.message === `mesh: HTTP on ${base}`), JSON.stringify(logs.lines))
       // released with the Layer
       const after = yield* Effect.tryPromise(() => fetch(`${base}/${contract.name}/grace`)).pipe(Effect.exit)
       assert.isTrue(Exit.isFailure(after))
@@ -156,7 +148,7 @@ describe("Mesh.layerConfig", () => {
         Effect.provide(logs.layer)
       )
       assert.strictEqual(result.greeting, "hello ada")
-      assert.isFalse(logs.lines.some((line) => line.startsWith("mesh: HTTP on")), logs.lines.join("\n"))
+      assert.isFalse(logs.lines.some((l) => l.message.startsWith("mesh: HTTP on")), JSON.stringify(logs.lines))
 
       const routed = greeter()
       const exit = yield* callGreet(routed).pipe(
