@@ -4,7 +4,7 @@
  *
  * ```ts
  * const MeshLive = Mesh.layerConfig([CalculatorLive, OrdersLive])
- * program.pipe(Effect.provide(MeshLive), NodeRuntime.runMain)
+ * NodeRuntime.runMain(program.pipe(Effect.provide(MeshLive)))
  * ```
  *
  * `layerConfig` reads the configuration (`MeshConfig`: the environment and an optional config file,
@@ -13,7 +13,8 @@
  * gateway (`HttpGateway`) and the WebSocket gateway (`WebSocketGateway`) for the services' contracts.
  * Without a port nothing listens, and services that declare HTTP routes fail the Layer with
  * `MeshError` rather than run without them. The services and the program both get the broker and
- * `ServiceClient`'s transport, so handlers and the program call services alike.
+ * `ServiceClient`'s transport, so handlers and the program call services alike. The server's address
+ * is logged (`mesh: HTTP on <url>`) at `Discovery.LogLevel`, as instances log their start.
  *
  * @since 0.1.0
  */
