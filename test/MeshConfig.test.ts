@@ -94,6 +94,8 @@ describe("MeshConfig", () => {
         AMQP_CONNECTION_NAME: "effect-mesh (default)",
         AMQP_CONNECT_TIMEOUT: "10 seconds (default)",
         AMQP_RECONNECT_MAX_DELAY: "5 seconds (default)",
+        HTTP_PORT: "(not set) (default)",
+        HTTP_HOST: "(not set) (default)",
         SERVICE_API_KEY: "<redacted> (file)",
         SERVICE_NAME: "orders (file)"
       })

@@ -8,10 +8,11 @@
  * - the consumer app in `fixtures/consumer/` type-checks with `strict`, `noUncheckedIndexedAccess` and
  *   `skipLibCheck: false`, under `moduleResolution` `nodenext` and `bundler`, with TypeScript 7 (this
  *   repository's) and the newest TypeScript 5;
- * - it runs on Node 22.19.0 (the lowest `engines` allows) and on the Node 24 of this repository, on the
- *   embedded broker and on the test RabbitMQ;
- * - the installed `mesh` bin (run by its shebang, on each Node) prints its help, and `mesh call`
- *   answers from a `mesh run` of the consumer's service.
+ * - it runs, its service and client composed in one Layer (`Mesh.layerConfig`), on Node 22.19.0 (the
+ *   lowest `engines` allows) and on the Node 24 of this repository, on the embedded broker and on the
+ *   test RabbitMQ;
+ * - the installed `mesh` bin (run by its shebang, on each Node) prints its help, and `mesh call` and
+ *   the HTTP gateway answer from a `mesh run --port 0` of the consumer's service.
  *
  * The consumer's processes run without this repository's `NODE_OPTIONS`: its development condition
  * (`effect-mesh-source`) would point them at the shipped `.ts` sources.
@@ -209,7 +210,7 @@ describe("the npm package", () => {
     }
   }, 180_000)
 
-  it("the installed mesh bin: --help, and mesh call against mesh run of the consumer's service, on each Node", async () => {
+  it("the installed mesh bin: --help, and mesh call and HTTP against mesh run --port of the consumer's service, on each Node", async () => {
     const mesh = join(app, "node_modules", ".bin", "mesh")
     for (const { major, pathDir } of nodes) {
       const env = cleanEnv({ PATH: `${pathDir}:${process.env["PATH"] ?? ""}`, AMQP_URL: amqpUrl() })
@@ -219,7 +220,7 @@ describe("the npm package", () => {
       assert.match(help, /SUBCOMMANDS/)
       assert.match(ok(mesh, ["--version"], { cwd: app, env }), new RegExp(manifest.version.replaceAll(".", "\\.")))
 
-      const service = spawn(mesh, ["run", "service.ts"], { cwd: app, env, stdio: ["ignore", "pipe", "pipe"] })
+      const service = spawn(mesh, ["run", "service.ts", "--port", "0"], { cwd: app, env, stdio: ["ignore", "pipe", "pipe"] })
       const output = collect(service)
       try {
         await waitFor(output, /consumer-shop: instance \S+ started/, 60_000)
@@ -235,6 +236,18 @@ describe("the npm package", () => {
         })
         const stream = run(mesh, ["call", "consumer-shop.countdown", "{\"from\":2}"], { cwd: app, env })
         assert.deepStrictEqual(stream.stdout.trim().split("\n"), ["2", "1", "0"])
+
+        await waitFor(output, /mesh: HTTP on http:\/\/\S+/, 10_000)
+        const base = /mesh: HTTP on (http:\/\/\S+)/.exec(output.text())?.[1] ?? ""
+        const response = await fetch(`${base}/rpc/consumer-shop/order`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ item: "tea", quantity: 3 })
+        })
+        assert.deepStrictEqual(
+          { status: response.status, body: await response.json() },
+          { status: 200, body: { item: "tea", quantity: 3, total: 7.5 } }
+        )
       } finally {
         service.kill("SIGTERM")
       }
