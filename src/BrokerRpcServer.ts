@@ -25,17 +25,17 @@ import { constVoid } from "effect/Function"
 import type { RpcGroup, RpcSerialization } from "effect/rpc"
 import { Rpc, RpcServer } from "effect/rpc"
 import type { FromClientEncoded, FromServerEncoded } from "effect/rpc/RpcMessage"
-import type { BrokerError, Delivery, HeaderValue } from "./Broker.ts"
+import type { BrokerError, Delivery } from "./Broker.ts"
 import { Broker } from "./Broker.ts"
 import * as CallContext from "./CallContext.ts"
+import * as Admission from "./internal/admission.ts"
 import * as Codecs from "./internal/codecs.ts"
 import * as Deadlines from "./internal/deadlines.ts"
 import type * as Direct from "./internal/direct.ts"
-import * as events from "./internal/events.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
 import type { ServiceError } from "./ServiceError.ts"
-import { CallTimeout, InvalidPayload, MethodNotFound } from "./ServiceError.ts"
+import { CallTimeout } from "./ServiceError.ts"
 
 /**
  * @since 0.1.0
@@ -51,6 +51,8 @@ export interface Options {
   readonly instanceId: string
   /** after this many deliveries a request goes to the service's dead-letter queue */
   readonly deliveryLimit?: number | undefined
+  /** the largest request body taken, in bytes (default 1 MiB); a larger one is refused undecoded */
+  readonly maxMessageSize?: number | undefined
   /**
    * the instance's unary rpcs, run without RpcServer (no client and request bookkeeping of its own,
    * no second decode); streams and the rest go through RpcServer
@@ -70,24 +72,9 @@ export interface BrokerRpcServer {
 
 const formatIssue = SchemaIssue.makeFormatterDefault()
 
-/**
- * The schema issue of a payload that failed to decode. The JSON codec of a number also accepts
- * "NaN" and "Infinity", so its issue for `"one"` lists only those; the payload's own schema says
- * "Expected number". Off the hot path: only failed payloads get here.
- */
-const explain = (rpc: Rpc.AnyWithProps, payload: unknown, failed: Exit.Exit<unknown, Schema.SchemaError>): string => {
-  const plain = Schema.decodeUnknownExit(rpc.payloadSchema as unknown as Schema.Codec<unknown, unknown>)(payload)
-  const error = Exit.findErrorOption(Exit.isFailure(plain) ? plain : failed)
-  return Option.match(error, { onNone: () => "the payload could not be decoded", onSome: (e) => formatIssue(e.issue) })
-}
-
 const eof: FromClientEncoded = { _tag: "Eof" }
 
 type ExitEncoded = Extract<FromServerEncoded, { readonly _tag: "Exit" }>["exit"]
-
-/** the caller's deadline (epoch millis; NaN without one), from the call context header */
-const deadlineOf = (headers: Readonly<Record<string, HeaderValue>> | undefined): number =>
-  CallContext.deadlineOf(wire.stringHeader(headers, CallContext.headerNames.context)) ?? Number.NaN
 
 const ignored = { onFailure: constVoid, onSuccess: constVoid }
 
@@ -209,82 +196,61 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     let writeRequest!: (clientId: number, message: FromClientEncoded) => Effect.Effect<void>
     let writeRequestAndEof!: (clientId: number, request: FromClientEncoded) => Effect.Effect<void>
 
+    // every delivery is admitted once (internal/admission.ts); what `take` declines keeps its answer
+    // for `onDelivery`, which settles it
+    const admit = Admission.make(service, options.group, options.maxMessageSize ?? wire.defaultMaxMessageSize)
+    const now = () => clock.currentTimeMillisUnsafe()
+    const declined = new WeakMap<Delivery, Admission.Admission>()
+
     /**
-     * The common case, taken in the transport's callback: a well-formed request for a unary rpc starts
-     * on the runner at once, without a hop through the deliveries' stream. Anything else (and a
-     * request past its deadline) is left to `onDelivery`, which answers it.
+     * The common case, taken in the transport's callback: an admitted request for a unary rpc starts
+     * on the runner at once, without a hop through the deliveries' stream. Anything else is left to
+     * `onDelivery`, with its admission.
      */
     const take = (delivery: Delivery): boolean => {
       const runner = options.unary
       if (runner === undefined || draining) return false
-      const props = delivery.properties
-      const rpc = runner.rpcs.get(props.type ?? "") as Rpc.AnyWithProps | undefined
-      const replyTo = props.replyTo
-      const requestId = props.correlationId
-      if (rpc === undefined || replyTo === undefined || replyTo === "" || requestId === undefined) return false
-      if (props.contentType !== undefined && props.contentType !== wire.contentType) return false
-      if (events.isCommand(props.headers)) return false
-      const body = wire.decodeJson(delivery.body)
-      if (Option.isNone(body)) return false
-      const decoded = Codecs.codecsOf(rpc).decodePayload(body.value)
-      if (Exit.isFailure(decoded)) return false
-      const deadline = deadlineOf(props.headers)
-      const now = Number.isFinite(deadline) ? clock.currentTimeMillisUnsafe() : Number.NaN
-      if (deadline <= now) return false
-      const { call, clientId } = register(delivery, replyTo, requestId, false)
-      if (Number.isFinite(deadline)) call.timer = deadlines.add(deadline, timeout(clientId, rpc._tag, deadline - now))
-      startUnary(runner, clientId, call, rpc, decoded.value)
-      return true
+      const admission = admit(delivery, now)
+      if (admission._tag === "Admitted" && !admission.command && runner.rpcs.has(admission.rpc._tag)) {
+        const { call, clientId } = register(delivery, admission.replyTo, admission.requestId, false)
+        watchDeadline(clientId, call, admission)
+        startUnary(runner, clientId, call, admission.rpc, admission.payload)
+        return true
+      }
+      declined.set(delivery, admission)
+      return false
     }
 
     const onDelivery = (delivery: Delivery): Effect.Effect<void> => {
       // on a broker that hands every delivery to the stream, the common case is taken here
-      if (take(delivery)) return Effect.void
-      const props = delivery.properties
-      const command = events.isCommand(props.headers)
-      const replyTo = command ? "" : props.replyTo
-      const requestId = props.correlationId
-      if (replyTo === undefined || (replyTo === "" && !command) || requestId === undefined) {
-        // nobody to answer: it goes to the dead-letter queue rather than around in circles
-        return Effect.andThen(
-          Effect.logWarning(`${service}: a message without reply-to or correlation id was dead-lettered`),
-          delivery.nack(false)
-        )
+      const admission = declined.get(delivery)
+      if (admission === undefined && take(delivery)) return Effect.void
+      const admitted = admission ?? declined.get(delivery) ?? admit(delivery, now)
+      declined.delete(delivery)
+      switch (admitted._tag) {
+        case "Unanswerable":
+          return Effect.andThen(
+            Effect.logWarning(`${service}: a message without reply-to or correlation id was dead-lettered`),
+            delivery.nack(false)
+          )
+        case "Expired":
+          // the caller has given up: running it now would be wasted work
+          return Effect.andThen(Effect.logDebug(`${service}.${admitted.method}: dropped a request past its deadline`), delivery.ack)
+        case "Refused":
+          return draining ? delivery.nack(true) : answer(delivery, admitted.replyTo, admitted.requestId, admitted.error)
       }
       if (draining) return delivery.nack(true)
-      const method = props.type ?? ""
-      const rpc = options.group.requests.get(method) as Rpc.AnyWithProps | undefined
-      if (rpc === undefined) return answer(delivery, replyTo, requestId, new MethodNotFound({ service, method }))
-      if (props.contentType !== undefined && props.contentType !== wire.contentType) {
-        return answer(
-          delivery,
-          replyTo,
-          requestId,
-          new InvalidPayload({ service, method, issue: `content-type "${props.contentType}" is not ${wire.contentType}` })
-        )
+      const started = start(delivery, admitted)
+      watchDeadline(started.clientId, started.call, admitted)
+      return started.write
+    }
+
+    /** past its caller's deadline, a call is answered `CallTimeout` and its handler stopped */
+    const watchDeadline = (clientId: number, call: Call, admitted: Admission.Admitted) => {
+      if (Number.isFinite(admitted.deadline)) {
+        const left = admitted.deadline - now()
+        call.timer = deadlines.add(admitted.deadline, timeout(clientId, admitted.rpc._tag, left))
       }
-      const body = wire.decodeJson(delivery.body)
-      if (Option.isNone(body)) {
-        return answer(delivery, replyTo, requestId, new InvalidPayload({ service, method, issue: "the body is not JSON" }))
-      }
-      const decoded = Codecs.codecsOf(rpc).decodePayload(body.value)
-      if (Exit.isFailure(decoded)) {
-        return answer(delivery, replyTo, requestId, new InvalidPayload({ service, method, issue: explain(rpc, body.value, decoded) }))
-      }
-      const deadline = deadlineOf(props.headers)
-      if (Number.isFinite(deadline)) {
-        return Effect.withFiber((fiber) => {
-          const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
-          if (deadline <= now) {
-            // the caller has given up: running it now would be wasted work
-            return Effect.andThen(Effect.logDebug(`${service}.${method}: dropped a request past its deadline`), delivery.ack)
-          }
-          const started = start(delivery, replyTo, requestId, method, decoded.value, command)
-          started.call.timer = deadlines.add(deadline, timeout(started.clientId, method, deadline - now))
-          return started.write
-        })
-      }
-      return start(delivery, replyTo, requestId, method, decoded.value, command).write
     }
 
     // the caller is told first (its call forgotten), then the handler interrupted: what RpcServer
@@ -360,14 +326,12 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
 
     const start = (
       delivery: Delivery,
-      replyTo: string,
-      requestId: string,
-      method: string,
-      payload: unknown,
-      command: boolean
+      admitted: Admission.Admitted
     ): { readonly call: Call; readonly clientId: number; readonly write: Effect.Effect<void> } => {
+      const { command, payload, requestId } = admitted
+      const method = admitted.rpc._tag
       const headers = delivery.properties.headers
-      const { call, clientId } = register(delivery, replyTo, requestId, command)
+      const { call, clientId } = register(delivery, admitted.replyTo, requestId, command)
       const unary = options.unary
       const rpc = unary?.rpcs.get(method)
       if (rpc !== undefined && unary !== undefined) {

@@ -147,6 +147,11 @@ export interface CommonOptions {
   readonly deliveryLimit?: number | undefined
   /** how long a stopping instance lets running handlers finish (default 10 seconds) */
   readonly drainTimeout?: Duration.Input | undefined
+  /**
+   * the largest event body handled, in bytes (default 1 MiB, as for requests); a larger one is
+   * dead-lettered as `invalid-payload` before it is decoded
+   */
+  readonly maxMessageSize?: number | undefined
 }
 
 /**
@@ -672,6 +677,7 @@ interface Plan {
   readonly durable: boolean
   readonly concurrency: number
   readonly drainTimeout: Duration.Input
+  readonly maxMessageSize: number
 }
 
 const planOf = (event: Any, options: Options, instance: Service.Instance): Plan => {
@@ -693,7 +699,8 @@ const planOf = (event: Any, options: Options, instance: Service.Instance): Plan 
     deadQueue,
     durable: delivery !== "broadcast" || reliable !== undefined,
     concurrency: Math.max(1, options.concurrency ?? 16),
-    drainTimeout: options.drainTimeout ?? defaultDrainTimeout
+    drainTimeout: options.drainTimeout ?? defaultDrainTimeout,
+    maxMessageSize: options.maxMessageSize ?? wire.defaultMaxMessageSize
   }
 }
 
@@ -776,6 +783,9 @@ const settlerOf = (
 
   const decode = (delivery: Delivery): Decoded => {
     const props = delivery.properties
+    if (delivery.body.length > plan.maxMessageSize) {
+      return { _tag: "Invalid", issue: wire.tooLarge(delivery.body.length, plan.maxMessageSize) }
+    }
     if (props.contentType !== undefined && props.contentType !== wire.contentType) {
       return { _tag: "Invalid", issue: `content-type "${props.contentType}" is not ${wire.contentType}` }
     }

@@ -52,6 +52,11 @@ export interface Options<Handlers, EX, RX> {
   readonly exposeStackTraces?: boolean | undefined
   /** deliveries of one request before it goes to the service's dead-letter queue (default 5) */
   readonly deliveryLimit?: number | undefined
+  /**
+   * the largest request body (and command) taken from the broker, in bytes (default 1 MiB, as the HTTP
+   * gateway's `maxBodySize`); a larger one is refused before it is decoded, with `InvalidPayload`
+   */
+  readonly maxMessageSize?: number | undefined
   /** answer `describe` and announce the instance on the broker (default true); see `Discovery` */
   readonly discovery?: boolean | undefined
   /** the events the service publishes, for `describe` (an `Event.Event` fits) */
@@ -218,6 +223,7 @@ const rpcLayer = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
       drainTimeout: options.drainTimeout ?? BrokerRpcServer.defaultDrainTimeout,
       instanceId: instance.instanceId,
       deliveryLimit: options.deliveryLimit,
+      maxMessageSize: options.maxMessageSize,
       unary
     })
     yield* RpcServer.make(contract.group, {

@@ -14,6 +14,13 @@ import { ServiceError as ServiceErrorSchema } from "../ServiceError.ts"
 
 export const contentType = "application/json"
 
+/** the default limit of a message body a service takes: the HTTP gateway's `maxBodySize` (1 MiB) */
+export const defaultMaxMessageSize = 1024 * 1024
+
+/** why a body over a service's limit is refused, before it is decoded */
+export const tooLarge = (size: number, limit: number): string =>
+  `the message is ${size} bytes, over the service's limit of ${limit} (maxMessageSize)`
+
 export const header = {
   instance: "x-mesh-instance",
   traceparent: "traceparent"

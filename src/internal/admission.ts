@@ -1,0 +1,105 @@
+/**
+ * The one admission step of a service instance: a delivery from the service's queue is checked once
+ * (reply-to and correlation id, size, method, content type, JSON, payload, deadline) and becomes
+ * admitted work or a refusal that says how to settle it. Every route of the instance (the unary hot
+ * path in the transport's callback, the stream of deliveries, RpcServer for streams and middleware)
+ * starts from its answer, so a request is decoded once, whichever route it takes.
+ *
+ * @internal
+ */
+import { Exit, Option, Schema, SchemaIssue } from "effect"
+import type { Rpc, RpcGroup } from "effect/rpc"
+import type { Delivery, HeaderValue } from "../Broker.ts"
+import * as CallContext from "../CallContext.ts"
+import type { ServiceError } from "../ServiceError.ts"
+import { InvalidPayload, MethodNotFound } from "../ServiceError.ts"
+import * as Codecs from "./codecs.ts"
+import * as events from "./events.ts"
+import * as wire from "./wire.ts"
+
+/**
+ * A request to run: its rpc and decoded payload, where to answer (`replyTo` is `""` for a command,
+ * which is never answered) and the caller's deadline (epoch millis, `NaN` without one).
+ */
+export interface Admitted {
+  readonly _tag: "Admitted"
+  readonly rpc: Rpc.AnyWithProps
+  readonly payload: unknown
+  readonly replyTo: string
+  readonly requestId: string
+  readonly command: boolean
+  readonly deadline: number
+}
+
+/** a request refused with one of the mesh's errors: answered with it (a command: dead-lettered) */
+export interface Refused {
+  readonly _tag: "Refused"
+  readonly replyTo: string
+  readonly requestId: string
+  readonly error: ServiceError
+}
+
+/** nobody to answer (no reply-to or correlation id): dead-lettered, not sent around in circles */
+export interface Unanswerable {
+  readonly _tag: "Unanswerable"
+}
+
+/** its caller's deadline has passed: nobody waits for the answer, so it is dropped */
+export interface Expired {
+  readonly _tag: "Expired"
+  readonly method: string
+}
+
+/** what the admission step makes of a delivery */
+export type Admission = Admitted | Refused | Unanswerable | Expired
+
+/** the admission step of one service */
+export type Admit = (delivery: Delivery, now: () => number) => Admission
+
+const unanswerable: Unanswerable = { _tag: "Unanswerable" }
+
+const formatIssue = SchemaIssue.makeFormatterDefault()
+
+/**
+ * The schema issue of a payload that failed to decode. The JSON codec of a number also accepts
+ * "NaN" and "Infinity", so its issue for `"one"` lists only those; the payload's own schema says
+ * "Expected number". Off the hot path: only failed payloads get here.
+ */
+const explain = (rpc: Rpc.AnyWithProps, payload: unknown, failed: Exit.Exit<unknown, Schema.SchemaError>): string => {
+  const plain = Schema.decodeUnknownExit(rpc.payloadSchema as unknown as Schema.Codec<unknown, unknown>)(payload)
+  const error = Exit.findErrorOption(Exit.isFailure(plain) ? plain : failed)
+  return Option.match(error, { onNone: () => "the payload could not be decoded", onSome: (e) => formatIssue(e.issue) })
+}
+
+/** the caller's deadline (epoch millis; NaN without one), from the call context header */
+const deadlineOf = (headers: Readonly<Record<string, HeaderValue>> | undefined): number =>
+  CallContext.deadlineOf(wire.stringHeader(headers, CallContext.headerNames.context)) ?? Number.NaN
+
+/** the admission step of a service: its name, its rpcs, and the largest body it takes */
+export const make = (service: string, group: RpcGroup.RpcGroup<Rpc.Any>, maxMessageSize: number): Admit =>
+(delivery, now) => {
+  const props = delivery.properties
+  const command = events.isCommand(props.headers)
+  const replyTo = command ? "" : props.replyTo
+  const requestId = props.correlationId
+  if (replyTo === undefined || (replyTo === "" && !command) || requestId === undefined) return unanswerable
+  const method = props.type ?? ""
+  const refuse = (error: ServiceError): Refused => ({ _tag: "Refused", replyTo, requestId, error })
+  if (delivery.body.length > maxMessageSize) {
+    return refuse(new InvalidPayload({ service, method, issue: wire.tooLarge(delivery.body.length, maxMessageSize) }))
+  }
+  const rpc = group.requests.get(method) as Rpc.AnyWithProps | undefined
+  if (rpc === undefined) return refuse(new MethodNotFound({ service, method }))
+  if (props.contentType !== undefined && props.contentType !== wire.contentType) {
+    return refuse(new InvalidPayload({ service, method, issue: `content-type "${props.contentType}" is not ${wire.contentType}` }))
+  }
+  const body = wire.decodeJson(delivery.body)
+  if (Option.isNone(body)) return refuse(new InvalidPayload({ service, method, issue: "the body is not JSON" }))
+  const decoded = Codecs.codecsOf(rpc).decodePayload(body.value)
+  if (Exit.isFailure(decoded)) {
+    return refuse(new InvalidPayload({ service, method, issue: explain(rpc, body.value, decoded) }))
+  }
+  const deadline = deadlineOf(props.headers)
+  if (Number.isFinite(deadline) && deadline <= now()) return { _tag: "Expired", method }
+  return { _tag: "Admitted", rpc, payload: decoded.value, replyTo, requestId, command, deadline }
+}
