@@ -47,6 +47,9 @@ loopback_users.guest = true
 log.console = false
 log.file.level = info
 disk_free_limit.absolute = 50MB
+# no message larger than 16 MiB (RabbitMQ 4's default; 3.x allows 128 MB): a service refuses a request
+# over its own maxMessageSize (1 MiB by default) before decoding it, and this bounds what reaches it
+max_message_size = 16777216
 EOF
   echo '[].' >"$BASE/enabled_plugins"
   : >"$BASE/rabbitmq-env.conf"
