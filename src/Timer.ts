@@ -49,8 +49,8 @@
 import { Cause, Clock, Duration, Effect, Exit, Layer, Pull, Schedule } from "effect"
 import type { Scope } from "effect"
 import { Broker } from "./Broker.ts"
-import * as CallContext from "./CallContext.ts"
 import * as Lease from "./internal/lease.ts"
+import { rootRun } from "./internal/rootRun.ts"
 import * as Topology from "./internal/topology.ts"
 import * as Service from "./Service.ts"
 
@@ -147,31 +147,13 @@ const timerLoop = <A, E, R, ES, RS, EB, RB>(
   eager: boolean,
   backoff: Schedule.Schedule<unknown, Cause.Cause<E>, EB, RB> | undefined
 ): Effect.Effect<void, never, Exclude<R, Scope.Scope> | RS | RB> => {
-  const entry = `${instance.service}.timer:${name}`
-  const runOnce = Effect.suspend(() => {
-    const context = CallContext.root(entry)
-    const correlationId = context.correlationId
-    return effect.pipe(
-      Effect.scoped,
-      Effect.provideService(CallContext.CallContext, context),
-      Effect.withSpan(entry, {
-        root: true,
-        attributes: {
-          "mesh.service": instance.service,
-          "mesh.instance": instance.instanceId,
-          "mesh.timer": name,
-          "mesh.correlation_id": correlationId
-        }
-      }),
-      Effect.exit,
-      Effect.tap((exit) =>
-        Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)
-          ? Effect.logWarning("the timer's run failed; the timer goes on", exit.cause)
-          : Effect.void
-      ),
-      Effect.annotateLogs({ correlationId })
+  const runOnce = rootRun(instance, "timer", name, effect, { span: true }).pipe(
+    Effect.tap((exit) =>
+      Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)
+        ? Effect.logWarning("the timer's run failed; the timer goes on", exit.cause)
+        : Effect.void
     )
-  })
+  )
 
   return Effect.gen(function*() {
     const next: Step<unknown, ES, RS> = yield* Schedule.toStep(schedule)

@@ -30,7 +30,7 @@
 import { Cause, Clock, Duration, Effect, Exit, Layer, Pull, Schedule } from "effect"
 import type { Scope } from "effect"
 import { Broker } from "./Broker.ts"
-import * as CallContext from "./CallContext.ts"
+import { rootRun } from "./internal/rootRun.ts"
 import * as Lease from "./internal/lease.ts"
 import * as Topology from "./internal/topology.ts"
 import * as Service from "./Service.ts"
@@ -121,17 +121,8 @@ const workerLoop = <A, E, R, ES, RS>(
   restart: Schedule.Schedule<unknown, Exit.Exit<A, E>, ES, RS>,
   resetAfter: Duration.Duration
 ): Effect.Effect<void, never, Exclude<R, Scope.Scope> | RS> => {
-  const entry = `${instance.service}.worker:${name}`
-  const runOnce = Effect.suspend(() => {
-    const context = CallContext.root(entry)
-    const correlationId = context.correlationId
-    return effect.pipe(
-      Effect.scoped,
-      Effect.provideService(CallContext.CallContext, context),
-      Effect.exit,
-      Effect.annotateLogs({ correlationId })
-    )
-  })
+  // no span: a worker's run lasts as long as the worker does
+  const runOnce = rootRun(instance, "worker", name, effect, { span: false })
 
   return Effect.gen(function*() {
     let step: Step<Exit.Exit<A, E>, ES, RS> = yield* Schedule.toStep(restart)
