@@ -147,6 +147,12 @@ export interface QueueOptions {
   readonly deadLetterRoutingKey?: string | undefined
   /** default time to live of every message, in milliseconds */
   readonly messageTtl?: number | undefined
+  /**
+   * at most this many ready messages (delivered, unacked ones do not count): when a publish goes
+   * over, the oldest is dropped, or dead-lettered (reason `maxlen`) when the queue has a dead-letter
+   * exchange. RabbitMQ's `x-max-length` with `x-overflow: drop-head`.
+   */
+  readonly maxLength?: number | undefined
   /** only one consumer receives messages at a time; the next takes over when it goes away */
   readonly singleActiveConsumer?: boolean | undefined
   /**

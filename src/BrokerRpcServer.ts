@@ -30,6 +30,7 @@ import { Broker } from "./Broker.ts"
 import * as CallContext from "./CallContext.ts"
 import * as Admission from "./internal/admission.ts"
 import * as Codecs from "./internal/codecs.ts"
+import * as DeadLetterQueue from "./internal/deadLetterQueue.ts"
 import * as Deadlines from "./internal/deadlines.ts"
 import type * as Direct from "./internal/direct.ts"
 import * as topology from "./internal/topology.ts"
@@ -107,8 +108,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     yield* topology.declareCommon(broker)
     const queue = topology.rpcQueue(service)
     const deadQueue = topology.rpcDeadLetterQueue(service)
-    yield* broker.declareQueue(deadQueue, { durable: true })
-    yield* broker.bindQueue(deadQueue, topology.deadLetterExchange, deadQueue)
+    yield* DeadLetterQueue.declare(broker, deadQueue)
     yield* broker.declareQueue(queue, {
       durable: true,
       deadLetterExchange: topology.deadLetterExchange,

@@ -58,6 +58,7 @@ import type { Rpc } from "effect/rpc"
 import type { BrokerError, Consumer, Delivery, HeaderValue, PublishOptions, QueueOptions } from "./Broker.ts"
 import { Broker } from "./Broker.ts"
 import * as CallContext from "./CallContext.ts"
+import * as DeadLetterQueue from "./internal/deadLetterQueue.ts"
 import * as internal from "./internal/events.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
@@ -709,8 +710,7 @@ const declare = (broker: Broker["Service"], event: Any, plan: Plan): Effect.Effe
     const exchange = topology.eventExchange(event.source)
     yield* topology.declareCommon(broker)
     yield* ensureExchange(broker, exchange)
-    yield* broker.declareQueue(plan.deadQueue, { durable: true })
-    yield* broker.bindQueue(plan.deadQueue, topology.deadLetterExchange, plan.deadQueue)
+    yield* DeadLetterQueue.declare(broker, plan.deadQueue)
     yield* broker.declareQueue(plan.queue, plan.queueOptions)
     yield* broker.bindQueue(plan.queue, exchange, event.type)
   })

@@ -154,7 +154,7 @@ const wakeInline = new Scheduler.MixedScheduler("sync")
 
 type MutableProperties = { -readonly [K in keyof Properties]: Properties[K] }
 
-type DeathReason = "rejected" | "expired" | "delivery-limit"
+type DeathReason = "rejected" | "expired" | "delivery-limit" | "maxlen"
 
 const emptyProperties: Properties = {}
 
@@ -427,6 +427,7 @@ const sameQueueOptions = (a: QueueOptions, b: QueueOptions): boolean =>
   a.deadLetterExchange === b.deadLetterExchange &&
   a.deadLetterRoutingKey === b.deadLetterRoutingKey &&
   a.messageTtl === b.messageTtl &&
+  a.maxLength === b.maxLength &&
   a.deliveryLimit === b.deliveryLimit &&
   a.expires === b.expires
 
@@ -650,6 +651,15 @@ class BrokerState {
       queue.expiring++
       this.schedule(entry.expiresAt)
     }
+    // as RabbitMQ's `x-overflow: drop-head`: a publish over the limit drops the oldest ready messages
+    const limit = queue.options.maxLength
+    if (limit === undefined || atHead) return
+    while (queue.messages.length > Math.max(0, limit)) {
+      const oldest = queue.messages.shift()
+      if (oldest === undefined) break
+      if (oldest.expiresAt !== undefined) queue.expiring--
+      this.deadLetter(queue, oldest, "maxlen")
+    }
   }
 
   deadLetter(queue: QueueState, entry: Entry, reason: DeathReason): void {
@@ -658,7 +668,11 @@ class BrokerState {
     const exchange = exchangeName === "" ? undefined : this.exchanges.get(exchangeName)
     if (exchangeName !== "" && exchange === undefined) return
     const original = entry.payload
-    const headers: Record<string, HeaderValue> = { ...original.properties.headers, "x-death-reason": reason }
+    const headers: Record<string, HeaderValue> = {
+      ...original.properties.headers,
+      "x-death-reason": reason,
+      "x-death-time": this.clock.currentTimeMillisUnsafe()
+    }
     const properties: MutableProperties = { ...original.properties, headers }
     // as RabbitMQ does, so that the message does not expire again where it lands
     delete properties.expiration

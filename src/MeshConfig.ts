@@ -21,6 +21,7 @@ import { Config, ConfigProvider, Effect, FileSystem, Layer, Option, Redacted, Sc
 import { Yaml } from "effect/encoding"
 import * as AmqpBroker from "./AmqpBroker.ts"
 import type { Broker, BrokerError } from "./Broker.ts"
+import * as DeadLetters from "./DeadLetters.ts"
 import * as MemoryBroker from "./MemoryBroker.ts"
 
 // ---- models ----
@@ -216,7 +217,9 @@ const meshSettings: ReadonlyArray<readonly [string, string | undefined]> = [
   ["AMQP_CONNECT_TIMEOUT", "10 seconds"],
   ["AMQP_RECONNECT_MAX_DELAY", "5 seconds"],
   ["HTTP_PORT", undefined],
-  ["HTTP_HOST", undefined]
+  ["HTTP_HOST", undefined],
+  [DeadLetters.keys.maxLength, String(DeadLetters.defaults.maxLength)],
+  [DeadLetters.keys.ttl, String(DeadLetters.defaults.ttl)]
 ]
 
 const secretKey = /PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|API_?KEY/i

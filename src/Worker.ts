@@ -30,8 +30,8 @@
 import { Cause, Clock, Duration, Effect, Exit, Layer, Pull, Schedule } from "effect"
 import type { Scope } from "effect"
 import { Broker } from "./Broker.ts"
-import { rootRun } from "./internal/rootRun.ts"
 import * as Lease from "./internal/lease.ts"
+import { rootRun } from "./internal/rootRun.ts"
 import * as Topology from "./internal/topology.ts"
 import * as Service from "./Service.ts"
 

@@ -96,6 +96,8 @@ describe("MeshConfig", () => {
         AMQP_RECONNECT_MAX_DELAY: "5 seconds (default)",
         HTTP_PORT: "(not set) (default)",
         HTTP_HOST: "(not set) (default)",
+        MESH_DLQ_MAX_LENGTH: "10000 (default)",
+        MESH_DLQ_TTL: "7 days (default)",
         SERVICE_API_KEY: "<redacted> (file)",
         SERVICE_NAME: "orders (file)"
       })

@@ -1,7 +1,9 @@
 import { MemoryBroker } from "effect-mesh"
 import { brokerSuite } from "./fixtures/brokerSuite.ts"
+import { deadLetterSuite } from "./fixtures/deadLetterSuite.ts"
 
 // calls between clients and services of one process go direct (the default) ...
 brokerSuite("MemoryBroker", MemoryBroker.layer)
 // ... or through the queue, as on RabbitMQ
 brokerSuite("MemoryBroker (queued calls)", MemoryBroker.layerWith({ directCalls: false }), { rpcOnly: true })
+deadLetterSuite("MemoryBroker", MemoryBroker.layer)
