@@ -968,6 +968,10 @@ const queueArguments = (options: QueueOptions | undefined): Amqp.QueueOptions =>
   if (options.deadLetterExchange !== undefined) result.deadLetterExchange = options.deadLetterExchange
   if (options.deadLetterRoutingKey !== undefined) result.deadLetterRoutingKey = options.deadLetterRoutingKey
   if (options.messageTtl !== undefined) result.messageTtl = Math.max(0, Math.floor(options.messageTtl))
+  if (options.maxLength !== undefined) {
+    result.maxLength = Math.max(0, Math.floor(options.maxLength))
+    args["x-overflow"] = "drop-head"
+  }
   if (options.expires !== undefined) result.expires = Math.max(1, Math.floor(options.expires))
   return result
 }
@@ -1047,6 +1051,10 @@ const toHeaders = (headers: Amqp.RawMessage["properties"]["headers"]): Record<st
       result["x-death-reason"] = reason === "delivery_limit" ? "delivery-limit" : reason
       found = true
     }
+    // an AMQP timestamp, in seconds: amqplib reads it as { "!": "timestamp", value }
+    const time: unknown = typeof latest === "object" && latest !== null && "time" in latest ? latest.time : undefined
+    const seconds: unknown = typeof time === "object" && time !== null && "value" in time ? time.value : time
+    if (typeof seconds === "number") result["x-death-time"] = seconds * 1000
   }
   return found ? result : undefined
 }
