@@ -266,7 +266,7 @@ export const contractEntry = (
         // a method without a payload ignores the body (`{}` or nothing)
         decodePayload: props.payloadSchema === Schema.Void
           ? () => Effect.void
-          : Schema.decodeUnknownEffect(Schema.toCodecJson(props.payloadSchema)) as MethodEntry["decodePayload"],
+          : explained(props.payloadSchema),
         encodeSuccess: Schema.encodeUnknownEffect(Schema.toCodecJson(success)) as MethodEntry["encodeSuccess"],
         encodeError: Schema.encodeUnknownEffect(Schema.toCodecJson(error)) as MethodEntry["encodeError"],
         call: calls[tag]
@@ -274,6 +274,18 @@ export const contractEntry = (
     }
     return { name: contract.name, errorStatus: options.errorStatus ?? {}, methods } satisfies ContractEntry
   })
+
+/**
+ * Decodes a payload with the JSON codec of its schema. The JSON codec of a number also accepts
+ * "NaN" and "Infinity", so its issue for `"one"` lists only those; on failure the payload's own
+ * schema explains it ("Expected number"), as the server's admission does for `mesh call`.
+ */
+const explained = (schema: Schema.Top): MethodEntry["decodePayload"] => {
+  const json = Schema.decodeUnknownEffect(Schema.toCodecJson(schema)) as MethodEntry["decodePayload"]
+  const plain = Schema.decodeUnknownEffect(schema as unknown as Schema.Codec<unknown, unknown>)
+  return (u) =>
+    Effect.catch(json(u), (error) => Effect.matchEffect(plain(u), { onFailure: Effect.fail, onSuccess: () => Effect.fail(error) }))
+}
 
 export interface ErrorBody {
   readonly status: number
