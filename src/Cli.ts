@@ -9,13 +9,14 @@
  * mesh call calculator.add '{"a":1,"b":2}'           # prints 3
  * mesh emit orders.order_placed '{"id":"o-1"}'
  * mesh describe calculator
+ * mesh dlq orders                                    # why mesh.rpc.orders.dead's letters died; --replay, --purge
  * mesh show-config --config mesh.yaml
  * ```
  *
  * Configuration comes from the environment and an optional YAML or JSON file (`--config`, or
  * `MESH_CONFIG`), see `MeshConfig`. With `AMQP_URL` set, everything runs on RabbitMQ; without it
  * `mesh run` uses the embedded broker, which only the services of that one process share, so `call`,
- * `emit` and `describe` refuse to run without it. `mesh run` is `Mesh.layerConfig`: with a port
+ * `emit`, `describe` and `dlq` refuse to run without it. `mesh run` is `Mesh.layerConfig`: with a port
  * (`--port`, or `HTTP_PORT`) it serves HTTP, and it refuses to start services that declare HTTP routes
  * without one. Failures print one line on stderr and exit non-zero: 1 when the mesh answered with an
  * error, 2 for bad input or configuration.
@@ -29,6 +30,7 @@ import { Argument, CliError, Command, Flag } from "effect/cli"
 import { isAbsolute, resolve } from "node:path"
 import { pathToFileURL } from "node:url"
 import * as CallContext from "./CallContext.ts"
+import * as DeadLetters from "./DeadLetters.ts"
 import * as Discovery from "./Discovery.ts"
 import * as Event from "./Event.ts"
 import * as Mesh from "./Mesh.ts"
@@ -204,6 +206,57 @@ const describeCommand = Command.make(
   })
 ).pipe(Command.withDescription("List the live instances, their rpcs (JSON Schemas) and events"))
 
+const dlqCommand = Command.make(
+  "dlq",
+  {
+    queue: Argument.String("queue").pipe(
+      Argument.withDescription("a dead-letter queue (<subscription>.dead), or a service for mesh.rpc.<service>.dead")
+    ),
+    replay: Flag.Boolean("replay").pipe(
+      Flag.withDescription("publish each back to the queue it died in, then remove it"),
+      Flag.withDefault(false)
+    ),
+    purge: Flag.Boolean("purge").pipe(Flag.withDescription("remove them"), Flag.withDefault(false)),
+    limit: Flag.Int("limit").pipe(Flag.withDescription("only the oldest n (default: all)"), Flag.optional),
+    json: Flag.Boolean("json").pipe(Flag.withDescription("list them as JSON, on one line"), Flag.withDefault(false)),
+    wait: Flag.String("wait").pipe(
+      Flag.withDescription("stop reading once none arrived for this long, e.g. \"2 seconds\""),
+      Flag.withDefault("1 second")
+    )
+  },
+  Effect.fnUntraced(function*({ json, limit, purge, queue, replay, wait }) {
+    const file = yield* loadConfig
+    if (replay && purge) {
+      return yield* new CliFailure({ message: "choose one of --replay and --purge", exitCode: 2 })
+    }
+    const name = DeadLetters.queueOf(queue)
+    const options = { limit: Option.getOrUndefined(limit), wait: yield* parseDuration(wait) }
+    const work = replay
+      ? replayLetters(name, options)
+      : purge
+      ? Effect.flatMap(DeadLetters.purge(name, options), (n) => Console.log(`purged ${plural(n, "dead letter")} from ${name}`))
+      : Effect.flatMap(DeadLetters.list(name, options), (letters) =>
+        Console.log(json ? JSON.stringify(letters.map(letterJson)) : renderLetters(name, letters)))
+    return yield* requireBroker("dlq").pipe(
+      Effect.andThen(work),
+      Effect.catchIf(
+        (error) => error._tag === "BrokerError" && error.reason === "NotFound",
+        () => Effect.fail(new CliFailure({ message: `no queue ${name}`, exitCode: 1 }))
+      ),
+      Effect.provide(MeshConfig.layerBroker),
+      mapSetupErrors,
+      withConfig(file)
+    )
+  })
+).pipe(
+  Command.withDescription("List a dead-letter queue (why, when and where each died), or replay or purge it"),
+  Command.withExamples([
+    { command: "mesh dlq orders", description: "the dead rpc requests and commands of orders" },
+    { command: "mesh dlq mesh.events.orders.order_placed.pool.billing.dead --replay", description: "back to billing" },
+    { command: "mesh dlq orders --purge --limit 100", description: "remove the oldest 100" }
+  ])
+)
+
 const showConfigCommand = Command.make(
   "show-config",
   {},
@@ -230,7 +283,7 @@ const showConfigCommand = Command.make(
  * @since 0.1.0
  */
 export const command = root.pipe(
-  Command.withSubcommands([runCommand, callCommand, emitCommand, describeCommand, showConfigCommand])
+  Command.withSubcommands([runCommand, callCommand, emitCommand, describeCommand, dlqCommand, showConfigCommand])
 )
 
 /**
@@ -475,6 +528,61 @@ const serve = (
         )
       )
     )
+  })
+
+// ---- mesh dlq ----
+
+const plural = (n: number, noun: string): string => `${n} ${noun}${n === 1 ? "" : "s"}`
+
+const previewLength = 200
+
+const textOf = (body: Uint8Array): string => new TextDecoder().decode(body)
+
+const preview = (body: Uint8Array): string => {
+  const text = textOf(body).replace(/\s+/g, " ").trim()
+  return text.length > previewLength ? `${text.slice(0, previewLength)}…` : text
+}
+
+const timeOf = (millis: number | undefined): string => millis === undefined ? "(time unknown)" : new Date(millis).toISOString()
+
+const renderLetters = (queue: string, letters: ReadonlyArray<DeadLetters.DeadLetter>): string => {
+  if (letters.length === 0) return `${queue}: no dead letters`
+  const out = [`${queue}: ${plural(letters.length, "dead letter")}, oldest first`]
+  letters.forEach((l, i) => {
+    const type = l.type === undefined ? "" : `  type ${l.type}`
+    out.push(`${i + 1}. ${timeOf(l.diedAt)}  ${l.reason}  from ${l.origin}${type}  routing key ${l.routingKey}`)
+    if (l.error !== undefined) out.push(`   error: ${oneLine(l.error)}`)
+    out.push(`   body: ${preview(l.body)}`)
+  })
+  out.push("(--replay publishes them back where they died, --purge removes them, --json prints everything)")
+  return out.join("\n")
+}
+
+const letterJson = (l: DeadLetters.DeadLetter) => ({
+  reason: l.reason,
+  error: l.error,
+  diedAt: l.diedAt === undefined ? undefined : new Date(l.diedAt).toISOString(),
+  origin: l.origin,
+  queue: l.queue,
+  routingKey: l.routingKey,
+  type: l.type,
+  messageId: l.messageId,
+  body: textOf(l.body),
+  headers: l.headers
+})
+
+const replayLetters = (queue: string, options: DeadLetters.ReadOptions) =>
+  Effect.gen(function*() {
+    const { failed, replayed } = yield* DeadLetters.replay(queue, options)
+    yield* Console.log(`replayed ${plural(replayed, "dead letter")} from ${queue}`)
+    if (failed.length === 0) return
+    for (const { letter, message } of failed) {
+      yield* Console.error(`mesh: could not replay to ${letter.origin}: ${oneLine(message)}`)
+    }
+    return yield* new CliFailure({
+      message: `could not replay ${plural(failed.length, "dead letter")}; ${failed.length === 1 ? "it stays" : "they stay"} in ${queue}`,
+      exitCode: 1
+    })
   })
 
 // ---- mesh describe ----
