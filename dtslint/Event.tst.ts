@@ -2,9 +2,7 @@ import { Context, Effect, Layer, Stream } from "effect"
 import type { Scope } from "effect"
 import { Event, Service } from "effect-mesh"
 import type { Broker, BrokerError } from "effect-mesh/Broker"
-import type { InvalidPayload, ServiceNotFound, TransportError } from "effect-mesh/ServiceError"
 import { describe, expect, it } from "tstyche"
-import { Calculator } from "../examples/calculator/contract.ts"
 import { Billing, Order, OrderPlaced, PriceChanged } from "../examples/events/contract.ts"
 
 class Ledger extends Context.Service<Ledger, { readonly charge: (total: number) => Effect.Effect<void> }>()(
@@ -106,18 +104,3 @@ describe("Event.subscribe", () => {
       })))
   })
 })
-
-describe("Event.command", () => {
-  it("takes a method of the contract and its payload", () => {
-    expect(Event.command).type.toBeCallableWith(Calculator, "add", { a: 1, b: 2 })
-    expect(Event.command).type.not.toBeCallableWith(Calculator, "add", { a: "1", b: 2 })
-    expect(Event.command).type.not.toBeCallableWith(Calculator, "subtract", { a: 1, b: 2 })
-  })
-
-  it("fails with the mesh's errors of a send and needs the broker", () => {
-    expect(Event.command(Calculator, "multiply", { a: 1, b: 2 })).type.toBe<
-      Effect.Effect<void, ServiceNotFound | InvalidPayload | TransportError, Broker>
-    >()
-  })
-})
-

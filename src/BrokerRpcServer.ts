@@ -9,7 +9,7 @@
  * unacked, so it is redelivered. Interrupts and stream acks come from callers over the control
  * exchange. `drain` stops taking requests, lets the running ones finish within a deadline, and puts
  * the rest back in the queue unanswered, for another instance. A request with the `x-mesh-command`
- * header (`Event.command`) needs no reply-to: it is acked when it completes and dead-lettered when it
+ * header (`Command.send`) needs no reply-to: it is acked when it completes and dead-lettered when it
  * fails.
  *
  * Unary rpcs without middleware (the hot path) skip `RpcServer`: the instance's runner (`unary`) runs
@@ -87,7 +87,7 @@ interface Call {
   readonly replyTo: string
   readonly requestId: string
   readonly key: string
-  /** a command (`Event.command`): acked when it completes, never answered */
+  /** a command (`Command.send`): acked when it completes, never answered */
   readonly command: boolean
   /** the caller's deadline, while it is watched */
   timer: Deadlines.Entry | undefined

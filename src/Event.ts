@@ -37,7 +37,6 @@
  */
 import {
   Cause,
-  Clock,
   Context,
   Deferred,
   Duration,
@@ -54,17 +53,15 @@ import {
   Stream
 } from "effect"
 import type { Scope } from "effect"
-import type { Rpc } from "effect/rpc"
-import type { BrokerError, Consumer, Delivery, HeaderValue, PublishOptions, QueueOptions } from "./Broker.ts"
+import type { BrokerError, Consumer, Delivery, QueueOptions } from "./Broker.ts"
 import { Broker } from "./Broker.ts"
 import * as CallContext from "./CallContext.ts"
 import * as DeadLetterQueue from "./internal/deadLetterQueue.ts"
 import * as internal from "./internal/events.ts"
+import * as Settler from "./internal/settler.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
 import * as Service from "./Service.ts"
-import type { ServiceContract } from "./ServiceContract.ts"
-import { InvalidPayload, ServiceNotFound, TransportError } from "./ServiceError.ts"
 
 // ---- models ----
 
@@ -296,7 +293,7 @@ const publishMade = (
   if (Exit.isFailure(encoded)) return Effect.fail(eventError(event, "InvalidPayload", issueOf(encoded)))
   const exchange = codec.exchange
   const id = crypto.randomUUID()
-  const context = nextContextOf(parent, event.source, event.type, id)
+  const context = internal.nextContextOf(parent, event.source, event.type, id)
   const send = broker.publish(exchange, event.type, wire.encodeJson(encoded.value), {
     confirm: true,
     persistent: true,
@@ -306,10 +303,10 @@ const publishMade = (
     correlationId: context.correlationId,
     headers: CallContext.toHeaders(context)
   })
-  const ready = codec.declaredOn === broker || isDeclared(broker, exchange)
+  const ready = codec.declaredOn === broker || topology.isDeclared(broker, exchange)
   if (ready) codec.declaredOn = broker
   return Effect.mapError(
-    ready ? send : Effect.andThen(ensureExchange(broker, exchange), send),
+    ready ? send : Effect.andThen(topology.ensureExchange(broker, exchange), send),
     (e) => eventError(event, "Transport", e.message)
   )
 }
@@ -331,7 +328,7 @@ export const handle = <Source extends string, Type extends string, S extends Sch
       const broker = yield* Broker
       const plan = planOf(event, options, instance)
       yield* declare(broker, event, plan)
-      const settle = settlerOf(broker, event, plan, options.retry ?? defaultRetry)
+      const settle = Settler.make(broker, plan, codecOf(event).decode, options.retry ?? defaultRetry)
       const process = (delivery: Delivery): Effect.Effect<void, never, Exclude<R, Scope.Scope>> => {
         const decoded = settle.decode(delivery)
         if (decoded._tag === "Invalid") return settle.invalid(delivery, decoded.issue)
@@ -412,7 +409,7 @@ export const subscribe = <Source extends string, Type extends string, S extends 
       const broker = yield* Broker
       const plan = planOf(event, options, instance)
       yield* declare(broker, event, plan)
-      const settle = settlerOf(broker, event, plan, options.retry ?? defaultRetry)
+      const settle = Settler.make(broker, plan, codecOf(event).decode, options.retry ?? defaultRetry)
       let current: Consumer | undefined
 
       const toReceived = (delivery: Delivery): Effect.Effect<Received<S["Type"]> | undefined> => {
@@ -475,60 +472,6 @@ export const subscribe = <Source extends string, Type extends string, S extends 
         Effect.suspend(() => current === undefined ? Fiber.interrupt(fiber) : drain(current, fiber, plan.drainTimeout))
       )
     })))
-
-/**
- * Sends a command: a call of a service's rpc whose result nobody waits for. It succeeds once the
- * broker has the request in the service's queue (it waits there when no instance runs); an instance
- * runs it and acks it when it completes, at least once. A command that fails goes to the service's
- * dead-letter queue.
- *
- * @since 0.1.0
- */
-export const command = <
-  const Name extends string,
-  Rpcs extends Rpc.Any,
-  const Tag extends Rpcs["_tag"]
->(
-  contract: ServiceContract<Name, Rpcs>,
-  method: Tag,
-  payload: Rpc.PayloadConstructor<Extract<Rpcs, { readonly _tag: Tag }>>
-): Effect.Effect<void, ServiceNotFound | InvalidPayload | TransportError, Broker> =>
-  Effect.gen(function*() {
-    const broker = yield* Broker
-    const service = contract.name
-    const rpc = contract.group.requests.get(method) as Rpc.AnyWithProps | undefined
-    if (rpc === undefined) return yield* Effect.die(new globalThis.Error(`${service} has no method "${method}"`))
-    const schema = rpc.payloadSchema
-    const made = yield* Effect.mapError(
-      schema.makeEffect(payload),
-      (issue) => new InvalidPayload({ service, method, issue: formatIssue(issue) })
-    )
-    const encoded = commandEncoder(rpc)(made)
-    if (Exit.isFailure(encoded)) {
-      return yield* new InvalidPayload({ service, method, issue: issueOf(encoded) })
-    }
-    yield* ensureCommon(broker).pipe(
-      Effect.mapError((e) => new TransportError({ service, method, message: e.message }))
-    )
-    const id = crypto.randomUUID()
-    const context = yield* nextContext(service, method, id)
-    yield* broker.publish(topology.rpcExchange, topology.rpcRoutingKey(service), wire.encodeJson(encoded.value), {
-      mandatory: true,
-      confirm: true,
-      persistent: true,
-      contentType: wire.contentType,
-      type: method,
-      correlationId: id,
-      messageId: id,
-      headers: { ...CallContext.toHeaders(context), [internal.header.command]: "true" }
-    }).pipe(
-      Effect.mapError((e) =>
-        e.reason === "Unroutable"
-          ? new ServiceNotFound({ service })
-          : new TransportError({ service, method, message: e.message })
-      )
-    )
-  })
 
 /**
  * The dead-letter queue of a subscription, to inspect or replay what it could not handle.
@@ -604,67 +547,6 @@ const codecOf = (event: Any): Codec => {
   return codec
 }
 
-const commandEncoders = new WeakMap<Rpc.AnyWithProps, (value: unknown) => Exit.Exit<unknown, Schema.SchemaError>>()
-
-const commandEncoder = (rpc: Rpc.AnyWithProps) => {
-  let encode = commandEncoders.get(rpc)
-  if (encode === undefined) {
-    const json = Schema.toCodecJson(rpc.payloadSchema) as unknown as Schema.Codec<unknown, unknown>
-    encode = Schema.encodeUnknownExit(json)
-    commandEncoders.set(rpc, encode)
-  }
-  return encode
-}
-
-/** exchanges this process declared on a broker: declaring once per broker is enough */
-const declared = new WeakMap<object, Set<string>>()
-
-const isDeclared = (broker: Broker["Service"], exchange: string): boolean =>
-  declared.get(broker)?.has(exchange) === true
-
-const ensureExchange = (broker: Broker["Service"], exchange: string): Effect.Effect<void, BrokerError> =>
-  Effect.suspend(() => {
-    let names = declared.get(broker)
-    if (names === undefined) {
-      names = new Set()
-      declared.set(broker, names)
-    }
-    if (names.has(exchange)) return Effect.void
-    const known = names
-    return Effect.tap(
-      broker.declareExchange(exchange, "topic", { durable: true }),
-      () => Effect.sync(() => known.add(exchange))
-    )
-  })
-
-const commonMarker = "\u0000common"
-
-const ensureCommon = (broker: Broker["Service"]): Effect.Effect<void, BrokerError> =>
-  Effect.suspend(() => {
-    const names = declared.get(broker)
-    if (names !== undefined && names.has(commonMarker)) return Effect.void
-    return Effect.tap(topology.declareCommon(broker), () =>
-      Effect.sync(() => {
-        const known = declared.get(broker) ?? new Set<string>()
-        known.add(commonMarker)
-        declared.set(broker, known)
-      }))
-  })
-
-/** the call context a message carries: one hop further, without the publisher's deadline */
-const nextContextOf = (
-  parent: CallContext.CallContext,
-  service: string,
-  method: string,
-  id: string
-): CallContext.CallContext => ({
-  ...CallContext.child(parent, { service, method, id, deadline: undefined }),
-  deadline: undefined
-})
-
-const nextContext = (service: string, method: string, id: string) =>
-  Effect.map(CallContext.CallContext, (parent) => nextContextOf(parent, service, method, id))
-
 const entrypointName = (event: Any, options: Options): string => {
   const name = options.name === undefined ? "" : ` ${options.name}`
   return `event ${event.source}.${event.type} (${options.delivery ?? "pool"}${name})`
@@ -709,7 +591,7 @@ const declare = (broker: Broker["Service"], event: Any, plan: Plan): Effect.Effe
   Effect.gen(function*() {
     const exchange = topology.eventExchange(event.source)
     yield* topology.declareCommon(broker)
-    yield* ensureExchange(broker, exchange)
+    yield* topology.ensureExchange(broker, exchange)
     yield* DeadLetterQueue.declare(broker, plan.deadQueue)
     yield* broker.declareQueue(plan.queue, plan.queueOptions)
     yield* broker.bindQueue(plan.queue, exchange, event.type)
@@ -719,203 +601,3 @@ const declare = (broker: Broker["Service"], event: Any, plan: Plan): Effect.Effe
 const drain = <A, E>(consumer: Consumer, fiber: Fiber.Fiber<A, E>, timeout: Duration.Input): Effect.Effect<void> =>
   Effect.andThen(consumer.cancel, Effect.asVoid(Effect.timeoutOption(Fiber.await(fiber), timeout)))
 
-type Decoded =
-  | { readonly _tag: "Valid"; readonly payload: unknown; readonly metadata: Metadata }
-  | { readonly _tag: "Invalid"; readonly issue: string }
-
-interface Settler {
-  readonly decode: (delivery: Delivery) => Decoded
-  /** dead-letters an event whose payload failed the schema, then acks it */
-  readonly invalid: (delivery: Delivery, issue: string) => Effect.Effect<void>
-  /** schedules a retry (or dead-letters the event), then acks it; an interruption requeues it */
-  readonly failCause: (delivery: Delivery, cause: Cause.Cause<unknown>) => Effect.Effect<void>
-}
-
-/** the id the event was published with, the same on every delivery and retry of it */
-const eventIdOf = (delivery: Delivery): string => {
-  const fromHeader = delivery.properties.headers?.[internal.header.eventId]
-  return typeof fromHeader === "string" ? fromHeader : delivery.properties.messageId ?? ""
-}
-
-const numberHeader = (value: HeaderValue | undefined): number | undefined => {
-  const n = typeof value === "number" ? value : typeof value === "string" ? Number(value) : NaN
-  return Number.isFinite(n) ? n : undefined
-}
-
-const maxErrorLength = 2000
-
-const describe = (error: unknown): string => {
-  const text = error instanceof globalThis.Error
-    ? (error.message === "" ? error.name : `${error.name}: ${error.message}`)
-    : typeof error === "string"
-    ? error
-    : typeof error === "object" && error !== null && "_tag" in error && typeof error._tag === "string"
-    ? error._tag
-    : String(error)
-  return text.length > maxErrorLength ? `${text.slice(0, maxErrorLength)}…` : text
-}
-
-/** the retry schedule's delay after the `failures`-th failure, or none when it is done */
-const delayAfter = (
-  schedule: Schedule.Schedule<unknown, unknown>,
-  failures: number,
-  error: unknown,
-  firstFailure: number,
-  now: number
-): Effect.Effect<Option.Option<Duration.Duration>> =>
-  Effect.gen(function*() {
-    const step = yield* Schedule.toStep(schedule)
-    let delay = Duration.zero
-    for (let i = 1; i <= failures; i++) {
-      const [, next] = yield* step(i === failures ? now : firstFailure, error)
-      delay = next
-    }
-    return Option.some(delay)
-  }).pipe(Pull.catchDone(() => Effect.succeed(Option.none<Duration.Duration>())))
-
-const settlerOf = (
-  broker: Broker["Service"],
-  event: Any,
-  plan: Plan,
-  retry: Schedule.Schedule<unknown, unknown>
-): Settler => {
-  const codec = codecOf(event)
-
-  const decode = (delivery: Delivery): Decoded => {
-    const props = delivery.properties
-    if (delivery.body.length > plan.maxMessageSize) {
-      return { _tag: "Invalid", issue: wire.tooLarge(delivery.body.length, plan.maxMessageSize) }
-    }
-    if (props.contentType !== undefined && props.contentType !== wire.contentType) {
-      return { _tag: "Invalid", issue: `content-type "${props.contentType}" is not ${wire.contentType}` }
-    }
-    const body = wire.decodeJson(delivery.body)
-    if (Option.isNone(body)) return { _tag: "Invalid", issue: "the body is not JSON" }
-    const decoded = codec.decode(body.value)
-    if (Exit.isFailure(decoded)) {
-      return {
-        _tag: "Invalid",
-        issue: Option.match(Exit.findErrorOption(decoded), {
-          onNone: () => "the payload could not be decoded",
-          onSome: (error) => formatIssue(error.issue)
-        })
-      }
-    }
-    const headers = props.headers
-    return {
-      _tag: "Valid",
-      payload: decoded.value,
-      metadata: {
-        messageId: eventIdOf(delivery),
-        attempt: (numberHeader(headers?.[internal.header.retries]) ?? 0) + 1,
-        redelivered: delivery.redelivered,
-        context: CallContext.fromHeaders(wire.stringHeaders(headers))
-      }
-    }
-  }
-
-  /** the delivery's properties for a republish, with our headers on top of its own */
-  const republished = (delivery: Delivery, extra: Record<string, HeaderValue>): PublishOptions => {
-    const props = delivery.properties
-    const headers: Record<string, HeaderValue> = {}
-    const original = props.headers ?? {}
-    for (const key in original) if (!internal.isTransient(key)) headers[key] = original[key]
-    return {
-      contentType: props.contentType,
-      correlationId: props.correlationId,
-      // a fresh message id per publish (the broker matches returns to publishes by it); the event's
-      // own id travels on in a header
-      messageId: crypto.randomUUID(),
-      type: props.type,
-      headers: { ...headers, [internal.header.eventId]: eventIdOf(delivery), ...extra },
-      persistent: true,
-      mandatory: true,
-      confirm: true
-    }
-  }
-
-  const deadLetter = (delivery: Delivery, reason: DeathReason, error: string, attempts: number) =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) =>
-      broker.publish(
-        "",
-        plan.deadQueue,
-        delivery.body,
-        republished(delivery, {
-          [internal.header.deathReason]: reason,
-          [internal.header.error]: error,
-          [internal.header.attempts]: attempts,
-          [internal.header.queue]: plan.queue,
-          [internal.header.diedAt]: now
-        })
-      ))
-
-  // the ack comes only after the broker confirmed the republish; if that failed, the event goes back
-  const replaceWith = (delivery: Delivery, republish: Effect.Effect<void, BrokerError>, what: string) =>
-    Effect.uninterruptible(republish.pipe(
-      Effect.matchCauseEffect({
-        onSuccess: () => delivery.ack,
-        onFailure: (cause) =>
-          Effect.andThen(
-            Effect.logWarning(`${plan.label}: could not ${what}; the event goes back to the queue`, cause),
-            delivery.nack(true)
-          )
-      })
-    ))
-
-  const invalid = (delivery: Delivery, issue: string) =>
-    Effect.andThen(
-      Effect.logWarning(`${plan.label}: an event with an invalid payload was dead-lettered: ${issue}`),
-      replaceWith(delivery, deadLetter(delivery, "invalid-payload", issue, 0), "dead-letter an invalid event")
-    )
-
-  const failCause = (delivery: Delivery, cause: Cause.Cause<unknown>): Effect.Effect<void> => {
-    // interrupted (a shutdown): not a failure of the event; another instance takes it
-    if (Cause.hasInterruptsOnly(cause)) return delivery.nack(true)
-    const error = Cause.squash(cause)
-    const message = describe(error)
-    return Effect.gen(function*() {
-      const headers = delivery.properties.headers
-      const failures = (numberHeader(headers?.[internal.header.retries]) ?? 0) + 1
-      const now = yield* Clock.currentTimeMillis
-      const firstFailure = numberHeader(headers?.[internal.header.firstFailure]) ?? now
-      const delay = yield* delayAfter(retry, failures, error, firstFailure, now)
-      if (Option.isNone(delay)) {
-        yield* Effect.logWarning(`${plan.label}: an event failed ${failures} time(s) and was dead-lettered: ${message}`)
-        return yield* replaceWith(
-          delivery,
-          deadLetter(delivery, "handler-failed", message, failures),
-          "dead-letter a failed event"
-        )
-      }
-      const millis = Math.max(0, Math.ceil(Duration.toMillis(delay.value)))
-      const extra = {
-        [internal.header.retries]: failures,
-        [internal.header.firstFailure]: firstFailure,
-        [internal.header.error]: message
-      }
-      yield* Effect.logDebug(`${plan.label}: an event failed (${message}); retrying in ${millis} ms`)
-      if (millis === 0) {
-        const again = broker.publish("", plan.queue, delivery.body, republished(delivery, extra))
-        return yield* replaceWith(delivery, again, "retry an event")
-      }
-      const retryQueue = topology.eventRetryQueue(plan.queue, millis)
-      // declared on every retry: the declaration renews the queue's lease (`expires`)
-      const publish = Effect.andThen(
-        broker.declareQueue(retryQueue, {
-          durable: plan.durable,
-          messageTtl: millis,
-          deadLetterExchange: "",
-          deadLetterRoutingKey: plan.queue,
-          expires: millis + retryQueueLease
-        }),
-        broker.publish("", retryQueue, delivery.body, republished(delivery, extra))
-      )
-      return yield* replaceWith(delivery, publish, "schedule a retry")
-    })
-  }
-
-  return { decode, invalid, failCause }
-}
-
-/** how long an unused retry queue outlives its delay */
-const retryQueueLease = 60_000

@@ -15,6 +15,8 @@ export * as BrokerRpcServer from "./BrokerRpcServer.ts"
 /** @since 0.1.0 */
 export * as CallContext from "./CallContext.ts"
 /** @since 0.1.0 */
+export * as Command from "./Command.ts"
+/** @since 0.1.0 */
 export * as DeadLetters from "./DeadLetters.ts"
 /** @since 0.1.0 */
 export * as Discovery from "./Discovery.ts"

@@ -6,7 +6,7 @@
  * for a reply. Set AMQP_URL to run the same program on RabbitMQ.
  */
 import { Effect, Layer, Logger } from "effect"
-import { AmqpBroker, CallContext, Event, MemoryBroker } from "effect-mesh"
+import { AmqpBroker, CallContext, Command, Event, MemoryBroker } from "effect-mesh"
 import { Audit, OrderPlaced, PriceChanged } from "./contract.ts"
 import { AuditLive, BillingLive, cacheInstance, mailerInstance } from "./services.ts"
 
@@ -23,7 +23,7 @@ const program = Effect.gen(function*() {
   yield* Effect.sleep("100 millis")
 
   yield* say("— a command (fire and forget: no reply awaited)")
-  yield* Event.command(Audit, "record", { line: "daily report" })
+  yield* Command.send(Audit, "record", { line: "daily report" })
   yield* Effect.sleep("100 millis")
 
   yield* say("— an invalid payload is refused before it leaves")

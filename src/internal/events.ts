@@ -1,7 +1,9 @@
 /**
  * Header names events and commands use on the wire, next to the call context's own.
  */
+import { Effect } from "effect"
 import type { HeaderValue } from "../Broker.ts"
+import * as CallContext from "../CallContext.ts"
 
 export const header = {
   /** on a republished event: the message id it was first published with */
@@ -34,3 +36,18 @@ export const isCommand = (headers: Readonly<Record<string, HeaderValue>> | undef
 export const isTransient = (key: string): boolean =>
   key.startsWith("x-death") || key.startsWith("x-first-death") || key.startsWith("x-last-death") ||
   key === "x-delivery-count"
+
+/** the call context a message carries: one hop further, without the publisher's deadline */
+export const nextContextOf = (
+  parent: CallContext.CallContext,
+  service: string,
+  method: string,
+  id: string
+): CallContext.CallContext => ({
+  ...CallContext.child(parent, { service, method, id, deadline: undefined }),
+  deadline: undefined
+})
+
+/** `nextContextOf` the current call context */
+export const nextContext = (service: string, method: string, id: string) =>
+  Effect.map(CallContext.CallContext, (parent) => nextContextOf(parent, service, method, id))

@@ -40,6 +40,43 @@ export const declareCommon = (broker: Broker["Service"]): Effect.Effect<void, Br
     broker.declareExchange(deadLetterExchange, "direct", { durable: true })
   ], { discard: true })
 
+/** exchanges this process declared on a broker: declaring once per broker is enough */
+const declared = new WeakMap<object, Set<string>>()
+
+export const isDeclared = (broker: Broker["Service"], exchange: string): boolean =>
+  declared.get(broker)?.has(exchange) === true
+
+/** declares an event source's exchange, once per broker */
+export const ensureExchange = (broker: Broker["Service"], exchange: string): Effect.Effect<void, BrokerError> =>
+  Effect.suspend(() => {
+    let names = declared.get(broker)
+    if (names === undefined) {
+      names = new Set()
+      declared.set(broker, names)
+    }
+    if (names.has(exchange)) return Effect.void
+    const known = names
+    return Effect.tap(
+      broker.declareExchange(exchange, "topic", { durable: true }),
+      () => Effect.sync(() => known.add(exchange))
+    )
+  })
+
+const commonMarker = "\u0000common"
+
+/** `declareCommon`, once per broker */
+export const ensureCommon = (broker: Broker["Service"]): Effect.Effect<void, BrokerError> =>
+  Effect.suspend(() => {
+    const names = declared.get(broker)
+    if (names !== undefined && names.has(commonMarker)) return Effect.void
+    return Effect.tap(declareCommon(broker), () =>
+      Effect.sync(() => {
+        const known = declared.get(broker) ?? new Set<string>()
+        known.add(commonMarker)
+        declared.set(broker, known)
+      }))
+  })
+
 // ---- events ----
 
 /** events of one source: a durable topic exchange, routing key = event type */

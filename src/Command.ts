@@ -1,0 +1,85 @@
+/**
+ * Commands: a call of a service's rpc whose result nobody waits for (fire and forget, at least once).
+ * A command travels as a request in the service's queue, marked so that the instance sends no reply:
+ * it is admitted and run like any call (the same schema, size limit and context), acked when it
+ * completes, and dead-lettered to the service's dead-letter queue when it fails.
+ *
+ * ```ts
+ * yield* Command.send(Audit, "record", { line: "daily report" })
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Effect, Exit, Option, SchemaIssue } from "effect"
+import type { Rpc } from "effect/rpc"
+import { Broker } from "./Broker.ts"
+import * as CallContext from "./CallContext.ts"
+import * as Codecs from "./internal/codecs.ts"
+import * as internal from "./internal/events.ts"
+import * as topology from "./internal/topology.ts"
+import * as wire from "./internal/wire.ts"
+import type { ServiceContract } from "./ServiceContract.ts"
+import { InvalidPayload, ServiceNotFound, TransportError } from "./ServiceError.ts"
+
+const formatIssue = SchemaIssue.makeFormatterDefault()
+
+/**
+ * Sends a command: a call of a service's rpc whose result nobody waits for. It succeeds once the
+ * broker has the request in the service's queue (it waits there when no instance runs); an instance
+ * runs it and acks it when it completes, at least once. A command that fails goes to the service's
+ * dead-letter queue.
+ *
+ * @since 0.1.0
+ */
+export const send = <
+  const Name extends string,
+  Rpcs extends Rpc.Any,
+  const Tag extends Rpcs["_tag"]
+>(
+  contract: ServiceContract<Name, Rpcs>,
+  method: Tag,
+  payload: Rpc.PayloadConstructor<Extract<Rpcs, { readonly _tag: Tag }>>
+): Effect.Effect<void, ServiceNotFound | InvalidPayload | TransportError, Broker> =>
+  Effect.gen(function*() {
+    const broker = yield* Broker
+    const service = contract.name
+    const rpc = contract.group.requests.get(method) as Rpc.AnyWithProps | undefined
+    if (rpc === undefined) return yield* Effect.die(new globalThis.Error(`${service} has no method "${method}"`))
+    const schema = rpc.payloadSchema
+    const made = yield* Effect.mapError(
+      schema.makeEffect(payload),
+      (issue) => new InvalidPayload({ service, method, issue: formatIssue(issue) })
+    )
+    const encoded = Codecs.codecsOf(rpc).encodePayload(made)
+    if (Exit.isFailure(encoded)) {
+      return yield* new InvalidPayload({
+        service,
+        method,
+        issue: Option.match(Exit.findErrorOption(encoded), {
+          onNone: () => "the payload could not be encoded",
+          onSome: (error) => formatIssue(error.issue)
+        })
+      })
+    }
+    yield* topology.ensureCommon(broker).pipe(
+      Effect.mapError((e) => new TransportError({ service, method, message: e.message }))
+    )
+    const id = crypto.randomUUID()
+    const context = yield* internal.nextContext(service, method, id)
+    yield* broker.publish(topology.rpcExchange, topology.rpcRoutingKey(service), wire.encodeJson(encoded.value), {
+      mandatory: true,
+      confirm: true,
+      persistent: true,
+      contentType: wire.contentType,
+      type: method,
+      correlationId: id,
+      messageId: id,
+      headers: { ...CallContext.toHeaders(context), [internal.header.command]: "true" }
+    }).pipe(
+      Effect.mapError((e) =>
+        e.reason === "Unroutable"
+          ? new ServiceNotFound({ service })
+          : new TransportError({ service, method, message: e.message })
+      )
+    )
+  })
