@@ -82,7 +82,7 @@ const ignored = { onFailure: constVoid, onSuccess: constVoid }
 /** what RpcServer decodes a payload with: the protocol has decoded it already */
 const alreadyDecoded = Schema.Any
 
-interface Call {
+interface RunningRequest {
   readonly delivery: Delivery
   readonly replyTo: string
   readonly requestId: string
@@ -120,7 +120,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     yield* broker.bindQueue(controlQueue, topology.controlExchange, topology.controlServiceKey(service))
     yield* broker.bindQueue(controlQueue, topology.controlExchange, topology.controlInstanceKey(options.instanceId))
 
-    const calls = new Map<number, Call>()
+    const calls = new Map<number, RunningRequest>()
     const byKey = new Map<string, number>()
     let nextClientId = 0
     let draining = false
@@ -134,7 +134,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     const deadlines = yield* Deadlines.make
     const clock = yield* Clock.Clock
 
-    const forget = (clientId: number, call: Call) => {
+    const forget = (clientId: number, call: RunningRequest) => {
       calls.delete(clientId)
       byKey.delete(call.key)
       if (call.timer !== undefined) deadlines.remove(call.timer)
@@ -149,7 +149,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       })
 
     // a command has nobody to answer: acked once it ran, dead-lettered when it failed
-    const settleCommand = (call: Call, message: FromServerEncoded) =>
+    const settleCommand = (call: RunningRequest, message: FromServerEncoded) =>
       message._tag === "Exit" && message.exit._tag === "Success"
         ? call.delivery.ack
         : Effect.andThen(
@@ -158,7 +158,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
         )
 
     // the reply is published first; only then is the request acked, on its own channel
-    const finish = (clientId: number, call: Call, message: FromServerEncoded) => {
+    const finish = (clientId: number, call: RunningRequest, message: FromServerEncoded) => {
       forget(clientId, call)
       if (call.command) return settleCommand(call, message)
       return publishReply(call.replyTo, call.requestId, message).pipe(
@@ -246,7 +246,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     }
 
     /** past its caller's deadline, a call is answered `CallTimeout` and its handler stopped */
-    const watchDeadline = (clientId: number, call: Call, admitted: Admission.Admitted) => {
+    const watchDeadline = (clientId: number, call: RunningRequest, admitted: Admission.Admitted) => {
       if (Number.isFinite(admitted.deadline)) {
         const left = admitted.deadline - now()
         call.timer = deadlines.add(admitted.deadline, timeout(clientId, admitted.rpc._tag, left))
@@ -270,7 +270,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       })
 
     /** interrupts a call's handler, wherever it runs */
-    const stop = (clientId: number, call: Call): Effect.Effect<void> =>
+    const stop = (clientId: number, call: RunningRequest): Effect.Effect<void> =>
       call.fiber === undefined
         ? writeRequest(clientId, { _tag: "Interrupt", requestId: call.requestId })
         : Effect.sync(() => call.fiber?.interruptUnsafe())
@@ -295,7 +295,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     const startUnary = (
       runner: Direct.Instance,
       clientId: number,
-      call: Call,
+      call: RunningRequest,
       rpc: Rpc.AnyWithProps,
       payload: unknown
     ): void => {
@@ -318,7 +318,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     const register = (delivery: Delivery, replyTo: string, requestId: string, command: boolean) => {
       const clientId = nextClientId++
       // correlation ids are unique per caller process and beyond (BrokerRpcClient): the key of a call
-      const call: Call = { delivery, replyTo, requestId, key: requestId, command, timer: undefined, fiber: undefined }
+      const call: RunningRequest = { delivery, replyTo, requestId, key: requestId, command, timer: undefined, fiber: undefined }
       calls.set(clientId, call)
       byKey.set(requestId, clientId)
       return { call, clientId }
@@ -327,7 +327,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     const start = (
       delivery: Delivery,
       admitted: Admission.Admitted
-    ): { readonly call: Call; readonly clientId: number; readonly write: Effect.Effect<void> } => {
+    ): { readonly call: RunningRequest; readonly clientId: number; readonly write: Effect.Effect<void> } => {
       const { command, payload, requestId } = admitted
       const method = admitted.rpc._tag
       const headers = delivery.properties.headers

@@ -92,7 +92,7 @@ const running = 1
 const done = 2
 
 /** one call, from the caller's side: waiting for a slot, running, or done */
-class Call {
+class LocalCall {
   state: 0 | 1 | 2 = waiting
   fiber: Fiber.Fiber<unknown, unknown> | undefined = undefined
   timer: Deadlines.Entry | undefined = undefined
@@ -113,18 +113,18 @@ class Call {
 }
 
 /** the instances of one service and the calls waiting for a slot */
-class Line {
-  readonly slots: Array<Slot> = []
+class LocalLine {
+  readonly slots: Array<LocalInstance> = []
   next = 0
-  readonly queue: Array<Call> = []
+  readonly queue: Array<LocalCall> = []
   head = 0
 
-  enqueue(call: Call): void {
+  enqueue(call: LocalCall): void {
     this.queue.push(call)
   }
 
   /** the oldest call still waiting, if any */
-  dequeue(): Call | undefined {
+  dequeue(): LocalCall | undefined {
     while (this.head < this.queue.length) {
       const call = this.queue[this.head++]
       if (call.state === waiting) {
@@ -148,14 +148,14 @@ class Line {
 }
 
 /** a registered instance and what it runs */
-class Slot {
+class LocalInstance {
   active = 0
   draining = false
-  readonly calls = new Set<Call>()
+  readonly calls = new Set<LocalCall>()
   idle: Deferred.Deferred<void> | undefined = undefined
   readonly instance: Instance
-  readonly line: Line
-  constructor(instance: Instance, line: Line) {
+  readonly line: LocalLine
+  constructor(instance: Instance, line: LocalLine) {
     this.instance = instance
     this.line = line
   }
@@ -163,24 +163,24 @@ class Slot {
 
 const make: Effect.Effect<Registry, never, Scope.Scope> = Effect.gen(function*() {
   const deadlines = yield* Deadlines.make
-  const lines = new Map<string, Line>()
+  const lines = new Map<string, LocalLine>()
 
-  const lineOf = (service: string): Line => {
+  const lineOf = (service: string): LocalLine => {
     let line = lines.get(service)
     if (line === undefined) {
-      line = new Line()
+      line = new LocalLine()
       lines.set(service, line)
     }
     return line
   }
 
-  const finish = (call: Call, result: Effect.Effect<unknown, unknown>) => {
+  const finish = (call: LocalCall, result: Effect.Effect<unknown, unknown>) => {
     call.state = done
     if (call.timer !== undefined) deadlines.remove(call.timer)
     call.resume(result)
   }
 
-  const start = (slot: Slot, call: Call): void => {
+  const start = (slot: LocalInstance, call: LocalCall): void => {
     slot.active++
     slot.calls.add(call)
     call.state = running
@@ -209,7 +209,7 @@ const make: Effect.Effect<Registry, never, Scope.Scope> = Effect.gen(function*()
   }
 
   /** to the next instance with a free slot (round robin), else into the line */
-  const dispatch = (line: Line, call: Call): void => {
+  const dispatch = (line: LocalLine, call: LocalCall): void => {
     const count = line.slots.length
     for (let i = 0; i < count; i++) {
       const slot = line.slots[(line.next + i) % count]
@@ -224,7 +224,7 @@ const make: Effect.Effect<Registry, never, Scope.Scope> = Effect.gen(function*()
 
   const register = (instance: Instance): Registration => {
     const line = lineOf(instance.service)
-    const slot = new Slot(instance, line)
+    const slot = new LocalInstance(instance, line)
     line.slots.push(slot)
     // requests that waited for an instance (handed over by one that stopped) start here
     for (let free = instance.concurrency; free > 0; free--) {
@@ -272,7 +272,7 @@ const make: Effect.Effect<Registry, never, Scope.Scope> = Effect.gen(function*()
     settle: (exit: Exit.Exit<unknown, unknown>) => Effect.Effect<unknown, unknown>
   ): Effect.Effect<unknown, unknown> =>
     Effect.callback<unknown, unknown>((resume) => {
-      const call = new Call(request, resume, settle)
+      const call = new LocalCall(request, resume, settle)
       if (deadline !== undefined) {
         call.timer = deadlines.add(
           deadline,
