@@ -11,6 +11,7 @@
  * mesh describe calculator
  * mesh dlq orders                                    # why mesh.rpc.orders.dead's letters died; --replay, --purge
  * mesh show-config --config mesh.yaml
+ * mesh shell                                         # a REPL: calculator.add {a: 1, b: 2}, emit, tail, describe
  * ```
  *
  * Configuration comes from the environment and an optional YAML or JSON file (`--config`, or
@@ -27,7 +28,8 @@ import { NodeServices } from "@effect/platform-node"
 import { Cause, Clock, Config, ConfigProvider, Console, Duration, Effect, Exit, Layer, Option, Schema, Stream } from "effect"
 import type { Runtime } from "effect"
 import { Argument, CliError, Command, Flag } from "effect/cli"
-import { isAbsolute, resolve } from "node:path"
+import { homedir } from "node:os"
+import { isAbsolute, join, resolve } from "node:path"
 import { pathToFileURL } from "node:url"
 import * as CallContext from "./CallContext.ts"
 import * as DeadLetters from "./DeadLetters.ts"
@@ -37,7 +39,8 @@ import * as Mesh from "./Mesh.ts"
 import * as MeshConfig from "./MeshConfig.ts"
 import * as Service from "./Service.ts"
 import * as ServiceClient from "./ServiceClient.ts"
-import { oneLine, renderDescriptions, renderError } from "./internal/render.ts"
+import { oneLine, renderCallError, renderDescriptions } from "./internal/render.ts"
+import * as Shell from "./internal/shell.ts"
 
 // ---- models ----
 
@@ -104,7 +107,7 @@ const callCommand = Command.make(
       Argument.optional
     ),
     timeout: Flag.String("timeout").pipe(
-      Flag.withDescription("how long to wait for the answer, e.g. \"5 seconds\", \"500 millis\""),
+      Flag.withDescription("how long to wait for the answer (default: 30 seconds), e.g. \"5 seconds\", \"500 millis\""),
       Flag.withDefault("30 seconds")
     ),
     context: Flag.KeyValuePair("context").pipe(
@@ -121,7 +124,7 @@ const callCommand = Command.make(
     const entries = Option.getOrElse(context, () => ({}))
     const call = ServiceClient.callUntyped(service, method, body, { timeout: duration }).pipe(
       Stream.runForEach((value) => Console.log(JSON.stringify(value))),
-      Effect.mapError((error) => new CliFailure({ message: renderError(error), exitCode: 1 })),
+      Effect.mapError((error) => new CliFailure({ message: renderCallError(error, Option.isSome(payload)), exitCode: 1 })),
       CallContext.withEntries(entries),
       (effect) => Option.isSome(user) ? CallContext.withUserId(effect, user.value) : effect
     )
@@ -277,13 +280,63 @@ const showConfigCommand = Command.make(
   })
 ).pipe(Command.withDescription("Print the effective configuration, secrets redacted"))
 
+const shellCommand = Command.make(
+  "shell",
+  {
+    timeout: Flag.String("timeout").pipe(
+      Flag.withDescription("the calls' timeout (default: 30 seconds) until the shell's timeout command changes it"),
+      Flag.withDefault("30 seconds")
+    ),
+    context: Flag.KeyValuePair("context").pipe(
+      Flag.withDescription("a call context entry for every call, key=value (repeatable)"),
+      Flag.optional
+    ),
+    user: Flag.String("user").pipe(Flag.withDescription("the call context's user id for every call"), Flag.optional),
+    history: Flag.String("history").pipe(
+      Flag.withDescription("the history file (default: $MESH_SHELL_HISTORY, else ~/.mesh_history; \"\" keeps none)"),
+      Flag.optional
+    )
+  },
+  Effect.fnUntraced(function*({ context, history, timeout, user }) {
+    const file = yield* loadConfig
+    const duration = yield* parseDuration(timeout)
+    const shell = Effect.gen(function*() {
+      const fromConfig = yield* Config.option(Config.String("MESH_SHELL_HISTORY"))
+      const path = Option.getOrElse(Option.orElse(history, () => fromConfig), () => join(homedir(), ".mesh_history"))
+      const location = yield* MeshConfig.brokerLocation
+      yield* Shell.run({
+        input: process.stdin,
+        output: process.stdout,
+        terminal: process.stdin.isTTY === true && process.stdout.isTTY === true,
+        historyFile: path === "" ? undefined : path,
+        timeout: duration,
+        user: Option.getOrUndefined(user),
+        context: Option.getOrElse(context, () => ({})),
+        banner: `mesh shell on ${location}`
+      })
+    })
+    return yield* requireBroker("shell").pipe(
+      Effect.andThen(shell),
+      Effect.provide(ServiceClient.layer.pipe(Layer.provideMerge(MeshConfig.layerBroker))),
+      mapSetupErrors,
+      withConfig(file)
+    )
+  })
+).pipe(
+  Command.withDescription("An interactive shell on the running cluster: calls, events, tails, describe (help inside lists it all)"),
+  Command.withExamples([
+    { command: "mesh shell", description: "then: calculator.add {a: 1, b: 2}" },
+    { command: "mesh shell --user ada --context tenant=acme --timeout \"5 seconds\"", description: "for every call" }
+  ])
+)
+
 /**
  * The `mesh` command and its subcommands.
  *
  * @since 0.1.0
  */
 export const command = root.pipe(
-  Command.withSubcommands([runCommand, callCommand, emitCommand, describeCommand, dlqCommand, showConfigCommand])
+  Command.withSubcommands([runCommand, callCommand, emitCommand, describeCommand, dlqCommand, showConfigCommand, shellCommand])
 )
 
 /**

@@ -169,6 +169,7 @@ describe("mesh", () => {
         [mesh(["call", `${service}.work`, "{\"id\":1,"]), 2, /^mesh: the payload is not valid JSON: /],
         [mesh(["call", `${service}.work`, "{\"id\":\"one\",\"millis\":1}"]), 1, /^mesh: InvalidPayload: invalid payload for cli-\w+\.work: .*\["id"\]/],
         [mesh(["call", `${service}.nope`]), 1, /^mesh: MethodNotFound: service "cli-\w+" has no method "nope"$/],
+        [mesh(["call", `${service}.work`]), 1, /^mesh: InvalidPayload: no payload was given, and cli-\w+\.work takes one \(Expected object\)$/],
         [mesh(["call", service, "{}"]), 2, /^mesh: expected service\.method, got "cli-\w+"$/],
         [mesh(["call", `${service}.work`, "{}", "--timeout", "soon"]), 2, /^mesh: "soon" is not a duration/],
         [mesh(["emit", `${service}.ping`, "not json"]), 2, /^mesh: the payload is not valid JSON: /],

@@ -19,6 +19,12 @@ export const renderError = (error: unknown): string => {
   return error instanceof Error ? oneLine(error.message) : JSON.stringify(error)
 }
 
+/** a failed call as one line; one made without a payload to a method that takes one says so */
+export const renderCallError = (error: unknown, payloadGiven: boolean): string =>
+  !payloadGiven && isServiceError(error) && error._tag === "InvalidPayload"
+    ? `InvalidPayload: no payload was given, and ${error.service}.${error.method} takes one (${oneLine(error.issue)})`
+    : renderError(error)
+
 /** the instances `Discovery.describe` found, by service, with the newest instance's rpcs and events */
 export const renderDescriptions = (found: ReadonlyArray<Discovery.Description>, now: number): string => {
   const byService = new Map<string, Array<Discovery.Description>>()
