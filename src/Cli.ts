@@ -25,16 +25,19 @@
  * @since 0.1.0
  */
 import { NodeServices } from "@effect/platform-node"
-import { Cause, Clock, Config, ConfigProvider, Console, Duration, Effect, Exit, Layer, Option, Schema, Stream } from "effect"
+import { Cause, Clock, Config, ConfigProvider, Console, Duration, Effect, Exit, Layer, Option, Redacted, Schedule, Schema, Stream } from "effect"
 import type { Runtime } from "effect"
-import { Argument, CliError, Command, Flag } from "effect/cli"
+import { Argument, CliError, CliOutput, Command, Flag } from "effect/cli"
 import { homedir } from "node:os"
 import { isAbsolute, join, resolve } from "node:path"
 import { pathToFileURL } from "node:url"
+import * as AmqpBroker from "./AmqpBroker.ts"
+import { Broker, BrokerError } from "./Broker.ts"
 import * as CallContext from "./CallContext.ts"
 import * as DeadLetters from "./DeadLetters.ts"
 import * as Discovery from "./Discovery.ts"
 import * as Event from "./Event.ts"
+import * as MemoryBroker from "./MemoryBroker.ts"
 import * as Mesh from "./Mesh.ts"
 import * as MeshConfig from "./MeshConfig.ts"
 import * as Service from "./Service.ts"
@@ -130,7 +133,7 @@ const callCommand = Command.make(
     )
     return yield* requireBroker("call").pipe(
       Effect.andThen(call),
-      Effect.provide(ServiceClient.layer.pipe(Layer.provideMerge(MeshConfig.layerBroker))),
+      Effect.provide(ServiceClient.layer.pipe(Layer.provideMerge(layerCommandBroker))),
       mapSetupErrors,
       withConfig(file)
     )
@@ -163,7 +166,7 @@ const emitCommand = Command.make(
         error._tag === "EventError" ? new CliFailure({ message: oneLine(error.message), exitCode: 1 }) : error
       ),
       Effect.andThen(Console.log(`emitted ${source}.${type}`)),
-      Effect.provide(MeshConfig.layerBroker),
+      Effect.provide(layerCommandBroker),
       mapSetupErrors,
       withConfig(file)
     )
@@ -202,7 +205,7 @@ const describeCommand = Command.make(
     })
     return yield* requireBroker("describe").pipe(
       Effect.andThen(describe),
-      Effect.provide(MeshConfig.layerBroker),
+      Effect.provide(layerCommandBroker),
       mapSetupErrors,
       withConfig(file)
     )
@@ -246,7 +249,7 @@ const dlqCommand = Command.make(
         (error) => error._tag === "BrokerError" && error.reason === "NotFound",
         () => Effect.fail(new CliFailure({ message: `no queue ${name}`, exitCode: 1 }))
       ),
-      Effect.provide(MeshConfig.layerBroker),
+      Effect.provide(layerCommandBroker),
       mapSetupErrors,
       withConfig(file)
     )
@@ -317,7 +320,7 @@ const shellCommand = Command.make(
     })
     return yield* requireBroker("shell").pipe(
       Effect.andThen(shell),
-      Effect.provide(ServiceClient.layer.pipe(Layer.provideMerge(MeshConfig.layerBroker))),
+      Effect.provide(ServiceClient.layer.pipe(Layer.provideMerge(layerCommandBroker))),
       mapSetupErrors,
       withConfig(file)
     )
@@ -347,6 +350,10 @@ export const command = root.pipe(
  */
 export const main: Effect.Effect<void, unknown> = Command.run(command, { version }).pipe(
   Effect.catchCause((cause) => report(cause)),
+  // a wrong invocation is one line on stderr (see `report`), not the help and an error block
+  Effect.provideService(CliOutput.Presenter, {
+    present: (event) => event._tag === "InvalidInvocation" ? Effect.void : CliOutput.defaultPresenter.present(event)
+  }),
   Effect.provide(NodeServices.layer)
 )
 
@@ -392,6 +399,35 @@ const mapSetupErrors = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<
     return new CliFailure({ message: `${tag === "" ? "" : `${tag}: `}${messageOf(error)}`, exitCode: 2 })
   })
 
+/**
+ * RabbitMQ for a command that runs once (`call`, `emit`, `describe`, `dlq`, `shell`): three quick
+ * attempts to connect rather than the services' 30 seconds of retries, so an unreachable broker is
+ * said at once, as bad configuration (exit code 2)
+ */
+const layerCommandBroker: Layer.Layer<Broker, BrokerError | CliFailure | Config.ConfigError> = Layer.unwrap(
+  // without AMQP_URL, the embedded broker: `requireBroker` refuses the command once it runs
+  Effect.map(MeshConfig.amqpUrl, (url) => Option.isNone(url) ? MemoryBroker.layer : Layer.effect(Broker, connectOnce(url.value)))
+)
+
+const connectOnce = Effect.fnUntraced(function*(url: Redacted.Redacted<string>) {
+  const connectTimeout = yield* Config.Duration("AMQP_CONNECT_TIMEOUT").pipe(Config.withDefault(Duration.seconds(5)))
+  const connectionName = yield* Config.String("AMQP_CONNECTION_NAME").pipe(Config.withDefault("effect-mesh cli"))
+  return yield* AmqpBroker.make({
+    url,
+    connectTimeout,
+    connectionName,
+    initialConnect: Schedule.max([Schedule.exponential("200 millis"), Schedule.recurs(2)])
+  }).pipe(Effect.mapError((error) => unreachable(Redacted.value(url), error)))
+})
+
+const unreachable = (url: string, error: BrokerError): CliFailure =>
+  new CliFailure({
+    message: `cannot reach RabbitMQ at ${MeshConfig.redactUrl(url)}: ` +
+      `${oneLine(error.message).replace(/^could not connect to \S+: (connect: )?/, "")} ` +
+      `(check AMQP_URL, or amqp.url in --config)`,
+    exitCode: 2
+  })
+
 /** the embedded broker lives inside one process: a shell command on it would reach nobody */
 const requireBroker = (what: string): Effect.Effect<void, CliFailure | Config.ConfigError> =>
   Effect.flatMap(MeshConfig.amqpUrl, (url) =>
@@ -429,12 +465,42 @@ const report = (cause: Cause.Cause<unknown>): Effect.Effect<never, unknown> => {
   const error = Cause.squash(cause)
   if (error instanceof CliFailure) return Effect.andThen(Console.error(`mesh: ${error.message}`), Effect.fail(error))
   if (CliError.isCliError(error)) {
-    return Effect.fail(new CliFailure({ message: messageOf(error), exitCode: 2 }))
+    if (error._tag !== "ShowHelp" || error.errors.length === 0) {
+      return Effect.fail(new CliFailure({ message: messageOf(error), exitCode: 2 }))
+    }
+    const failure = new CliFailure({
+      message: `${usageError(error.errors[0])} (mesh ${error.commandPath.slice(1).concat("--help").join(" ")})`,
+      exitCode: 2
+    })
+    return Effect.andThen(Console.error(`mesh: ${failure.message}`), Effect.fail(failure))
   }
   return Effect.andThen(
     Console.error(`mesh: unexpected failure: ${Cause.pretty(cause)}`),
     Effect.fail(new CliFailure({ message: messageOf(error), exitCode: 1 }))
   )
+}
+
+/** a parse error of the command line, as a short phrase */
+const usageError = (error: CliError.NonShowHelpErrors): string => {
+  const suggest = (names: ReadonlyArray<string>) => names.length === 0 ? "" : `; did you mean ${names.join(" or ")}?`
+  switch (error._tag) {
+    case "UnknownSubcommand":
+      return `unknown command "${error.subcommand}"${suggest(error.suggestions)}`
+    case "UnrecognizedOption":
+      return `unknown flag ${error.option}${suggest(error.suggestions)}`
+    case "MissingArgument":
+      return `missing <${error.argument}>`
+    case "MissingOption":
+      return `missing --${error.option}`
+    case "InvalidValue": {
+      const what = error.kind === "flag" ? `--${error.option}` : `<${error.option}>`
+      if (error.value === "") return `${what} needs a value`
+      if (/key=value/.test(error.expected)) return `${what} takes key=value, got "${error.value}"`
+      return `invalid ${what}: "${error.value}" (${oneLine(error.expected.replace(/^Expected:?\s*/, "expected "))})`
+    }
+    default:
+      return messageOf(error)
+  }
 }
 
 // ---- mesh run ----
@@ -458,7 +524,12 @@ const load = (spec: string): Effect.Effect<ReadonlyArray<Loaded>, CliFailure> =>
     const url = isFile ? pathToFileURL(resolve(path)).href : path
     const module = yield* Effect.tryPromise({
       try: () => import(url) as Promise<Record<string, unknown>>,
-      catch: (error) => new CliFailure({ message: `could not load ${path}: ${messageOf(error)}`, exitCode: 2 })
+      // node names the importer, which is this module, not the user's
+      catch: (error) =>
+        new CliFailure({
+          message: `could not load ${path}: ${messageOf(error).replace(/ imported from \S*[/\\]Cli\.[jt]s$/, "")}`,
+          exitCode: 2
+        })
     })
     const loaded = (name: string, value: unknown): Loaded => ({
       module: path,
@@ -487,6 +558,12 @@ const load = (spec: string): Effect.Effect<ReadonlyArray<Loaded>, CliFailure> =>
     }
     return services.map(([name, value]) => loaded(name, value))
   })
+
+/** one quick connection to the configured RabbitMQ: why it cannot be reached, or undefined */
+const probeBroker: Effect.Effect<CliFailure | undefined> = Effect.scoped(Layer.build(layerCommandBroker)).pipe(
+  Effect.as(undefined),
+  Effect.catch((error) => Effect.succeed(error instanceof CliFailure ? error : undefined))
+)
 
 /** a second SIGINT / SIGTERM while draining stops the process at once */
 const forceOnSecondSignal = Effect.acquireRelease(
@@ -524,12 +601,18 @@ const serve = (
     if (location.startsWith("memory")) {
       yield* Effect.logInfo("mesh: only this process can reach the embedded broker; set AMQP_URL to call it from a shell")
     }
+    // the services retry a broker that is not up yet for 30 seconds: say so at once, not after them
+    const unreachableBroker = location.startsWith("memory") ? undefined : yield* probeBroker
+    if (unreachableBroker !== undefined) {
+      yield* Effect.logWarning(`mesh: ${unreachableBroker.message}; retrying for 30 seconds`)
+    }
     const mesh = Mesh.layerConfig(loaded.map((l) => l.layer), { config: options.file?.path, port: options.port })
     const names = loaded.map((l) => l.service ?? l.exportName).join(", ")
     yield* Effect.scoped(Effect.gen(function*() {
       yield* forceOnSecondSignal
       yield* Layer.build(mesh).pipe(
         Effect.mapError((error) =>
+          unreachableBroker !== undefined && error instanceof BrokerError ? unreachableBroker :
           error instanceof Mesh.MeshError && error.reason === "NoHttpPort"
             ? new CliFailure({
               message: `${error.routes.join(", ")}: the services serve HTTP and no port is configured: ` +

@@ -178,10 +178,24 @@ describe("mesh", () => {
         [mesh(["--config", "/nonexistent/mesh.yaml", "show-config"]), 2, /^mesh: config file \/nonexistent\/mesh.yaml: no such file$/],
         [mesh(["run", "test/fixtures/programs/workContract.ts"]), 2, /exports no service Layer made by Service\.make/],
         [mesh(["run", `${workModule}:answer`]), 2, /has no Layer export named answer$/],
-        [mesh(["run", "no/such/module.ts"]), 2, /^mesh: could not load no\/such\/module\.ts: /]
+        [mesh(["run", "no/such/module.ts"]), 2, /^mesh: could not load no\/such\/module\.ts: Cannot find module '\/\S+\/no\/such\/module\.ts'$/],
+        // a wrong command line is one line too, not the help and an error block
+        [mesh(["bogus"]), 2, /^mesh: unknown command "bogus" \(mesh --help\)$/],
+        [mesh(["emit", `${service}.ping`]), 2, /^mesh: missing <json> \(mesh emit --help\)$/],
+        [mesh(["call", `${service}.work`, "{}", "--context", "tenant"]), 2, /^mesh: --context takes key=value, got "tenant" \(mesh call --help\)$/],
+        [mesh(["call", `${service}.work`, "{}", "--timeout"]), 2, /^mesh: --timeout needs a value \(mesh call --help\)$/]
       ] as const
       const results = yield* Effect.forEach(cases, ([result]) => result, { concurrency: 2 })
       results.forEach((result, i) => oneLine(result, cases[i][1], cases[i][2]))
+      // a broker that cannot be reached is said at once, as bad configuration
+      const started = Date.now()
+      const unreachable = yield* mesh(["call", `${service}.work`, "{}"], { AMQP_URL: "amqp://guest:guest@127.0.0.1:1" })
+      oneLine(unreachable, 2, /^mesh: cannot reach RabbitMQ at amqp:\/\/guest:\*\*\*@127\.0\.0\.1:1: connect ECONNREFUSED 127\.0\.0\.1:1 \(check AMQP_URL/)
+      assert.isBelow(Date.now() - started, 10_000)
+      // mesh run lets its services retry, and says why at once
+      const waiting = yield* spawnProgram(bin, { AMQP_URL: "amqp://guest:guest@127.0.0.1:1" }, ["run", workModule])
+      yield* waiting.waitFor(/mesh: cannot reach RabbitMQ at amqp:\/\/guest:\*\*\*@127\.0\.0\.1:1: .*; retrying for 30 seconds$/, "10 seconds")
+      yield* waiting.kill("SIGKILL")
       const needs = yield* mesh(["run", "test/fixtures/programs/cliNeeds.ts"])
       assert.strictEqual(needs.code, 2)
       assert.match(needs.lines[needs.lines.length - 1], /^mesh: a service needs cli-test\/Database, which mesh run does not provide/)
