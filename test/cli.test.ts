@@ -61,6 +61,12 @@ describe("mesh", () => {
       })
       assert.deepStrictEqual(viaFile, { code: 0, lines: ["42"] })
 
+      // the caller's user and context reach the handler, which logs them
+      const multiplied = yield* mesh(["call", "calculator.multiply", "{\"a\":2,\"b\":3}", "--user", "ada", "--context", "tenant=acme"])
+      assert.deepStrictEqual(multiplied, { code: 0, lines: ["6"] })
+      yield* run.waitFor(/^ {2}userId: 'ada',$/)
+      yield* run.waitFor(/^ {2}entries: \{ tenant: 'acme' \}$/)
+
       const described = yield* mesh(["describe", "calculator", "--json", "--wait", "1 second"])
       assert.strictEqual(described.code, 0)
       const instances = JSON.parse(described.lines.join("")) as ReadonlyArray<{

@@ -17,9 +17,12 @@ export const CalculatorLive = Service.make(Calculator, {
     multiply: ({ a, b }) =>
       Effect.gen(function*() {
         const context = yield* CallContext.CallContext
+        // what the caller sent along (mesh call --user ada --context tenant=acme) shows in the log
         yield* Effect.logInfo("calculator.multiply", {
           correlationId: context.correlationId,
-          callIdStack: context.callIdStack
+          callIdStack: context.callIdStack,
+          userId: context.userId,
+          entries: context.entries
         })
         return a * b
       }),
