@@ -29,6 +29,8 @@ URL="amqp://guest:guest@127.0.0.1:$PORT"
 SBIN=/usr/lib/rabbitmq/bin
 
 log() { echo "rabbitmq.sh: $*" >&2; }
+# shellcheck source=scripts/apt.sh
+source "$ROOT/scripts/apt.sh"
 
 # Everything the node and the CLI tools read. The CLI tools find the node by name and authenticate
 # with the cookie in $HOME, so they must run with the same environment as the node.
@@ -92,13 +94,14 @@ install_server() {
     chmod +x "$policy"
     placed=1
   fi
-  export DEBIAN_FRONTEND=noninteractive
-  if ! apt-get install -y -q --no-install-recommends rabbitmq-server >&2; then
-    apt-get update -q >&2
-    apt-get install -y -q --no-install-recommends rabbitmq-server >&2
-  fi
+  local installed=0
+  apt_install rabbitmq-server && installed=1
   if [[ "$placed" == 1 ]]; then
     rm -f "$policy"
+  fi
+  if [[ "$installed" == 0 ]]; then
+    log "could not install rabbitmq-server (the reason is above); set AMQP_URL to test against a RabbitMQ of your own"
+    exit 1
   fi
   # Where systemd runs, make sure the packaged service neither runs now nor at boot.
   if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then

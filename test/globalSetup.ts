@@ -70,7 +70,10 @@ export default function setup(project: TestProject): (() => void) | undefined {
   const wasRunning = run("status").status === 0
   const started = run("start")
   if (started.status !== 0) {
-    throw new Error(`scripts/rabbitmq.sh start failed with status ${started.status}`)
+    throw new Error(
+      `scripts/rabbitmq.sh start failed with status ${started.status}: its last "rabbitmq.sh:" lines above say why ` +
+        `(or set AMQP_URL to a RabbitMQ of your own)`
+    )
   }
   mkdirSync(leases, { recursive: true })
   writeFileSync(join(leases, String(process.pid)), "")
