@@ -27,6 +27,7 @@ import {
   BrokerError,
   type ConsumeOptions,
   type Consumer,
+  deathReasonHeader,
   type Delivery,
   type ExchangeOptions,
   type ExchangeType,
@@ -599,7 +600,11 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
           )
         }
         if (session.down) {
-          return yield* new BrokerError({ reason: "Closed", message: "the connection dropped while recovering" })
+          return yield* new BrokerError({
+            reason: "Closed",
+            message: "the connection dropped while recovering",
+            cause: session.error
+          })
         }
         state.ready = true
       })
@@ -608,7 +613,8 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
       Effect.gen(function*() {
         state.fatal = new BrokerError({
           reason: "Closed",
-          message: `gave up reconnecting to RabbitMQ at ${safeUrl}: ${error.message}`
+          message: `gave up reconnecting to RabbitMQ at ${safeUrl}: ${error.message}`,
+          cause: error
         })
         state.ready = false
         yield* Effect.logError(state.fatal.message)
@@ -651,7 +657,11 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
       Effect.tapError((error) => Effect.logDebug(`connect attempt failed: ${error.message}`)),
       Effect.retry(initialConnect),
       Effect.mapError((error) =>
-        new BrokerError({ reason: error.reason, message: `could not connect to ${safeUrl}: ${error.message}` })
+        new BrokerError({
+          reason: error.reason,
+          message: `could not connect to ${safeUrl}: ${error.message}`,
+          cause: error.cause
+        })
       )
     )
     state.session = first
@@ -878,7 +888,11 @@ class State {
   closedError(): BrokerError {
     if (this.fatal !== undefined) return this.fatal
     if (this.shutdown) return new BrokerError({ reason: "Closed", message: "the RabbitMQ broker is shut down" })
-    return new BrokerError({ reason: "Closed", message: "the connection to RabbitMQ is down; reconnecting" })
+    return new BrokerError({
+      reason: "Closed",
+      message: "the connection to RabbitMQ is down; reconnecting",
+      cause: this.session?.error
+    })
   }
 }
 
@@ -1022,13 +1036,16 @@ const toProperties = (raw: Amqp.RawMessage): Properties => {
 
 /**
  * Headers as both brokers expose them: strings, numbers and booleans only (RabbitMQ's tables, such
- * as `x-death`, are left out), plus `x-death-reason` from the latest `x-death` entry.
+ * as `x-death`, are left out), plus `deathReasonHeader` from the latest `x-death` entry; RabbitMQ's
+ * other death headers and its `x-delivery-count` (which `deliveryCount` carries) are left out too.
  */
 const toHeaders = (headers: Amqp.RawMessage["properties"]["headers"]): Record<string, HeaderValue> | undefined => {
   if (headers === undefined || headers === null) return undefined
   const result: Record<string, HeaderValue> = {}
   let found = false
   for (const key of Object.keys(headers)) {
+    // RabbitMQ's bookkeeping: the death is `deathReasonHeader`, the count `Delivery.deliveryCount`
+    if (key.startsWith("x-first-death-") || key.startsWith("x-last-death-") || key === "x-delivery-count") continue
     const value: unknown = headers[key]
     if (typeof value === "string" || typeof value === "number" || typeof value === "boolean") {
       result[key] = value
@@ -1048,7 +1065,7 @@ const toHeaders = (headers: Amqp.RawMessage["properties"]["headers"]): Record<st
       ? latest.reason
       : undefined
     if (typeof reason === "string") {
-      result["x-death-reason"] = reason === "delivery_limit" ? "delivery-limit" : reason
+      result[deathReasonHeader] = reason === "delivery_limit" ? "delivery-limit" : reason
       found = true
     }
     // an AMQP timestamp, in seconds: amqplib reads it as { "!": "timestamp", value }

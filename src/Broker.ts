@@ -3,7 +3,8 @@
  *
  * Everything above the transport (RPC protocols, events, timers' leases, discovery) is written once
  * against `Broker`. Two implementations exist: `MemoryBroker` (embedded, in-process, the default) and
- * `AmqpBroker` (RabbitMQ). Both must behave the same; `test/fixtures/brokerSuite.ts` proves it.
+ * `AmqpBroker` (RabbitMQ). Both must behave the same: `test/fixtures/brokerContract.ts` runs this
+ * contract over both, and `test/fixtures/brokerSuite.ts` everything built on it.
  *
  * @since 0.1.0
  */
@@ -36,8 +37,19 @@ export type BrokerErrorReason = typeof BrokerErrorReason.Type
  */
 export class BrokerError extends Schema.TaggedError<BrokerError>()("BrokerError", {
   reason: BrokerErrorReason,
-  message: Schema.String
+  message: Schema.String,
+  /** what the transport failed with (an amqplib or socket error), when there was one */
+  cause: Schema.optional(Schema.Defect())
 }) {}
+
+/**
+ * The header a dead-lettered message carries on both brokers: why it died, as `"rejected"` (a
+ * `nack(false)`), `"expired"` (its TTL ran out in the queue), `"delivery-limit"` (delivered
+ * `deliveryLimit` times without an ack) or `"maxlen"` (the oldest of a queue over its `maxLength`).
+ *
+ * @since 0.1.0
+ */
+export const deathReasonHeader = "x-death-reason"
 
 /**
  * Header values that survive both brokers unchanged.
@@ -185,6 +197,8 @@ export interface ConsumeOptions {
 /**
  * A running consumer. `deliveries` is the stream of messages; `cancel` stops new deliveries while the
  * ones already received can still be settled; closing the consumer's scope requeues anything unsettled.
+ * The scope, not the stream, ends the consumer: a `deliveries` stream that is interrupted (a timeout, a
+ * race) leaves it running, holding what it received, and the next read goes on where that one stopped.
  *
  * @since 0.1.0
  */

@@ -10,7 +10,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Channel, Clock, Effect, Exit, Layer, Queue, Scheduler, Stream } from "effect"
+import { Cause, Channel, Clock, Effect, Layer, Queue, Scheduler, Stream } from "effect"
 import type { Scope } from "effect"
 import type { NonEmptyReadonlyArray } from "effect/Array"
 import {
@@ -19,6 +19,7 @@ import {
   type BrokerErrorReason,
   type ConsumeOptions,
   type Consumer,
+  deathReasonHeader,
   type Delivery,
   type ExchangeOptions,
   type ExchangeType,
@@ -35,10 +36,9 @@ import * as Direct from "./internal/direct.ts"
 /**
  * Builds a broker that lives as long as the surrounding scope. When the scope closes, every
  * operation fails with `BrokerError` reason `Closed`, consumer and reply streams end, and all
- * queues (exclusive or not) are gone. Interrupting a consumer's `deliveries` stream closes that
- * consumer as closing its scope does (its unsettled messages go back to the queue); a stream that
- * merely stops pulling (`Stream.take`) leaves the consumer running, and it emits one delivery per
- * pull, so nothing buffered is lost between runs.
+ * queues (exclusive or not) are gone. A consumer lives until its scope closes (or `cancel`), as on
+ * RabbitMQ: a `deliveries` stream that stops, interrupted or done pulling (`Stream.take`), leaves it
+ * running, and it emits one delivery per pull, so nothing buffered is lost between runs.
  *
  * Calls between a client and a service instance on this broker go direct (see `Options`).
  *
@@ -78,16 +78,11 @@ export const makeWith = (options?: Options): Effect.Effect<Broker["Service"], ne
           Effect.suspend(() => state.addConsumer(queue, options, mailbox)),
           (consumer) => Effect.sync(() => state.closeConsumer(consumer))
         ),
-        (consumer): Consumer => {
-          const close = Effect.sync(() => state.closeConsumer(consumer))
-          return {
-            // one delivery per pull, so `Stream.take(n)` never swallows buffered deliveries
-            deliveries: Stream.fromChannel(Channel.fromQueue(mailbox)).pipe(
-              Stream.onExit((exit) => Exit.isFailure(exit) && Cause.hasInterrupts(exit.cause) ? close : Effect.void)
-            ),
-            cancel: Effect.sync(() => state.cancelConsumer(consumer))
-          }
-        }
+        (consumer): Consumer => ({
+          // one delivery per pull, so `Stream.take(n)` never swallows buffered deliveries
+          deliveries: Stream.fromChannel(Channel.fromQueue(mailbox)),
+          cancel: Effect.sync(() => state.cancelConsumer(consumer))
+        })
       ))
 
   // `take` (of consume and of reply queues) is not used: a delivery here arrives within its publisher's
@@ -670,7 +665,7 @@ class BrokerState {
     const original = entry.payload
     const headers: Record<string, HeaderValue> = {
       ...original.properties.headers,
-      "x-death-reason": reason,
+      [deathReasonHeader]: reason,
       "x-death-time": this.clock.currentTimeMillisUnsafe()
     }
     const properties: MutableProperties = { ...original.properties, headers }

@@ -1,16 +1,21 @@
 /**
- * AmqpBroker against a real RabbitMQ: the node `test/globalSetup.ts` starts (or `AMQP_URL`), and for
- * the reconnect tests a second private node this file starts, restarts and stops itself, so that
- * restarting it never disturbs other test files running against the shared node.
+ * What only the RabbitMQ broker has, against a real RabbitMQ: the node `test/globalSetup.ts` starts
+ * (or `AMQP_URL`), and for the reconnect tests a second private node this file starts, restarts and
+ * stops itself, so that restarting it never disturbs other test files running against the shared
+ * node. Also how amqplib's failures become `BrokerError`s: from the AMQP reply code, amqplib's
+ * `IllegalOperationError` and the closed state of a channel, never from a message. The `Broker`
+ * contract itself runs over both brokers in `test/fixtures/brokerContract.ts`.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { afterAll, beforeAll } from "vitest"
-import { Clock, type Duration, Effect, Exit, Fiber, Layer, Option, Queue, Ref, Schedule, Scope, Stream } from "effect"
+import { Clock, type Duration, Effect, Exit, Fiber, Layer, Option, Queue, Ref, Schedule, Stream } from "effect"
 import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import * as AmqpBroker from "../src/AmqpBroker.ts"
 import { Broker, type BrokerError, type Consumer, type Delivery, type Incoming } from "../src/Broker.ts"
+import * as Amqp from "../src/internal/amqplib.ts"
 import { amqpUrl } from "./fixtures/amqpUrl.ts"
+import { take as takeN } from "./fixtures/brokerContract.ts"
 import { rabbitNode } from "./fixtures/rabbit.ts"
 
 const suffix = () => crypto.randomUUID().slice(0, 8)
@@ -19,18 +24,6 @@ const decode = (b: Uint8Array) => new TextDecoder().decode(b)
 
 const brokerLayer = (url: string = amqpUrl()) =>
   AmqpBroker.layer({ url, reconnect: Schedule.spaced("250 millis"), initialConnect: Schedule.recurs(0) })
-
-/** the next `n` deliveries, failing the test when they do not come within the time limit */
-const takeN = (consumer: Consumer, n: number, within: Duration.Input = "5 seconds") =>
-  consumer.deliveries.pipe(
-    Stream.take(n),
-    Stream.runCollect,
-    Effect.map((chunk) => Array.from(chunk)),
-    Effect.timeoutOrElse({
-      duration: within,
-      orElse: () => Effect.die(new Error(`expected ${n} deliveries within ${within}`))
-    })
-  )
 
 /** whether another delivery arrives within `within` */
 const nothingWithin = (consumer: Consumer, within: Duration.Input = "300 millis") =>
@@ -52,369 +45,147 @@ const nextIncoming = (incoming: Stream.Stream<Incoming, BrokerError>, within: Du
 const bodies = (deliveries: ReadonlyArray<Delivery>) => deliveries.map((d) => decode(d.body))
 
 describe("AmqpBroker", () => {
-  it.live("publish and consume: body, properties and headers round-trip", () =>
+  it.live("is RabbitMQ: kind amqp, replies on the direct reply-to pseudo-queue", () =>
     Effect.gen(function*() {
       const broker = yield* Broker
       assert.strictEqual(broker.kind, "amqp")
-      const queue = yield* broker.declareQueue(`t.roundtrip.${suffix()}`, { autoDelete: true })
-      const consumer = yield* broker.consume(queue, { prefetch: 10 })
-      yield* broker.publish("", queue, encode("hello"), {
-        contentType: "text/plain",
-        correlationId: "corr-1",
-        messageId: "msg-1",
-        type: "greeting",
-        replyTo: "somewhere",
-        persistent: true,
-        headers: { s: "x", n: 42, f: 1.5, b: true }
-      })
-      const [delivery] = yield* takeN(consumer, 1)
-      assert.strictEqual(decode(delivery.body), "hello")
-      assert.strictEqual(delivery.exchange, "")
-      assert.strictEqual(delivery.routingKey, queue)
-      assert.strictEqual(delivery.redelivered, false)
-      assert.strictEqual(delivery.deliveryCount, 0)
-      assert.deepStrictEqual(delivery.properties, {
-        contentType: "text/plain",
-        correlationId: "corr-1",
-        messageId: "msg-1",
-        type: "greeting",
-        replyTo: "somewhere",
-        persistent: true,
-        headers: { s: "x", n: 42, f: 1.5, b: true }
-      })
-      yield* delivery.ack
-      yield* delivery.ack // settling twice is a no-op, not a channel error
-      assert.isTrue(yield* nothingWithin(consumer))
-      // the consumer's channel survived the second ack
-      yield* broker.publish("", queue, encode("again"))
-      assert.deepStrictEqual(bodies(yield* takeN(consumer, 1)), ["again"])
-    }).pipe(Effect.provide(brokerLayer())))
-
-  it.live("topic routing", () =>
-    Effect.gen(function*() {
-      const broker = yield* Broker
-      const id = suffix()
-      const exchange = `t.topic.${id}`
-      yield* broker.declareExchange(exchange, "topic", { autoDelete: true })
-      const first = yield* broker.declareQueue(`t.topic.a.${id}`, { autoDelete: true })
-      const second = yield* broker.declareQueue(`t.topic.z.${id}`, { autoDelete: true })
-      yield* broker.bindQueue(first, exchange, "a.*")
-      yield* broker.bindQueue(second, exchange, "#.z")
-      const a = yield* broker.consume(first, { prefetch: 10 })
-      const z = yield* broker.consume(second, { prefetch: 10 })
-      for (const key of ["a.b", "a.z", "c.z", "x.y", "a.b.c"]) {
-        yield* broker.publish(exchange, key, encode(key))
-      }
-      const toA = yield* takeN(a, 2)
-      const toZ = yield* takeN(z, 2)
-      assert.deepStrictEqual(bodies(toA), ["a.b", "a.z"])
-      assert.deepStrictEqual(bodies(toZ), ["a.z", "c.z"])
-      assert.deepStrictEqual(toA.map((d) => d.routingKey), ["a.b", "a.z"])
-      assert.strictEqual(toA[0].exchange, exchange)
-      yield* Effect.forEach([...toA, ...toZ], (d) => d.ack)
-      assert.isTrue(yield* nothingWithin(a))
-      assert.isTrue(yield* nothingWithin(z, "50 millis"))
-      // unbinding stops the routing
-      yield* broker.unbindQueue(first, exchange, "a.*")
-      yield* broker.publish(exchange, "a.q", encode("a.q"))
-      assert.isTrue(yield* nothingWithin(a))
-    }).pipe(Effect.provide(brokerLayer())))
-
-  it.live("competing consumers share a queue round-robin", () =>
-    Effect.gen(function*() {
-      const broker = yield* Broker
-      const queue = yield* broker.declareQueue(`t.rr.${suffix()}`, { autoDelete: true })
-      const one = yield* broker.consume(queue, { prefetch: 10 })
-      const two = yield* broker.consume(queue, { prefetch: 10 })
-      for (let i = 0; i < 6; i++) yield* broker.publish("", queue, encode(`m${i}`))
-      const toOne = yield* takeN(one, 3)
-      const toTwo = yield* takeN(two, 3)
-      assert.deepStrictEqual(bodies(toOne), ["m0", "m2", "m4"])
-      assert.deepStrictEqual(bodies(toTwo), ["m1", "m3", "m5"])
-      yield* Effect.forEach([...toOne, ...toTwo], (d) => d.ack)
-    }).pipe(Effect.provide(brokerLayer())))
-
-  it.live("prefetch bounds the unacked deliveries of a consumer", () =>
-    Effect.gen(function*() {
-      const broker = yield* Broker
-      const queue = yield* broker.declareQueue(`t.prefetch.${suffix()}`, { autoDelete: true })
-      const consumer = yield* broker.consume(queue, { prefetch: 2 })
-      for (let i = 0; i < 5; i++) yield* broker.publish("", queue, encode(`m${i}`))
-      const held = yield* takeN(consumer, 2)
-      assert.deepStrictEqual(bodies(held), ["m0", "m1"])
-      assert.isTrue(yield* nothingWithin(consumer))
-      yield* held[0].ack
-      assert.deepStrictEqual(bodies(yield* takeN(consumer, 1)), ["m2"])
-      assert.isTrue(yield* nothingWithin(consumer))
-    }).pipe(Effect.provide(brokerLayer())))
-
-  it.live("nack with requeue redelivers; closing a consumer requeues what it held", () =>
-    Effect.gen(function*() {
-      const broker = yield* Broker
-      const queue = yield* broker.declareQueue(`t.requeue.${suffix()}`, { autoDelete: false })
-      const consumer = yield* broker.consume(queue, { prefetch: 1 })
-      yield* broker.publish("", queue, encode("again"))
-      const [first] = yield* takeN(consumer, 1)
-      assert.isFalse(first.redelivered)
-      assert.strictEqual(first.deliveryCount, 0)
-      yield* first.nack(true)
-      const [second] = yield* takeN(consumer, 1)
-      assert.strictEqual(decode(second.body), "again")
-      assert.isTrue(second.redelivered)
-      assert.strictEqual(second.deliveryCount, 1)
-      // a consumer in its own scope takes it, then goes away without settling
-      yield* broker.publish("", queue, encode("held"))
-      yield* Effect.scoped(Effect.gen(function*() {
-        const other = yield* broker.consume(queue, { prefetch: 1 })
-        const [held] = yield* takeN(other, 1)
-        assert.strictEqual(decode(held.body), "held")
-      }))
-      yield* second.ack
-      const [back] = yield* takeN(consumer, 1)
-      assert.strictEqual(decode(back.body), "held")
-      assert.isTrue(back.redelivered)
-      yield* back.ack
-      yield* broker.deleteQueue(queue)
-    }).pipe(Effect.provide(brokerLayer())))
-
-  it.live("cancel stops deliveries and ends the stream; what was received can still be settled", () =>
-    Effect.gen(function*() {
-      const broker = yield* Broker
-      const queue = yield* broker.declareQueue(`t.cancel.${suffix()}`, { autoDelete: false })
-      const consumer = yield* broker.consume(queue, { prefetch: 5 })
-      yield* broker.publish("", queue, encode("one"))
-      const [one] = yield* takeN(consumer, 1)
-      yield* consumer.cancel
-      yield* broker.publish("", queue, encode("two"))
-      const rest = yield* Stream.runCollect(consumer.deliveries).pipe(Effect.timeout("2 seconds"))
-      assert.strictEqual(rest.length, 0)
-      yield* one.ack
-      const next = yield* broker.consume(queue, { prefetch: 5 })
-      const [two] = yield* takeN(next, 1)
-      assert.strictEqual(decode(two.body), "two")
-      assert.isFalse(two.redelivered)
-      yield* two.ack
-      yield* broker.deleteQueue(queue)
-    }).pipe(Effect.provide(brokerLayer())))
-
-  it.live("reject dead-letters with x-death-reason, and headers stay flat", () =>
-    Effect.gen(function*() {
-      const broker = yield* Broker
-      const id = suffix()
-      const dlx = `t.dlx.${id}`
-      yield* broker.declareExchange(dlx, "fanout", { autoDelete: true })
-      const dead = yield* broker.declareQueue(`t.dead.${id}`, { autoDelete: true })
-      yield* broker.bindQueue(dead, dlx, "")
-      const work = yield* broker.declareQueue(`t.work.${id}`, { autoDelete: true, deadLetterExchange: dlx })
-      const worker = yield* broker.consume(work, { prefetch: 1 })
-      const graveyard = yield* broker.consume(dead, { prefetch: 1 })
-      yield* broker.publish("", work, encode("bad"), { headers: { origin: "test" } })
-      const [delivery] = yield* takeN(worker, 1)
-      yield* delivery.nack(false)
-      const [corpse] = yield* takeN(graveyard, 1)
-      assert.strictEqual(decode(corpse.body), "bad")
-      const headers = corpse.properties.headers ?? {}
-      assert.strictEqual(headers["x-death-reason"], "rejected")
-      assert.strictEqual(headers["origin"], "test")
-      assert.isUndefined(headers["x-death"])
-      for (const value of Object.values(headers)) {
-        assert.include(["string", "number", "boolean"], typeof value)
-      }
-      yield* corpse.ack
-    }).pipe(Effect.provide(brokerLayer())))
-
-  it.live("per-message expiration drops the message into the dead-letter exchange as expired", () =>
-    Effect.gen(function*() {
-      const broker = yield* Broker
-      const id = suffix()
-      const dlx = `t.dlx.${id}`
-      yield* broker.declareExchange(dlx, "direct", { autoDelete: true })
-      const dead = yield* broker.declareQueue(`t.expired.${id}`, { autoDelete: true })
-      yield* broker.bindQueue(dead, dlx, "late")
-      const work = yield* broker.declareQueue(`t.ttl.${id}`, {
-        autoDelete: false,
-        deadLetterExchange: dlx,
-        deadLetterRoutingKey: "late"
-      })
-      yield* broker.publish("", work, encode("too late"), { expiration: 50 })
-      yield* broker.publish("", work, encode("in time"), { expiration: 60_000 })
-      const graveyard = yield* broker.consume(dead, { prefetch: 1 })
-      yield* Effect.sleep("200 millis")
-      const worker = yield* broker.consume(work, { prefetch: 5 })
-      const [expired] = yield* takeN(graveyard, 1)
-      assert.strictEqual(decode(expired.body), "too late")
-      assert.strictEqual(expired.properties.headers?.["x-death-reason"], "expired")
-      assert.isUndefined(expired.properties.expiration)
-      const [fresh] = yield* takeN(worker, 1)
-      assert.strictEqual(decode(fresh.body), "in time")
-      assert.strictEqual(fresh.properties.expiration, 60_000)
-      assert.isTrue(yield* nothingWithin(worker))
-      yield* Effect.forEach([expired, fresh], (d) => d.ack)
-      yield* broker.deleteQueue(work)
-    }).pipe(Effect.provide(brokerLayer())))
-
-  it.live("a delivery limit dead-letters after that many deliveries (quorum queue)", () =>
-    Effect.gen(function*() {
-      const broker = yield* Broker
-      const id = suffix()
-      const dlx = `t.dlx.${id}`
-      yield* broker.declareExchange(dlx, "fanout", { autoDelete: true })
-      const dead = yield* broker.declareQueue(`t.limit.dead.${id}`, { autoDelete: true })
-      yield* broker.bindQueue(dead, dlx, "")
-      const work = yield* broker.declareQueue(`t.limit.${id}`, {
-        durable: true,
-        deadLetterExchange: dlx,
-        deliveryLimit: 2
-      })
-      const worker = yield* broker.consume(work, { prefetch: 1 })
-      const graveyard = yield* broker.consume(dead, { prefetch: 1 })
-      yield* broker.publish("", work, encode("poison"))
-      const [first] = yield* takeN(worker, 1)
-      assert.strictEqual(first.deliveryCount, 0)
-      yield* first.nack(true)
-      const [second] = yield* takeN(worker, 1)
-      assert.strictEqual(second.deliveryCount, 1)
-      yield* second.nack(true)
-      const [corpse] = yield* takeN(graveyard, 1)
-      assert.strictEqual(decode(corpse.body), "poison")
-      assert.strictEqual(corpse.properties.headers?.["x-death-reason"], "delivery-limit")
-      assert.isTrue(yield* nothingWithin(worker))
-      yield* corpse.ack
-      yield* broker.deleteQueue(work)
-    }).pipe(Effect.provide(brokerLayer())))
-
-  it.live("a single-active-consumer queue delivers to one consumer until it goes away", () =>
-    Effect.gen(function*() {
-      const broker = yield* Broker
-      const queue = yield* broker.declareQueue(`t.sac.${suffix()}`, { singleActiveConsumer: true })
-      const scope = yield* Scope.make()
-      const active = yield* broker.consume(queue, { prefetch: 10 }).pipe(Scope.provide(scope))
-      const standby = yield* broker.consume(queue, { prefetch: 10 })
-      for (let i = 0; i < 4; i++) yield* broker.publish("", queue, encode(`m${i}`))
-      const got = yield* takeN(active, 4)
-      yield* Effect.forEach(got, (d) => d.ack)
-      assert.isTrue(yield* nothingWithin(standby))
-      yield* Scope.close(scope, Exit.void)
-      yield* broker.publish("", queue, encode("next"))
-      assert.deepStrictEqual(bodies(yield* takeN(standby, 1)), ["next"])
-      yield* broker.deleteQueue(queue)
-    }).pipe(Effect.provide(brokerLayer())))
-
-  it.live("an empty queue name gets a unique name from the broker", () =>
-    Effect.gen(function*() {
-      const broker = yield* Broker
-      const one = yield* broker.declareQueue("", { exclusive: true })
-      const two = yield* broker.declareQueue("", { exclusive: true })
-      assert.notStrictEqual(one, "")
-      assert.notStrictEqual(one, two)
-      const consumer = yield* broker.consume(one, { prefetch: 1 })
-      yield* broker.publish("", one, encode("x"))
-      assert.deepStrictEqual(bodies(yield* takeN(consumer, 1)), ["x"])
-    }).pipe(Effect.provide(brokerLayer())))
-
-  it.live("reply queue: direct reply-to replies, and mandatory returns arrive on incoming", () =>
-    Effect.gen(function*() {
-      const broker = yield* Broker
-      const service = yield* broker.declareQueue(`t.rpc.${suffix()}`, { autoDelete: true })
-      const server = yield* broker.consume(service, { prefetch: 10 })
-      yield* server.deliveries.pipe(
-        Stream.runForEach((request) =>
-          broker.publish("", request.properties.replyTo ?? "", encode(`re: ${decode(request.body)}`), {
-            correlationId: request.properties.correlationId
-          }).pipe(Effect.andThen(request.ack))
-        ),
-        Effect.forkScoped
-      )
       const replies = yield* broker.replyQueue()
       assert.strictEqual(replies.address, "amq.rabbitmq.reply-to")
-      yield* replies.publish("", service, encode("ping"), { correlationId: "c-1", mandatory: true })
-      const reply = yield* nextIncoming(replies.incoming)
-      assert.strictEqual(reply._tag, "Reply")
-      assert.strictEqual(decode(reply.message.body), "re: ping")
-      assert.strictEqual(reply.message.properties.correlationId, "c-1")
+    }).pipe(Effect.scoped, Effect.provide(brokerLayer())))
 
-      const ghost = `t.ghost.${suffix()}`
-      yield* replies.publish("", ghost, encode("anyone?"), { correlationId: "c-2", mandatory: true })
-      const returned = yield* nextIncoming(replies.incoming)
-      assert.strictEqual(returned._tag, "Returned")
-      if (returned._tag === "Returned") {
-        assert.strictEqual(returned.message.replyText, "NO_ROUTE")
-        assert.strictEqual(returned.message.routingKey, ghost)
-        assert.strictEqual(returned.message.properties.correlationId, "c-2")
-        assert.strictEqual(decode(returned.message.body), "anyone?")
-      }
-      // with confirm, the return fails the publish instead
-      const error = yield* Effect.flip(replies.publish("", ghost, encode("x"), { mandatory: true, confirm: true }))
-      assert.strictEqual(error.reason, "Unroutable")
-      yield* replies.publish("", service, encode("pong"), { correlationId: "c-3", confirm: true, mandatory: true })
-      const again = yield* nextIncoming(replies.incoming)
-      assert.strictEqual(again._tag, "Reply")
-      assert.strictEqual(again.message.properties.correlationId, "c-3")
-    }).pipe(Effect.provide(brokerLayer())))
-
-  it.live("confirmed publishes: Unroutable, NotFound, and the channel recovers", () =>
+  it.live("a channel error on a publishing channel (a plain publish to a missing exchange) leaves the next publishes working", () =>
     Effect.gen(function*() {
       const broker = yield* Broker
-      const queue = yield* broker.declareQueue(`t.confirm.${suffix()}`, { autoDelete: true })
+      const queue = yield* broker.declareQueue(`t.channels.${suffix()}`, { autoDelete: true })
       const consumer = yield* broker.consume(queue, { prefetch: 10 })
-      yield* broker.publish("", queue, encode("confirmed"), { confirm: true, mandatory: true })
-      const unroutable = yield* Effect.flip(
-        broker.publish("", `t.nobody.${suffix()}`, encode("x"), { confirm: true, mandatory: true })
-      )
-      assert.strictEqual(unroutable.reason, "Unroutable")
-      // not mandatory: an unroutable message is confirmed (and dropped)
-      yield* broker.publish("", `t.nobody.${suffix()}`, encode("x"), { confirm: true })
-      const missing = yield* Effect.flip(
-        broker.publish(`t.no-exchange.${suffix()}`, "k", encode("x"), { confirm: true })
-      )
+      const missing = yield* Effect.flip(broker.publish(`t.no-exchange.${suffix()}`, "k", encode("x"), { confirm: true }))
       assert.strictEqual(missing.reason, "NotFound")
-      // both publishing channels still work after the channel error
+      // the confirm channel, closed by that 404, is opened again
       yield* broker.publish("", queue, encode("after"), { confirm: true })
+      // RabbitMQ closes the plain channel a moment after this publish returned
       yield* broker.publish(`t.no-exchange.${suffix()}`, "k", encode("lost"))
       yield* Effect.sleep("100 millis")
       yield* broker.publish("", queue, encode("plain"))
-      const got = yield* takeN(consumer, 3)
-      assert.deepStrictEqual(bodies(got), ["confirmed", "after", "plain"])
+      const got = yield* takeN(consumer, 2)
+      assert.deepStrictEqual(bodies(got), ["after", "plain"])
       yield* Effect.forEach(got, (d) => d.ack)
-      // many concurrent confirmed publishes
-      yield* Effect.forEach(
-        Array.from({ length: 200 }, (_, i) => i),
-        (i) => broker.publish("", queue, encode(`c${i}`), { confirm: true, mandatory: true }),
-        { concurrency: "unbounded", discard: true }
-      )
-      const many = yield* consumer.deliveries.pipe(
-        Stream.tap((d) => d.ack),
-        Stream.take(200),
-        Stream.runCollect,
-        Effect.timeout("10 seconds")
-      )
-      assert.strictEqual(many.length, 200)
+      assert.isTrue(yield* nothingWithin(consumer))
     }).pipe(Effect.provide(brokerLayer())))
 
-  it.live("declaration errors are typed and the broker keeps working", () =>
-    Effect.gen(function*() {
-      const broker = yield* Broker
-      const queue = yield* broker.declareQueue(`t.decl.${suffix()}`, { autoDelete: true })
-      const conflict = yield* Effect.flip(broker.declareQueue(queue, { autoDelete: true, messageTtl: 1000 }))
-      assert.strictEqual(conflict.reason, "Precondition")
-      const notFound = yield* Effect.flip(broker.consume(`t.missing.${suffix()}`, { prefetch: 1 }))
-      assert.strictEqual(notFound.reason, "NotFound")
-      const noExchange = yield* Effect.flip(broker.bindQueue(queue, `t.missing.${suffix()}`, "#"))
-      assert.strictEqual(noExchange.reason, "NotFound")
-      // concurrent declarations next to a failing one all get their own outcome
-      const results = yield* Effect.forEach(
-        [0, 1, 2, 3],
-        (i) =>
-          Effect.exit(i === 1 ? broker.declareQueue(queue, { durable: true }) : broker.declareQueue(`${queue}.${i}`, {
-            autoDelete: true
-          })),
-        { concurrency: "unbounded" }
+  describe("classifying amqplib's failures", () => {
+    /** a connection and a channel of amqplib's, closed with the test */
+    const raw = Effect.gen(function*() {
+      const connection = yield* Effect.acquireRelease(
+        Amqp.connect(amqpUrl(), { noDelay: true }),
+        (connection) => Effect.ignore(Amqp.closeConnection(connection))
       )
-      assert.deepStrictEqual(results.map(Exit.isSuccess), [true, false, true, true])
-      const consumer = yield* broker.consume(queue, { prefetch: 1 })
-      yield* broker.publish("", queue, encode("still here"))
-      assert.deepStrictEqual(bodies(yield* takeN(consumer, 1)), ["still here"])
-    }).pipe(Effect.provide(brokerLayer())))
+      const channel = yield* Amqp.createChannel(connection)
+      return { connection, channel }
+    })
+    const codeOf = (error: BrokerError): unknown =>
+      typeof error.cause === "object" && error.cause !== null && "code" in error.cause ? error.cause.code : undefined
+
+    it.live("a 404 is NotFound, and the error keeps amqplib's as its cause", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker
+        const consume = yield* Effect.flip(broker.consume(`t.missing.${suffix()}`, { prefetch: 1 }))
+        assert.strictEqual(consume.reason, "NotFound")
+        assert.instanceOf(consume.cause, Error)
+        assert.strictEqual(codeOf(consume), 404)
+        const publish = yield* Effect.flip(broker.publish(`t.missing.${suffix()}`, "k", encode("x"), { confirm: true }))
+        assert.strictEqual(publish.reason, "NotFound")
+        assert.strictEqual(codeOf(publish), 404)
+        const bind = yield* Effect.flip(broker.bindQueue(`t.missing.${suffix()}`, "amq.direct", "k"))
+        assert.strictEqual(bind.reason, "NotFound")
+        assert.strictEqual(codeOf(bind), 404)
+      }).pipe(Effect.scoped, Effect.provide(brokerLayer())))
+
+    it.live("a 406 is Precondition", () =>
+      Effect.gen(function*() {
+        const broker = yield* Broker
+        const queue = yield* broker.declareQueue(`t.precondition.${suffix()}`, { autoDelete: true })
+        const conflict = yield* Effect.flip(broker.declareQueue(queue, { autoDelete: true, messageTtl: 1000 }))
+        assert.strictEqual(conflict.reason, "Precondition")
+        assert.strictEqual(codeOf(conflict), 406)
+        const exchange = `t.precondition.${suffix()}`
+        yield* broker.declareExchange(exchange, "topic", { autoDelete: true })
+        const kind = yield* Effect.flip(broker.declareExchange(exchange, "fanout", { autoDelete: true }))
+        assert.strictEqual(kind.reason, "Precondition")
+        assert.strictEqual(codeOf(kind), 406)
+      }).pipe(Effect.scoped, Effect.provide(brokerLayer())))
+
+    it.live("a publish or a declaration on a closed channel is Closed (amqplib's IllegalOperationError)", () =>
+      Effect.gen(function*() {
+        const { channel } = yield* raw
+        yield* Amqp.closeChannel(channel)
+        assert.isTrue(Amqp.isClosed(channel))
+        const publish = yield* Effect.flip(Amqp.publish(channel, "", "anywhere", Buffer.from("x"), {}))
+        assert.strictEqual(publish.reason, "Closed")
+        assert.instanceOf(publish.cause, Error)
+        assert.strictEqual(publish.cause instanceof Error ? publish.cause.name : "", "IllegalOperationError")
+        const declare = yield* Effect.flip(Amqp.assertQueue(channel, `t.closed.${suffix()}`, { autoDelete: true }))
+        assert.strictEqual(declare.reason, "Closed")
+      }).pipe(Effect.scoped))
+
+    it.live("an operation waiting on a channel that a neighbour's error closed is Closed; the culprit keeps its code", () =>
+      Effect.gen(function*() {
+        const { channel } = yield* raw
+        const queue = yield* Amqp.assertQueue(channel, `t.neighbour.${suffix()}`, { autoDelete: true })
+        // one channel answers one operation at a time: the second waits behind the failing first
+        const [culprit, bystander] = yield* Effect.all([
+          Effect.flip(Amqp.assertQueue(channel, queue, { autoDelete: true, messageTtl: 5 })),
+          Effect.flip(Amqp.assertQueue(channel, `t.bystander.${suffix()}`, { autoDelete: true }))
+        ], { concurrency: "unbounded" })
+        assert.strictEqual(culprit.reason, "Precondition")
+        assert.strictEqual(codeOf(culprit), 406)
+        // amqplib fails it with a plain Error: the channel's closed state says why
+        assert.strictEqual(bystander.reason, "Closed")
+        assert.isUndefined(codeOf(bystander))
+        assert.isTrue(Amqp.isClosed(channel))
+      }).pipe(Effect.scoped))
+
+    it.live("on a closed connection, opening a channel is Closed", () =>
+      Effect.gen(function*() {
+        const { connection } = yield* raw
+        yield* Amqp.closeConnection(connection)
+        const error = yield* Effect.flip(Amqp.createChannel(connection))
+        assert.strictEqual(error.reason, "Closed")
+        assert.strictEqual(error.cause instanceof Error ? error.cause.name : "", "IllegalOperationError")
+      }).pipe(Effect.scoped))
+
+    it.live("a broker's nack of a confirmed publish is Nacked (a full queue that rejects publishes)", () =>
+      Effect.gen(function*() {
+        const { connection } = yield* raw
+        const confirms = yield* Amqp.createConfirmChannel(connection)
+        const queue = yield* Amqp.assertQueue(confirms, `t.full.${suffix()}`, {
+          autoDelete: true,
+          arguments: { "x-max-length": 0, "x-overflow": "reject-publish" }
+        })
+        const error = yield* Effect.flip(Amqp.publishConfirm(confirms, "", queue, Buffer.from("x"), {}))
+        assert.strictEqual(error.reason, "Nacked")
+        assert.instanceOf(error.cause, Error)
+        // the channel stays open
+        assert.isFalse(Amqp.isClosed(confirms))
+        yield* Amqp.deleteQueue(confirms, queue)
+      }).pipe(Effect.scoped))
+
+    it("the reason never comes from an error's message", () => {
+      const forced = Object.assign(new Error("x"), { code: 320 })
+      assert.strictEqual(Amqp.reasonOf(new Error("Channel closed by server: 404 (NOT-FOUND)"), false), "Transport")
+      assert.strictEqual(Amqp.reasonOf(new Error("channel closed"), false), "Transport")
+      assert.strictEqual(Amqp.reasonOf(new Error("read ECONNRESET"), false), "Transport")
+      assert.strictEqual(Amqp.reasonOf(new Error("anything"), true), "Closed")
+      assert.strictEqual(Amqp.reasonOf(Object.assign(new Error("x"), { code: 404 }), true), "NotFound")
+      assert.strictEqual(Amqp.reasonOf(Object.assign(new Error("x"), { code: 405 }), false), "Precondition")
+      assert.strictEqual(Amqp.reasonOf(Object.assign(new Error("x"), { code: 406 }), false), "Precondition")
+      assert.strictEqual(Amqp.reasonOf(forced, false), "Closed")
+      assert.strictEqual(Amqp.reasonOf(Object.assign(new Error("x"), { code: "ECONNRESET" }), false), "Closed")
+      assert.strictEqual(Amqp.reasonOf(Object.assign(new Error("x"), { code: "ECONNREFUSED" }), false), "Transport")
+      const error = Amqp.toBrokerError(forced, "doing", false)
+      assert.strictEqual(error.cause, forced)
+      assert.strictEqual(error.message, "doing: x")
+    })
+  })
 
   it.live("a wrong URL fails the layer with a typed error and no password in it", () =>
     Effect.gen(function*() {

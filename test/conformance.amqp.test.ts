@@ -1,15 +1,13 @@
 import { Layer, Schedule } from "effect"
 import { AmqpBroker } from "effect-mesh"
 import { amqpUrl } from "./fixtures/amqpUrl.ts"
+import { brokerContract } from "./fixtures/brokerContract.ts"
 import { brokerSuite } from "./fixtures/brokerSuite.ts"
 import { deadLetterSuite } from "./fixtures/deadLetterSuite.ts"
 
 // suspended: the URL is known only once the global setup has started RabbitMQ
-brokerSuite(
-  "AmqpBroker",
-  Layer.suspend(() => AmqpBroker.layer({ url: amqpUrl(), reconnect: Schedule.spaced("250 millis") }))
-)
-deadLetterSuite(
-  "AmqpBroker",
-  Layer.suspend(() => AmqpBroker.layer({ url: amqpUrl(), reconnect: Schedule.spaced("250 millis") }))
-)
+const layer = Layer.suspend(() => AmqpBroker.layer({ url: amqpUrl(), reconnect: Schedule.spaced("250 millis") }))
+
+brokerContract("AmqpBroker", layer)
+brokerSuite("AmqpBroker", layer)
+deadLetterSuite("AmqpBroker", layer)

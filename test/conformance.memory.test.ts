@@ -1,7 +1,9 @@
 import { MemoryBroker } from "effect-mesh"
+import { brokerContract } from "./fixtures/brokerContract.ts"
 import { brokerSuite } from "./fixtures/brokerSuite.ts"
 import { deadLetterSuite } from "./fixtures/deadLetterSuite.ts"
 
+brokerContract("MemoryBroker", MemoryBroker.layer)
 // calls between clients and services of one process go direct (the default) ...
 brokerSuite("MemoryBroker", MemoryBroker.layer)
 // ... or through the queue, as on RabbitMQ

@@ -2,10 +2,12 @@
  * The only module that imports amqplib: a thin Effect wrapper over its promise API.
  *
  * Every promise and callback of amqplib is wrapped once here, and every failure becomes a
- * `BrokerError` with a reason read from the AMQP reply code (404 `NotFound`, 405/406 `Precondition`,
- * a closed channel or connection `Closed`). Channels and connections created here always carry an
- * `error` listener (an unhandled `error` event would crash the process) that remembers the last
- * error, so that a confirm failed by a channel closure can report why the channel closed. What reaches
+ * `BrokerError` that keeps it as its `cause`, with a reason read from what amqplib gives, never from
+ * its message: the AMQP reply code (404 `NotFound`, 405/406 `Precondition`), its
+ * `IllegalOperationError` or the closed state of the channel or connection (`Closed`). Channels and
+ * connections created here always carry an `error` listener (an unhandled `error` event would crash
+ * the process) that remembers the last error, so that a confirm failed by a channel closure can
+ * report why the channel closed, and a `close` listener that marks them closed. What reaches
  * into amqplib's private internals (a faster publish, corked socket writes) lives in
  * `amqplibFastPath.ts`, probed once per connection and channel.
  *
@@ -74,47 +76,48 @@ export type SocketOptions = amqp.SocketOptions
 
 // ---- errors ----
 
+// AMQP reply codes: amqplib puts the one the server closed a channel or connection with on the error
+const CONNECTION_FORCED = 320
 const NOT_FOUND = 404
 const RESOURCE_LOCKED = 405
 const PRECONDITION_FAILED = 406
 
-const codeOf = (cause: unknown): number | undefined => {
-  if (typeof cause !== "object" || cause === null || !("code" in cause)) return undefined
-  return typeof cause.code === "number" ? cause.code : undefined
-}
+// node's codes of a socket the peer dropped (amqplib passes socket errors on as they are)
+const socketLost: ReadonlySet<string> = new Set(["ECONNRESET", "EPIPE", "ECONNABORTED"])
 
-const messageOf = (cause: unknown): string => {
-  if (cause instanceof Error) return cause.message
-  return String(cause)
-}
+const codeOf = (cause: unknown): unknown =>
+  typeof cause === "object" && cause !== null && "code" in cause ? cause.code : undefined
 
-const isClosedMessage = (message: string): boolean =>
-  /channel closed|channel closing|channel ended|connection closed|connection closing|socket closed|closed by server|broker forced|econnreset|epipe/i
-    .test(message)
+const messageOf = (cause: unknown): string => cause instanceof Error ? cause.message : String(cause)
 
 /**
- * The reason of an amqplib failure.
+ * The reason of an amqplib failure, from what amqplib gives: the AMQP reply code on the error, its
+ * `IllegalOperationError` (an operation on a channel or connection that is closing or closed), node's
+ * code of a dropped socket, and `closed`: whether the channel or connection the operation ran on has
+ * closed since (amqplib fails the operations still waiting for a reply then, with a plain `Error`).
  *
  * @since 0.1.0
  */
-export const reasonOf = (cause: unknown): BrokerErrorReason => {
+export const reasonOf = (cause: unknown, closed: boolean): BrokerErrorReason => {
   const code = codeOf(cause)
   if (code === NOT_FOUND) return "NotFound"
   if (code === PRECONDITION_FAILED || code === RESOURCE_LOCKED) return "Precondition"
-  if (cause instanceof amqp.IllegalOperationError) return "Closed"
-  if (isClosedMessage(messageOf(cause))) return "Closed"
+  if (closed || code === CONNECTION_FORCED || cause instanceof amqp.IllegalOperationError) return "Closed"
+  if (typeof code === "string" && socketLost.has(code)) return "Closed"
   return "Transport"
 }
 
 /**
- * Maps any amqplib failure to a `BrokerError`, with what was being done as a prefix.
+ * Maps an amqplib failure to a `BrokerError` that keeps it as its cause, with what was being done as
+ * a prefix of the message.
  *
  * @since 0.1.0
  */
-export const toBrokerError = (cause: unknown, doing: string): BrokerError =>
-  new BrokerError({ reason: reasonOf(cause), message: `${doing}: ${messageOf(cause)}` })
+export const toBrokerError = (cause: unknown, doing: string, closed: boolean): BrokerError =>
+  new BrokerError({ reason: reasonOf(cause, closed), message: `${doing}: ${messageOf(cause)}`, cause })
 
 const lastErrors = new WeakMap<object, Error>()
+// channels and connections that emitted `close`
 const closed = new WeakSet<object>()
 
 /**
@@ -143,9 +146,10 @@ const guard = <C extends Channel>(channel: C): C => {
   return channel
 }
 
-const failedOn = (channel: Channel, doing: string) => (cause: unknown): BrokerError => {
-  if (cause instanceof amqp.IllegalOperationError) closed.add(channel)
-  return toBrokerError(cause, doing)
+/** the failure of an operation on `on` (a channel or connection), classified by its state */
+const failedOn = (on: Channel | Connection, doing: string) => (cause: unknown): BrokerError => {
+  if (cause instanceof amqp.IllegalOperationError) closed.add(on)
+  return toBrokerError(cause, doing, closed.has(on))
 }
 
 // ---- connection ----
@@ -162,9 +166,12 @@ export const connect = (url: string, socketOptions: SocketOptions): Effect.Effec
         connection.on("error", (error: Error) => {
           lastErrors.set(connection, error)
         })
+        connection.prependListener("close", () => {
+          closed.add(connection)
+        })
         return connection
       }),
-    catch: (cause) => toBrokerError(cause, "connect")
+    catch: (cause) => toBrokerError(cause, "connect", false)
   }).pipe(Effect.tap(FastPath.install))
 
 /**
@@ -173,7 +180,7 @@ export const connect = (url: string, socketOptions: SocketOptions): Effect.Effec
  * @since 0.1.0
  */
 export const closeConnection = (connection: Connection): Effect.Effect<void, BrokerError> =>
-  Effect.tryPromise({ try: () => connection.close(), catch: (cause) => toBrokerError(cause, "close connection") })
+  Effect.tryPromise({ try: () => connection.close(), catch: failedOn(connection, "close connection") })
 
 /**
  * Calls `listener` once when the connection closes, with the error that closed it (if any).
@@ -213,7 +220,7 @@ export const onBlocked = (
 export const createChannel = (connection: Connection): Effect.Effect<Channel, BrokerError> =>
   Effect.tryPromise({
     try: () => connection.createChannel().then(guard),
-    catch: (cause) => toBrokerError(cause, "open channel")
+    catch: failedOn(connection, "open channel")
   }).pipe(Effect.tap((channel) => FastPath.attach(connection, channel, false)))
 
 /**
@@ -224,7 +231,7 @@ export const createChannel = (connection: Connection): Effect.Effect<Channel, Br
 export const createConfirmChannel = (connection: Connection): Effect.Effect<ConfirmChannel, BrokerError> =>
   Effect.tryPromise({
     try: () => connection.createConfirmChannel().then(guard),
-    catch: (cause) => toBrokerError(cause, "open confirm channel")
+    catch: failedOn(connection, "open confirm channel")
   }).pipe(Effect.tap((channel) => FastPath.attach(connection, channel, true)))
 
 /**
@@ -236,7 +243,7 @@ export const closeChannel = (channel: Channel): Effect.Effect<void, BrokerError>
   Effect.suspend(() =>
     closed.has(channel)
       ? Effect.void
-      : Effect.tryPromise({ try: () => channel.close(), catch: (cause) => toBrokerError(cause, "close channel") })
+      : Effect.tryPromise({ try: () => channel.close(), catch: failedOn(channel, "close channel") })
   )
 
 /**
@@ -302,7 +309,7 @@ export const assertExchange = (
 ): Effect.Effect<void, BrokerError> =>
   Effect.tryPromise({
     try: () => channel.assertExchange(name, type, options),
-    catch: (cause) => toBrokerError(cause, `declare exchange '${name}'`)
+    catch: failedOn(channel, `declare exchange '${name}'`)
   })
 
 /**
@@ -317,7 +324,7 @@ export const assertQueue = (
 ): Effect.Effect<string, BrokerError> =>
   Effect.tryPromise({
     try: () => channel.assertQueue(name, options).then((ok) => ok.queue),
-    catch: (cause) => toBrokerError(cause, `declare queue '${name}'`)
+    catch: failedOn(channel, `declare queue '${name}'`)
   })
 
 /**
@@ -328,7 +335,7 @@ export const assertQueue = (
 export const deleteQueue = (channel: Channel, name: string): Effect.Effect<void, BrokerError> =>
   Effect.tryPromise({
     try: () => channel.deleteQueue(name),
-    catch: (cause) => toBrokerError(cause, `delete queue '${name}'`)
+    catch: failedOn(channel, `delete queue '${name}'`)
   })
 
 /**
@@ -344,7 +351,7 @@ export const bindQueue = (
 ): Effect.Effect<void, BrokerError> =>
   Effect.tryPromise({
     try: () => channel.bindQueue(queue, exchange, pattern),
-    catch: (cause) => toBrokerError(cause, `bind queue '${queue}' to '${exchange}'`)
+    catch: failedOn(channel, `bind queue '${queue}' to '${exchange}'`)
   })
 
 /**
@@ -360,7 +367,7 @@ export const unbindQueue = (
 ): Effect.Effect<void, BrokerError> =>
   Effect.tryPromise({
     try: () => channel.unbindQueue(queue, exchange, pattern),
-    catch: (cause) => toBrokerError(cause, `unbind queue '${queue}' from '${exchange}'`)
+    catch: failedOn(channel, `unbind queue '${queue}' from '${exchange}'`)
   })
 
 // ---- messages ----
@@ -373,7 +380,7 @@ export const unbindQueue = (
 export const prefetch = (channel: Channel, count: number): Effect.Effect<void, BrokerError> =>
   Effect.tryPromise({
     try: () => channel.prefetch(count),
-    catch: (cause) => toBrokerError(cause, "set prefetch")
+    catch: failedOn(channel, "set prefetch")
   })
 
 /**
@@ -397,7 +404,7 @@ export const consume = (
           ? { noAck: options.noAck }
           : { noAck: options.noAck, consumerTag: options.consumerTag }
       ).then((ok) => ok.consumerTag),
-    catch: (cause) => toBrokerError(cause, `consume '${queue}'`)
+    catch: failedOn(channel, `consume '${queue}'`)
   })
 
 /**
@@ -408,7 +415,7 @@ export const consume = (
 export const cancel = (channel: Channel, consumerTag: string): Effect.Effect<void, BrokerError> =>
   Effect.tryPromise({
     try: () => channel.cancel(consumerTag),
-    catch: (cause) => toBrokerError(cause, "cancel consumer")
+    catch: failedOn(channel, "cancel consumer")
   })
 
 /**
@@ -436,7 +443,7 @@ export const ack = (channel: Channel, message: RawMessage): Effect.Effect<void> 
  */
 export const nack = (channel: Channel, message: RawMessage, requeue: boolean): Effect.Effect<void> =>
   Effect.ignore(
-    Effect.try({ try: () => channel.nack(message, false, requeue), catch: (cause) => toBrokerError(cause, "nack") })
+    Effect.try({ try: () => channel.nack(message, false, requeue), catch: failedOn(channel, "nack") })
   )
 
 /**
@@ -490,9 +497,11 @@ export const publishConfirm = (
     }
     const onConfirm = (error: unknown) => {
       if (error !== null && error !== undefined) {
-        failure = messageOf(error) === "message nacked"
-          ? new BrokerError({ reason: "Nacked", message: `the broker nacked a publish to '${exchange}'` })
-          : toBrokerError(lastErrors.get(channel) ?? error, `publish to '${exchange}'`)
+        // amqplib fails the confirms of a channel that closed, after this module saw it close; a
+        // failure on an open channel is the broker's basic.nack
+        failure = closed.has(channel)
+          ? toBrokerError(lastErrors.get(channel) ?? error, `publish to '${exchange}'`, true)
+          : new BrokerError({ reason: "Nacked", message: `the broker nacked a publish to '${exchange}'`, cause: error })
       }
       settle()
     }
