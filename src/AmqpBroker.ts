@@ -28,6 +28,7 @@ import {
   type ConsumeOptions,
   type Consumer,
   deathReasonHeader,
+  deathTimeHeader,
   type Delivery,
   type ExchangeOptions,
   type ExchangeType,
@@ -1071,7 +1072,7 @@ const toHeaders = (headers: Amqp.RawMessage["properties"]["headers"]): Record<st
     // an AMQP timestamp, in seconds: amqplib reads it as { "!": "timestamp", value }
     const time: unknown = typeof latest === "object" && latest !== null && "time" in latest ? latest.time : undefined
     const seconds: unknown = typeof time === "object" && time !== null && "value" in time ? time.value : time
-    if (typeof seconds === "number") result["x-death-time"] = seconds * 1000
+    if (typeof seconds === "number") result[deathTimeHeader] = seconds * 1000
   }
   return found ? result : undefined
 }

@@ -52,6 +52,14 @@ export class BrokerError extends Schema.TaggedError<BrokerError>()("BrokerError"
 export const deathReasonHeader = "x-death-reason"
 
 /**
+ * The header a dead-lettered message carries on both brokers beside `deathReasonHeader`: when it
+ * died, in epoch milliseconds (to the second on RabbitMQ).
+ *
+ * @since 0.1.0
+ */
+export const deathTimeHeader = "x-death-time"
+
+/**
  * Header values that survive both brokers unchanged.
  *
  * @since 0.1.0

@@ -20,6 +20,7 @@ import {
   type ConsumeOptions,
   type Consumer,
   deathReasonHeader,
+  deathTimeHeader,
   type Delivery,
   type ExchangeOptions,
   type ExchangeType,
@@ -666,7 +667,7 @@ class BrokerState {
     const headers: Record<string, HeaderValue> = {
       ...original.properties.headers,
       [deathReasonHeader]: reason,
-      "x-death-time": this.clock.currentTimeMillisUnsafe()
+      [deathTimeHeader]: this.clock.currentTimeMillisUnsafe()
     }
     const properties: MutableProperties = { ...original.properties, headers }
     // as RabbitMQ does, so that the message does not expire again where it lands
