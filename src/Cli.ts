@@ -24,7 +24,7 @@
  *
  * @since 0.1.0
  */
-import { NodeServices } from "@effect/platform-node"
+import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Clock, Config, ConfigProvider, Console, Duration, Effect, Exit, Layer, Option, Redacted, Schedule, Schema, Stream } from "effect"
 import type { Runtime } from "effect"
 import { Argument, CliError, CliOutput, Command, Flag } from "effect/cli"
@@ -38,7 +38,7 @@ import * as DeadLetters from "./DeadLetters.ts"
 import * as Discovery from "./Discovery.ts"
 import * as Event from "./Event.ts"
 import * as MemoryBroker from "./MemoryBroker.ts"
-import * as Mesh from "./Mesh.ts"
+import type * as Mesh from "./Mesh.ts"
 import * as MeshConfig from "./MeshConfig.ts"
 import * as Service from "./Service.ts"
 import * as ServiceClient from "./ServiceClient.ts"
@@ -606,14 +606,16 @@ const serve = (
     if (unreachableBroker !== undefined) {
       yield* Effect.logWarning(`mesh: ${unreachableBroker.message}; retrying for 30 seconds`)
     }
-    const mesh = Mesh.layerConfig(loaded.map((l) => l.layer), { config: options.file?.path, port: options.port })
+    // imported here: the HTTP stack it brings costs every other command ~150 ms of start-up
+    const { MeshError, layerConfig } = yield* Effect.promise(() => import("./Mesh.ts"))
+    const mesh = layerConfig(loaded.map((l) => l.layer), { config: options.file?.path, port: options.port })
     const names = loaded.map((l) => l.service ?? l.exportName).join(", ")
     yield* Effect.scoped(Effect.gen(function*() {
       yield* forceOnSecondSignal
       yield* Layer.build(mesh).pipe(
         Effect.mapError((error) =>
           unreachableBroker !== undefined && error instanceof BrokerError ? unreachableBroker :
-          error instanceof Mesh.MeshError && error.reason === "NoHttpPort"
+          error instanceof MeshError && error.reason === "NoHttpPort"
             ? new CliFailure({
               message: `${error.routes.join(", ")}: the services serve HTTP and no port is configured: ` +
                 `pass --port, or set HTTP_PORT (http.port in --config)`,

@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Cli from "./Cli.ts"
 
 NodeRuntime.runMain(Cli.main, { disableErrorReporting: true, teardown: Cli.teardown })
