@@ -565,6 +565,24 @@ const probeBroker: Effect.Effect<CliFailure | undefined> = Effect.scoped(Layer.b
   Effect.catch((error) => Effect.succeed(error instanceof CliFailure ? error : undefined))
 )
 
+/**
+ * Under npm (`npx mesh run`, `npm run`), the process a script kills (`kill $!`) is npm's, and npm's
+ * shell dies without passing the signal on: the services would go on under PID 1. When the parent goes
+ * away, mesh run stops as on SIGTERM (it sends itself one). Only under npm: `nohup mesh run &` is
+ * meant to outlive its shell.
+ */
+const stopWithParent = Effect.suspend(() => {
+  if (process.env["npm_command"] === undefined) return Effect.void
+  const parent = process.ppid
+  return Effect.sleep("500 millis").pipe(
+    Effect.andThen(Effect.sync(() => process.ppid !== parent)),
+    Effect.repeat({ until: (orphaned) => orphaned }),
+    Effect.andThen(Effect.logInfo(`mesh: the parent process (pid ${parent}, under npm) exited: stopping as on SIGTERM`)),
+    Effect.andThen(Effect.sync(() => process.kill(process.pid, "SIGTERM"))),
+    Effect.forkScoped
+  )
+})
+
 /** a second SIGINT / SIGTERM while draining stops the process at once */
 const forceOnSecondSignal = Effect.acquireRelease(
   Effect.sync(() => {
@@ -612,6 +630,7 @@ const serve = (
     const names = loaded.map((l) => l.service ?? l.exportName).join(", ")
     yield* Effect.scoped(Effect.gen(function*() {
       yield* forceOnSecondSignal
+      yield* stopWithParent
       yield* Layer.build(mesh).pipe(
         Effect.mapError((error) =>
           unreachableBroker !== undefined && error instanceof BrokerError ? unreachableBroker :

@@ -5,7 +5,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Layer } from "effect"
 import { AmqpBroker, ServiceClient } from "effect-mesh"
-import { writeFileSync } from "node:fs"
+import { execFileSync, spawnSync } from "node:child_process"
+import { realpathSync, writeFileSync } from "node:fs"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -125,6 +126,22 @@ describe("mesh", () => {
       yield* b.kill("SIGTERM")
       assert.strictEqual((yield* b.exited).code, 0)
     }).pipe(Effect.scoped, Effect.provide(clientLayer())), 120_000)
+
+  it.live("killing npm's process of mesh run (kill $! after npm run mesh -- run ... &) stops the services too", () =>
+    Effect.gen(function*() {
+      const service = `cli-${suffix()}`
+      const npm = realpathSync(execFileSync("which", ["npm"], { encoding: "utf8" }).trim())
+      const run = yield* spawnProgram(npm, { AMQP_URL: amqpUrl(), SERVICE: service }, ["run", "--silent", "mesh", "--", "run", workModule])
+      const running = yield* run.waitFor(/mesh: running .* \(pid \d+\)/, "60 seconds")
+      const pid = Number(/\(pid (\d+)\)/.exec(running)?.[1])
+      assert.notStrictEqual(pid, run.pid, "npm runs mesh in a process of its own")
+      yield* run.kill("SIGTERM")
+      yield* run.waitFor(/mesh: the parent process \(pid \d+, under npm\) exited: stopping as on SIGTERM$/, "10 seconds")
+      yield* run.waitFor(/mesh: stopped$/, "20 seconds")
+      const alive = () => Effect.sync(() => spawnSync("kill", ["-0", String(pid)]).status === 0)
+      for (let i = 0; i < 50 && (yield* alive()); i++) yield* Effect.sleep("100 millis")
+      assert.isFalse(yield* alive(), `mesh (pid ${pid}) still runs after npm was killed`)
+    }).pipe(Effect.scoped), 120_000)
 
   it.live("a second signal while draining exits at once with 130", () =>
     Effect.gen(function*() {
