@@ -1,6 +1,6 @@
 import { Effect } from "effect"
 import type { Scope } from "effect"
-import type { Broker, BrokerError, Consumer, Delivery, Incoming, ReplyQueue } from "effect-mesh/Broker"
+import type { Broker, BrokerError, Consumer, Delivery, Incoming, Message, QueueInfo, ReplyQueue } from "effect-mesh/Broker"
 import { describe, expect, it } from "tstyche"
 
 declare const broker: Broker["Service"]
@@ -19,5 +19,16 @@ describe("Broker", () => {
     >()
     expect(broker.consume).type.not.toBeCallableWith("q", { prefetch: 1, take: (_: Delivery) => Effect.succeed(true) })
     expect(broker.replyQueue).type.not.toBeCallableWith({ take: (_: Incoming) => Effect.void })
+  })
+
+  it("says when a reply queue is lost: the only incoming without a message", () => {
+    expect<Incoming["_tag"]>().type.toBe<"Reply" | "Returned" | "Lost">()
+    expect<Extract<Incoming, { readonly _tag: "Lost" }>>().type.toBe<{ readonly _tag: "Lost" }>()
+    const message = (incoming: Incoming): Message | undefined => incoming._tag === "Lost" ? undefined : incoming.message
+    expect(message).type.toBe<(incoming: Incoming) => Message | undefined>()
+  })
+
+  it("checks a queue", () => {
+    expect(broker.checkQueue("q")).type.toBe<Effect.Effect<QueueInfo, BrokerError>>()
   })
 })

@@ -1,6 +1,6 @@
-import { Context, Effect, Layer, Stream } from "effect"
+import { Context, Effect, Layer, Schedule, Stream } from "effect"
 import type { Broker, BrokerError } from "effect-mesh/Broker"
-import { MemoryBroker, Service, ServiceClient } from "effect-mesh"
+import { MemoryBroker, Service, ServiceClient, ServiceError as ServiceErrors } from "effect-mesh"
 import type { ServiceContract } from "effect-mesh"
 import type { ServiceError } from "effect-mesh/ServiceError"
 import { describe, expect, it } from "tstyche"
@@ -24,6 +24,22 @@ describe("ServiceClient", () => {
 
   it("returns a Stream for a streaming rpc", () => {
     expect(calc.countdown({ from: 3 })).type.toBe<Stream.Stream<number, ServiceError>>()
+  })
+
+  it("retries what retryOn accepts: one of the mesh's errors", () => {
+    expect(ServiceClient.make).type.toBeCallableWith(Calculator, {
+      retry: Schedule.recurs(2),
+      retryOn: ServiceErrors.isRetryableIfIdempotent
+    })
+    expect(ServiceClient.make).type.toBeCallableWith(Calculator, {
+      retryOn: (error: ServiceError) => error._tag === "TransportError" && error.reason === "OutcomeUnknown"
+    })
+    expect(ServiceClient.make).type.not.toBeCallableWith(Calculator, { retryOn: (error: DivisionByZero) => error._tag === "DivisionByZero" })
+  })
+
+  it("says why a service was not found, and when a call's outcome is unknown", () => {
+    expect<ServiceErrors.ServiceNotFound["reason"]>().type.toBe<"NoQueue" | "NoConsumer" | undefined>()
+    expect<ServiceErrors.TransportError["reason"]>().type.toBe<"OutcomeUnknown" | undefined>()
   })
 
   it("needs the transport to be made", () => {

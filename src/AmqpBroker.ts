@@ -13,7 +13,8 @@
  * it, and re-attaches every consumer and reply queue, so their streams keep flowing. While the
  * connection is down, operations fail at once with `BrokerError` reason `Closed` (they do not wait);
  * deliveries received before the drop can no longer be settled (the broker redelivers them) and
- * replies in flight are lost. When the schedule gives up, every stream fails with `Closed`.
+ * replies in flight are lost: a reply queue says so with `Lost` when its channel closes. When the
+ * schedule gives up, every stream fails with `Closed`.
  *
  * @since 0.1.0
  */
@@ -169,6 +170,8 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
         ops((channel) => Amqp.deleteQueue(channel, name)),
         () => Effect.sync(() => state.forgetQueue(name))
       )
+
+    const checkQueue = (name: string) => ops((channel) => Amqp.checkQueue(channel, name))
 
     const bindQueue = (queue: string, exchange: string, pattern: string) =>
       Effect.flatMap(readySession, (session) => {
@@ -489,7 +492,11 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
     const onReplyChannelClose = (reply: ReplyState, channel: Amqp.Channel, session: Session, error: Error | undefined) => {
       if (reply.channel !== channel) return
       reply.channel = undefined
-      if (reply.closed || !isCurrent(session)) return
+      if (reply.closed) return
+      // said in the close callback itself, before anything can publish on a channel attached after it
+      // (amqplib closes every channel of a lost connection this way, before the connection's own close)
+      offerIncoming(reply, lost)
+      if (!isCurrent(session)) return
       run(Effect.andThen(
         Effect.yieldNow,
         Effect.suspend(() => {
@@ -686,6 +693,7 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
       declareExchange,
       declareQueue,
       deleteQueue,
+      checkQueue,
       bindQueue,
       unbindQueue,
       publish,
@@ -743,6 +751,8 @@ const defaultReconnect = reconnectSchedule("5 seconds")
 const wakeInline = new Scheduler.MixedScheduler("sync")
 
 const directReplyTo = "amq.rabbitmq.reply-to"
+
+const lost: Incoming = { _tag: "Lost" }
 
 type MutableProperties = { -readonly [K in keyof Properties]: Properties[K] }
 

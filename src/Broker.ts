@@ -218,7 +218,8 @@ export interface Consumer {
 /**
  * A private address for replies, with the publish that must be used for requests expecting replies
  * on it (on RabbitMQ the direct reply-to pseudo-queue only works on the channel that publishes).
- * `incoming` carries both the replies and the mandatory requests the broker returned.
+ * `incoming` carries the replies, the mandatory requests the broker returned, and `Lost` when the
+ * replies to what was published before can no longer come.
  *
  * @since 0.1.0
  */
@@ -251,11 +252,30 @@ export type Publish = (
 ) => Effect.Effect<void, BrokerError>
 
 /**
+ * What arrives at a reply queue: a reply, a returned request, or `Lost`: the reply queue lost its
+ * channel or connection (RabbitMQ's direct reply-to lives and dies with its channel), so no reply to
+ * a request published on it before will ever come; requests published after it are answered as
+ * usual. `AmqpBroker` says `Lost` when the reply queue's channel closes (with the connection, or on
+ * its own) before it re-attaches; `MemoryBroker` never loses one.
+ *
  * @since 0.1.0
  */
 export type Incoming =
   | { readonly _tag: "Reply"; readonly message: Message }
   | { readonly _tag: "Returned"; readonly message: Returned }
+  | { readonly _tag: "Lost" }
+
+/**
+ * What a queue holds now, as a passive declaration (RabbitMQ's `queue.declare` with `passive`) tells.
+ *
+ * @since 0.1.0
+ */
+export interface QueueInfo {
+  /** ready messages (delivered, unacked ones do not count) */
+  readonly messages: number
+  /** consumers subscribed to it (cancelled ones do not count) */
+  readonly consumers: number
+}
 
 /**
  * The broker contract.
@@ -273,6 +293,8 @@ export class Broker extends Context.Service<Broker, {
   /** declares a queue; the empty name asks the broker for a unique one, which is returned */
   readonly declareQueue: (name: string, options?: QueueOptions) => Effect.Effect<string, BrokerError>
   readonly deleteQueue: (name: string) => Effect.Effect<void, BrokerError>
+  /** what a queue holds, without declaring it; fails with reason `NotFound` when it does not exist */
+  readonly checkQueue: (name: string) => Effect.Effect<QueueInfo, BrokerError>
   readonly bindQueue: (queue: string, exchange: string, pattern: string) => Effect.Effect<void, BrokerError>
   readonly unbindQueue: (queue: string, exchange: string, pattern: string) => Effect.Effect<void, BrokerError>
   readonly publish: Publish

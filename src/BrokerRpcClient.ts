@@ -7,6 +7,13 @@
  * request its caller gave up on. Interrupts go to every instance of the service over the control
  * exchange; stream acks go to the instance that sent the chunk.
  *
+ * A call in flight ends early in two cases. When the reply queue is `Lost` (RabbitMQ's connection or
+ * the reply channel dropped), no reply can come: every call in flight fails at once with
+ * `TransportError` `OutcomeUnknown`, deadline or not. And while calls are in flight, once a second the
+ * client looks at those that have waited a second or more without a word: when the queue of their
+ * service has requests and no consumer, they fail with `ServiceNotFound` `NoConsumer` (one passive
+ * declaration per such service, none for a call answered within the second).
+ *
  * Unary calls (the hot path) skip `RpcClient`: `Transport.unary` encodes the payload and decodes the
  * reply's Exit with the rpc's own schemas, in effect/rpc's wire format all the same. Streams, untyped
  * calls and rpcs with middleware go through `RpcClient`.
@@ -107,7 +114,72 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
   // ServiceNotFound: one watcher for every call rather than a timer and a race of fibers per call
   const deadlines = yield* Deadlines.make
 
+  // No reply to a call in flight can come any more: each fails, deadline or not. The routes are read
+  // when the reply queue's `Lost` is dispatched: a call made after the loss cannot be among them, as
+  // its publish waits for the reconnection, and that takes round trips the dispatch does not
+  const endAll = (reason: string): Effect.Effect<void> =>
+    Effect.suspend(() =>
+      Effect.forEach(
+        Array.from(routes.values()),
+        (route) =>
+          route.end(
+            new TransportError({
+              service: route.service,
+              method: route.method,
+              reason: "OutcomeUnknown",
+              message: `${reason} while ${route.service}.${route.method} was in flight: its outcome is unknown (the request may or may not have run)`
+            })
+          ),
+        { discard: true }
+      )
+    )
+
+  // calls that waited a whole sweep interval without a word, by service, are checked against their
+  // service's queue: requests waiting there and no consumer end them with ServiceNotFound NoConsumer.
+  // The sweep runs on the deadline watcher, armed by the first call after it stopped; a call only
+  // notes the sweep count: nothing per call on the happy path but a number and a flag
+  let sweeps = 0
+  let sweepArmed = false
+  const checkService = (service: string, calls: ReadonlyArray<Route>): Effect.Effect<void> =>
+    Effect.matchEffect(broker.checkQueue(topology.rpcQueue(service)), {
+      // a queue gone makes its requests return; a connection gone makes the reply queue `Lost`
+      onFailure: () => Effect.void,
+      // no ready request: ours were taken (an instance draining still runs them), or expired
+      onSuccess: (queue) =>
+        queue.consumers > 0 || queue.messages === 0 ? Effect.void : Effect.forEach(
+          calls,
+          (call) => call.waiting() ? call.end(new ServiceNotFound({ service, reason: "NoConsumer" })) : Effect.void,
+          { discard: true }
+        )
+    })
+  const sweep: Effect.Effect<void> = Effect.clockWith((clock) =>
+    Effect.suspend(() => {
+      sweeps++
+      sweepArmed = false
+      let waiting: Map<string, Array<Route>> | undefined
+      for (const route of routes.values()) {
+        if (route.sweep > sweeps - 2 || !route.waiting()) continue
+        waiting ??= new Map()
+        const calls = waiting.get(route.service)
+        if (calls === undefined) waiting.set(route.service, [route])
+        else calls.push(route)
+      }
+      if (routes.size > 0) armSweep(clock.currentTimeMillisUnsafe())
+      if (waiting === undefined) return Effect.void
+      const services = waiting
+      return Effect.asVoid(Effect.forkIn(
+        Effect.forEach(services, ([service, calls]) => checkService(service, calls), { discard: true }),
+        scope
+      ))
+    })
+  )
+  const armSweep = (now: number): void => {
+    sweepArmed = true
+    deadlines.add(now + noConsumerCheckMillis, sweep)
+  }
+
   const onIncoming = (incoming: Incoming): Effect.Effect<void> => {
+    if (incoming._tag === "Lost") return endAll("the connection to the broker was lost")
     const correlationId = incoming.message.properties.correlationId
     if (correlationId === undefined) return Effect.void
     const route = routes.get(correlationId)
@@ -128,6 +200,8 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
   // a unary call's answer settles it right where it arrives, in the transport's callback: no hop
   // through the reply stream, whose fiber has the other routes (streams, untyped calls)
   const take = (incoming: Incoming): boolean => {
+    // the loss of the reply queue takes the long way: it ends stream calls as well
+    if (incoming._tag === "Lost") return false
     const correlationId = incoming.message.properties.correlationId
     const route = correlationId === undefined ? undefined : routes.get(correlationId)
     if (!(route instanceof UnaryCall)) return false
@@ -146,6 +220,8 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
     Stream.runForEach((incoming) =>
       Effect.catchCause(onIncoming(incoming), (cause) => Effect.logError("a reply could not be dispatched", cause))
     ),
+    // the broker gave up reconnecting: no reply will ever come
+    Effect.tapError((error) => endAll(error.message)),
     Effect.forkScoped
   )
 
@@ -168,8 +244,9 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
       if (span !== undefined) headers[wire.header.traceparent] = wire.traceparent(span.traceId, span.spanId, span.sampled)
       const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
       const deadline = request.deadline
-      const call = new UnaryCall(service, rpc._tag, newCorrelationId(), decodeExit, routes, deadlines, request.timeoutMillis)
+      const call = new UnaryCall(service, rpc._tag, newCorrelationId(), decodeExit, routes, deadlines, request.timeoutMillis, sweeps)
       routes.set(call.correlationId, call)
+      if (!sweepArmed) armSweep(now)
       if (deadline !== undefined) {
         call.timer = deadlines.add(deadline, Effect.suspend(() => call.expire(publishControl)))
       }
@@ -207,9 +284,10 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
         Effect.withFiber((fiber) => {
           const correlationId = newCorrelationId()
           const requestId = request.id as RequestId
-          const call = new Call(owner, correlationId, requestId, clientId, request.tag)
+          const call = new Call(owner, correlationId, requestId, clientId, request.tag, sweeps)
           pending.set(requestId, call)
           routes.set(correlationId, call)
+          if (!sweepArmed) armSweep(fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())
           const headers: Record<string, string> = {}
           for (const [key, value] of request.headers) headers[key] = value
           if (request.traceId !== undefined && request.spanId !== undefined) {
@@ -345,10 +423,21 @@ interface Owner {
   readonly interrupt: (call: Call) => Effect.Effect<void>
 }
 
+/** a call that has waited this long without a word may be one nobody serves */
+const noConsumerCheckMillis = 1000
+
 /** what the reply dispatcher knows of a call in flight */
 interface Route {
+  readonly service: string
+  readonly method: string
+  /** the client's sweep count when the call was made: how long it has waited, without a clock */
+  readonly sweep: number
+  /** nothing has come for the call yet */
+  waiting(): boolean
   onReply(message: FromServerEncoded, instance: string | undefined): Effect.Effect<void>
   onReturned(): Effect.Effect<void>
+  /** ends the call with one of the mesh's errors, if it has not ended */
+  end(error: ServiceError): Effect.Effect<void>
 }
 
 type Control = (tag: "Interrupt" | "Ack", key: string, correlationId: string) => Effect.Effect<void>
@@ -370,6 +459,7 @@ class UnaryCall implements Route {
   private readonly routes: Map<string, Route>
   private readonly deadlines: Deadlines.Deadlines
   private readonly timeoutMillis: number
+  readonly sweep: number
   constructor(
     service: string,
     method: string,
@@ -377,7 +467,8 @@ class UnaryCall implements Route {
     decode: Codecs.Codecs["decodeExit"],
     routes: Map<string, Route>,
     deadlines: Deadlines.Deadlines,
-    timeoutMillis: number
+    timeoutMillis: number,
+    sweep: number
   ) {
     this.service = service
     this.method = method
@@ -386,6 +477,11 @@ class UnaryCall implements Route {
     this.routes = routes
     this.deadlines = deadlines
     this.timeoutMillis = timeoutMillis
+    this.sweep = sweep
+  }
+
+  waiting(): boolean {
+    return !this.done
   }
 
   forget(): void {
@@ -416,6 +512,10 @@ class UnaryCall implements Route {
   /** the broker returned the request: no instance of the service is there */
   returned(): void {
     this.settle(Effect.die(wire.serviceErrorDefect(new ServiceNotFound({ service: this.service }))))
+  }
+
+  end(error: ServiceError): Effect.Effect<void> {
+    return Effect.sync(() => this.settle(Effect.die(wire.serviceErrorDefect(error))))
   }
 
   onReply(message: FromServerEncoded): Effect.Effect<void> {
@@ -463,12 +563,24 @@ class Call implements Route {
   readonly requestId: RequestId
   readonly clientId: number
   readonly method: string
-  constructor(owner: Owner, correlationId: string, requestId: RequestId, clientId: number, method: string) {
+  readonly sweep: number
+  /** a reply (a chunk or the Exit) came */
+  private replied = false
+  constructor(owner: Owner, correlationId: string, requestId: RequestId, clientId: number, method: string, sweep: number) {
     this.owner = owner
     this.correlationId = correlationId
     this.requestId = requestId
     this.clientId = clientId
     this.method = method
+    this.sweep = sweep
+  }
+
+  get service(): string {
+    return this.owner.service
+  }
+
+  waiting(): boolean {
+    return !this.replied && this.owner.pending.get(this.requestId) === this
   }
 
   /** the call is over: no reply is routed to it now, its deadline is not watched */
@@ -487,6 +599,7 @@ class Call implements Route {
   }
 
   onReply(message: FromServerEncoded, instance: string | undefined): Effect.Effect<void> {
+    this.replied = true
     if (instance !== undefined) this.instance = instance
     // a chunk waits for its consumer to pull; it must not hold up other calls' replies.
     // Order is kept: the next chunk is only sent after this one is written and acked
@@ -506,6 +619,10 @@ class Call implements Route {
         this.owner.interrupt(this)
       )
     })
+  }
+
+  end(error: ServiceError): Effect.Effect<void> {
+    return Effect.suspend(() => this.owner.pending.get(this.requestId) === this ? this.fail(error) : Effect.void)
   }
 
   private fail(error: ServiceError): Effect.Effect<void> {

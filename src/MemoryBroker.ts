@@ -29,6 +29,7 @@ import {
   type Message,
   type Properties,
   type PublishOptions,
+  type QueueInfo,
   type QueueOptions,
   type ReplyQueue
 } from "./Broker.ts"
@@ -87,7 +88,8 @@ export const makeWith = (options?: Options): Effect.Effect<Broker["Service"], ne
       ))
 
   // `take` (of consume and of reply queues) is not used: a delivery here arrives within its publisher's
-  // own call, and work started there would run inside the publisher's fiber; the stream hands it over
+  // own call, and work started there would run inside the publisher's fiber; the stream hands it over.
+  // A reply queue here is never `Lost`: there is no connection to lose, and it lives as long as its scope
   const replyQueue = (): Effect.Effect<ReplyQueue, BrokerError, Scope.Scope> => Effect.flatMap(
     mailboxOf<Incoming>(),
     (mailbox) =>
@@ -109,6 +111,7 @@ export const makeWith = (options?: Options): Effect.Effect<Broker["Service"], ne
     declareExchange: (name, type, options) => Effect.suspend(() => state.declareExchange(name, type, options)),
     declareQueue: (name, options) => Effect.suspend(() => state.declareQueue(name, options)),
     deleteQueue: (name) => Effect.suspend(() => state.deleteQueueByName(name)),
+    checkQueue: (name) => Effect.suspend(() => state.checkQueue(name)),
     bindQueue: (queue, exchange, pattern) => Effect.suspend(() => state.bind(queue, exchange, pattern)),
     unbindQueue: (queue, exchange, pattern) => Effect.suspend(() => state.unbind(queue, exchange, pattern)),
     publish: (exchange, routingKey, body, options) => state.publish(exchange, routingKey, body, options, undefined),
@@ -521,6 +524,13 @@ class BrokerState {
       Queue.endUnsafe(consumer.mailbox)
     }
     queue.consumers = []
+  }
+
+  checkQueue(name: string): Effect.Effect<QueueInfo, BrokerError> {
+    if (this.closed) return closedError()
+    const queue = this.queues.get(name)
+    if (queue === undefined) return fail("NotFound", `no queue '${name}'`)
+    return Effect.succeed({ messages: queue.messages.length, consumers: queue.consumers.length })
   }
 
   bind(queueName: string, exchangeName: string, pattern: string): Effect.Effect<void, BrokerError> {

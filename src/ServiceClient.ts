@@ -5,8 +5,9 @@
  * whose error channel is exactly the contract's errors plus the mesh's own `ServiceError`s. Calls
  * carry the current `CallContext` one hop further; a timeout (per client or per call) becomes the
  * callee's deadline and fails the call with `CallTimeout`, interrupting the handler. A retry
- * `Schedule` applies only to retryable failures (`TransportError`, `ServiceNotFound`), never to the
- * contract's errors.
+ * `Schedule` applies only to retryable failures (`ServiceError.isRetryable`: `TransportError` and
+ * `ServiceNotFound` after which the request cannot have run), never to the contract's errors; `retryOn`
+ * widens it for idempotent calls.
  *
  * ```ts
  * const calc = yield* ServiceClient.make(Calculator, { timeout: "5 seconds" })
@@ -27,7 +28,7 @@ import * as CallContext from "./CallContext.ts"
 import * as wire from "./internal/wire.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
 import type { ServiceError } from "./ServiceError.ts"
-import { CallTimeout, isRetryable, RemoteDefect, TransportError } from "./ServiceError.ts"
+import { CallTimeout, isRetryable, isServiceError, RemoteDefect, TransportError } from "./ServiceError.ts"
 
 /**
  * Options of one call.
@@ -49,8 +50,14 @@ export interface CallOptions {
 export interface Options {
   /** the default timeout of every call (none by default: the call waits for its deadline, if any) */
   readonly timeout?: Duration.Input | undefined
-  /** retries failures for which `ServiceError.isRetryable` holds */
+  /** retries failures for which `retryOn` holds */
   readonly retry?: Schedule.Schedule<unknown, ServiceError> | undefined
+  /**
+   * which of the mesh's errors `retry` retries (default `ServiceError.isRetryable`: never one after
+   * which the request may have run). `ServiceError.isRetryableIfIdempotent` also retries a call whose
+   * outcome is unknown or whose request waits in a queue nobody serves: for calls safe to run twice
+   */
+  readonly retryOn?: ((error: ServiceError) => boolean) | undefined
 }
 
 /**
@@ -263,6 +270,8 @@ const effectMethod = (
 ) => {
   const clientTimeout = toMillis(options?.timeout)
   const onFailure = toCallError(service, method)
+  const retry = options?.retry as Schedule.Schedule<unknown, unknown> | undefined
+  const retryable = retryableOf(options)
   return (payload: unknown, call?: CallOptions): Effect.Effect<unknown, unknown> => {
     const attempt = Effect.withFiber((fiber) => {
       const prepared = prepare(fiber, service, method, clientTimeout, call)
@@ -291,12 +300,11 @@ const effectMethod = (
       )
       return enforced ? result : Effect.timeoutOrElse(result, { duration: remaining, orElse: timedOut })
     })
-    const retry = options?.retry as Schedule.Schedule<unknown, unknown> | undefined
     if (retry === undefined) return attempt
     // only retryable failures reach the schedule: a contract error never waits for a retry delay
     const shielded = Effect.matchEffect(attempt, {
       onSuccess: (value) => Effect.succeed(Result.succeed(value)),
-      onFailure: (error) => isRetryable(error) ? Effect.fail(error) : Effect.succeed(Result.fail(error))
+      onFailure: (error) => retryable(error) ? Effect.fail(error) : Effect.succeed(Result.fail(error))
     })
     return Effect.flatMap(Effect.retry(shielded, retry), (result) =>
       Result.match(result, { onSuccess: Effect.succeed, onFailure: Effect.fail }))
@@ -409,7 +417,15 @@ const streamMethod = (
     ))
   }))
   const retry = options?.retry as Schedule.Schedule<unknown, unknown> | undefined
-  return retry === undefined ? stream : Stream.retry(stream, retry.pipe(Schedule.while(({ input }) => isRetryable(input))))
+  if (retry === undefined) return stream
+  const retryable = retryableOf(options)
+  return Stream.retry(stream, retry.pipe(Schedule.while(({ input }) => retryable(input))))
+}
+
+/** which failures a client's `retry` sees: the mesh's own errors that `retryOn` accepts */
+const retryableOf = (options: Options | undefined): (error: unknown) => boolean => {
+  const retryOn = options?.retryOn
+  return retryOn === undefined ? isRetryable : (error) => isServiceError(error) && retryOn(error)
 }
 
 let nextUntypedClient = 0

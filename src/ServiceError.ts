@@ -20,15 +20,35 @@ import { Effect, Schema } from "effect"
 import { dual } from "effect/Function"
 
 /**
- * No queue serves this service: nobody ever started it, or it is gone.
+ * Why a service was not found.
+ *
+ * - `NoQueue` (also when absent): the service has no queue, so the broker returned the request; nothing
+ *   ran, and nothing will.
+ * - `NoConsumer`: its queue exists but no instance consumes it (none started, or all stopped): the
+ *   request waits there, and runs if an instance starts before its deadline (or ever, without one).
+ *
+ * @since 0.1.0
+ */
+export const ServiceNotFoundReason = Schema.Literals(["NoQueue", "NoConsumer"])
+
+/**
+ * @since 0.1.0
+ */
+export type ServiceNotFoundReason = typeof ServiceNotFoundReason.Type
+
+/**
+ * No instance serves this service: nobody ever started it, or it is gone (see `reason`).
  *
  * @since 0.1.0
  */
 export class ServiceNotFound extends Schema.TaggedError<ServiceNotFound>()("ServiceNotFound", {
-  service: Schema.String
+  service: Schema.String,
+  reason: Schema.optionalKey(ServiceNotFoundReason)
 }) {
   override get message(): string {
-    return `no service named "${this.service}" is running`
+    return this.reason === "NoConsumer"
+      ? `no instance of "${this.service}" is serving: its queue has no consumer (the request stays queued and runs if one starts)`
+      : `no service named "${this.service}" is running`
   }
 }
 
@@ -90,6 +110,21 @@ export class RemoteDefect extends Schema.TaggedError<RemoteDefect>()("RemoteDefe
 }) {}
 
 /**
+ * What a transport failure means for the request, when the client knows more than that it failed.
+ *
+ * - `OutcomeUnknown`: the connection to the broker was lost while the call was in flight: the request
+ *   may or may not have run (or may still run), and its reply can never come.
+ *
+ * @since 0.1.0
+ */
+export const TransportErrorReason = Schema.Literals(["OutcomeUnknown"])
+
+/**
+ * @since 0.1.0
+ */
+export type TransportErrorReason = typeof TransportErrorReason.Type
+
+/**
  * The transport failed: the broker went away, a publish was refused, a reply could not be read.
  *
  * @since 0.1.0
@@ -97,7 +132,8 @@ export class RemoteDefect extends Schema.TaggedError<RemoteDefect>()("RemoteDefe
 export class TransportError extends Schema.TaggedError<TransportError>()("TransportError", {
   service: Schema.String,
   method: Schema.String,
-  message: Schema.String
+  message: Schema.String,
+  reason: Schema.optionalKey(TransportErrorReason)
 }) {}
 
 /**
@@ -141,12 +177,27 @@ export const isServiceError = (u: unknown): u is ServiceError =>
   u instanceof Error
 
 /**
- * Whether a retry can help: the transport failed or the service was not there yet. Contract errors,
- * invalid payloads, defects and timeouts are never retried by the client.
+ * Whether a retry can help and cannot run the request twice: the transport failed before the request
+ * left, or the service was not there. The client's `retry` applies to these alone by default.
+ * Contract errors, invalid payloads, defects and timeouts are never retried; nor are failures after
+ * which the request may have run or may still run (`TransportError` `OutcomeUnknown`,
+ * `ServiceNotFound` `NoConsumer`): see `isRetryableIfIdempotent`.
  *
  * @since 0.1.0
  */
 export const isRetryable = (u: unknown): boolean =>
+  isServiceError(u) && (
+    (u._tag === "TransportError" && u.reason !== "OutcomeUnknown") ||
+    (u._tag === "ServiceNotFound" && u.reason !== "NoConsumer")
+  )
+
+/**
+ * `isRetryable`, and also the failures after which the request may have run, or may still run: for
+ * calls that are safe to run twice (`ServiceClient.Options.retryOn`).
+ *
+ * @since 0.1.0
+ */
+export const isRetryableIfIdempotent = (u: unknown): boolean =>
   isServiceError(u) && (u._tag === "TransportError" || u._tag === "ServiceNotFound")
 
 /**

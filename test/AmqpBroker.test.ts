@@ -275,10 +275,11 @@ describe("AmqpBroker faults", () => {
           if (next !== "during") late.push(next)
         }
         assert.deepStrictEqual(late.sort(), ["after", "after-qq"])
-        // the reply queue opened before the restart works again
+        // the reply queue opened before the restart said that replies in flight were lost, and works again
+        assert.strictEqual((yield* nextIncoming(replies.incoming))._tag, "Lost")
         yield* replies.publish("", `t.ghost.${id}`, encode("x"), { mandatory: true, correlationId: "r-1" })
         const returned = yield* nextIncoming(replies.incoming, "10 seconds")
-        assert.strictEqual(returned._tag, "Returned")
+        assert(returned._tag === "Returned", returned._tag)
         assert.strictEqual(returned.message.properties.correlationId, "r-1")
         yield* broker.deleteQueue(quorum)
       }).pipe(Effect.provide(brokerLayer(url)))

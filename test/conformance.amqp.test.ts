@@ -3,6 +3,7 @@ import { AmqpBroker } from "effect-mesh"
 import { amqpUrl } from "./fixtures/amqpUrl.ts"
 import { brokerContract } from "./fixtures/brokerContract.ts"
 import { brokerSuite } from "./fixtures/brokerSuite.ts"
+import { clientFaultSuite } from "./fixtures/clientFaultSuite.ts"
 import { deadLetterSuite } from "./fixtures/deadLetterSuite.ts"
 
 // suspended: the URL is known only once the global setup has started RabbitMQ
@@ -11,3 +12,4 @@ const layer = Layer.suspend(() => AmqpBroker.layer({ url: amqpUrl(), reconnect: 
 brokerContract("AmqpBroker", layer)
 brokerSuite("AmqpBroker", layer)
 deadLetterSuite("AmqpBroker", layer)
+clientFaultSuite("AmqpBroker", layer)

@@ -1,6 +1,7 @@
 import { MemoryBroker } from "effect-mesh"
 import { brokerContract } from "./fixtures/brokerContract.ts"
 import { brokerSuite } from "./fixtures/brokerSuite.ts"
+import { clientFaultSuite } from "./fixtures/clientFaultSuite.ts"
 import { deadLetterSuite } from "./fixtures/deadLetterSuite.ts"
 
 brokerContract("MemoryBroker", MemoryBroker.layer)
@@ -9,3 +10,4 @@ brokerSuite("MemoryBroker", MemoryBroker.layer)
 // ... or through the queue, as on RabbitMQ
 brokerSuite("MemoryBroker (queued calls)", MemoryBroker.layerWith({ directCalls: false }), { rpcOnly: true })
 deadLetterSuite("MemoryBroker", MemoryBroker.layer)
+clientFaultSuite("MemoryBroker", MemoryBroker.layer)

@@ -328,6 +328,21 @@ export const assertQueue = (
   })
 
 /**
+ * What a queue holds, without declaring it (a passive declare): ready messages and consumers. A queue
+ * that does not exist fails it with reason `NotFound`, and closes the channel (as every 404 does).
+ *
+ * @since 0.1.0
+ */
+export const checkQueue = (
+  channel: Channel,
+  name: string
+): Effect.Effect<{ readonly messages: number; readonly consumers: number }, BrokerError> =>
+  Effect.tryPromise({
+    try: () => channel.checkQueue(name).then((ok) => ({ messages: ok.messageCount, consumers: ok.consumerCount })),
+    catch: failedOn(channel, `check queue '${name}'`)
+  })
+
+/**
  * Deletes a queue.
  *
  * @since 0.1.0

@@ -106,9 +106,10 @@ export const make: Effect.Effect<Deadlines, never, Scope.Scope> = Effect.gen(fun
         expired.push(heap[0])
         removeAt(0)
       }
+      // then look again: what expired may have added deadlines (a periodic one adds its next)
+      if (expired.length > 0) return Effect.forEach(expired, expire, { discard: true })
       armedFor = heap.length > 0 ? heap[0].deadline : Number.POSITIVE_INFINITY
-      const wait = heap.length > 0 ? Effect.raceFirst(Effect.sleep(armedFor - now), woken) : woken
-      return expired.length === 0 ? wait : Effect.andThen(Effect.forEach(expired, expire, { discard: true }), wait)
+      return heap.length > 0 ? Effect.raceFirst(Effect.sleep(armedFor - now), woken) : woken
     })
   ))
   yield* Effect.forkScoped(watch)
