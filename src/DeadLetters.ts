@@ -17,7 +17,7 @@
  * @since 0.1.0
  */
 import { Cause, Config, Context, Duration, Effect, Fiber, Layer, Option, Queue, Stream } from "effect"
-import { Broker, type BrokerError, type Delivery, type HeaderValue, type QueueOptions } from "./Broker.ts"
+import { Broker, type BrokerError, deathReasonHeader, deathTimeHeader, type Delivery, type HeaderValue, type QueueOptions } from "./Broker.ts"
 import * as internal from "./internal/events.ts"
 import * as topology from "./internal/topology.ts"
 
@@ -255,9 +255,9 @@ const letterOf = (queue: string, delivery: Delivery): DeadLetter => {
     (queue.endsWith(deadSuffix) ? queue.slice(0, -deadSuffix.length) : queue)
   return {
     queue,
-    reason: stringOf(headers[internal.header.deathReason]) ?? stringOf(headers["x-death-reason"]) ?? "unknown",
+    reason: stringOf(headers[internal.header.deathReason]) ?? stringOf(headers[deathReasonHeader]) ?? "unknown",
     error: stringOf(headers[internal.header.error]),
-    diedAt: numberOf(headers[internal.header.diedAt]) ?? numberOf(headers["x-death-time"]),
+    diedAt: numberOf(headers[internal.header.diedAt]) ?? numberOf(headers[deathTimeHeader]),
     origin,
     routingKey: delivery.routingKey,
     type: delivery.properties.type,
