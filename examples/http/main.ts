@@ -9,7 +9,8 @@
  *
  * On the embedded broker by default; set AMQP_URL to run on RabbitMQ, HTTP_PORT to change the port.
  */
-import { Effect, Layer, Logger, Ref, Schema, Stream } from "effect"
+import { NodeRuntime } from "@effect/platform-node"
+import { Cause, Effect, Exit, Layer, Logger, Ref, Schema, Stream } from "effect"
 import { FetchHttpClient, HttpClient, HttpClientRequest, HttpRouter, HttpServerResponse } from "effect/http"
 import { Rpc, RpcGroup } from "effect/rpc"
 import {
@@ -144,4 +145,8 @@ const main = once
     return yield* Effect.never
   }).pipe(Effect.provide(MeshLive))
 
-main.pipe(Effect.provide(Logger.layer([Logger.consolePretty()])), Effect.runPromise)
+// SIGTERM or Ctrl-C interrupt the program: the Layers drain (running calls finish), and a stop that was
+// asked for exits 0, as `mesh run` does
+NodeRuntime.runMain(main.pipe(Effect.provide(Logger.layer([Logger.consolePretty()]))), {
+  teardown: (exit, onExit) => onExit(Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause) ? 0 : 1)
+})

@@ -12,7 +12,7 @@
  *     curl -X POST localhost:8080/rpc/calculator/add -d '{"a":1,"b":2}'
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Config, Effect, Option, Stream } from "effect"
+import { Cause, Config, Effect, Exit, Option, Stream } from "effect"
 import { FetchHttpClient, HttpClient, HttpClientRequest } from "effect/http"
 import { Mesh, ServiceClient } from "effect-mesh"
 import { Calculator } from "../calculator/contract.ts"
@@ -51,4 +51,7 @@ const program = Effect.gen(function*() {
 
 const MeshLive = Mesh.layerConfig([CalculatorLive])
 
-NodeRuntime.runMain(program.pipe(Effect.provide(MeshLive), Effect.provide(FetchHttpClient.layer)))
+// a stop that was asked for (SIGTERM, Ctrl-C) exits 0 once the Layers drained, as `mesh run` does
+NodeRuntime.runMain(program.pipe(Effect.provide(MeshLive), Effect.provide(FetchHttpClient.layer)), {
+  teardown: (exit, onExit) => onExit(Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause) ? 0 : 1)
+})

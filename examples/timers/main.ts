@@ -35,7 +35,7 @@ const url = process.env["AMQP_URL"]
 program.pipe(
   Effect.provide(url === undefined ? MemoryBroker.layer : AmqpBroker.layer({ url })),
   // failed runs and worker restarts are logged, one line each
-  Effect.provide(Logger.layer([Logger.consoleLogFmt])),
+  Effect.provide(Logger.layer([Logger.consolePretty()])),
   Effect.provideService(References.MinimumLogLevel, "Info"),
   Effect.runPromise
 )

@@ -12,8 +12,8 @@
  * On the embedded broker by default; set AMQP_URL to run on RabbitMQ (run it twice with two
  * HTTP_PORTs: a broadcast from either instance reaches the sockets of both).
  */
-import { NodeSocket } from "@effect/platform-node"
-import { Clock, Effect, Layer, Logger, Option, Schedule, Schema } from "effect"
+import { NodeRuntime, NodeSocket } from "@effect/platform-node"
+import { Cause, Clock, Effect, Exit, Layer, Logger, Option, Schedule, Schema } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
 import { Rpc, RpcGroup } from "effect/rpc"
 import { Socket } from "effect/socket"
@@ -143,4 +143,8 @@ const main = once
     return yield* Effect.never
   }).pipe(Effect.provide(MeshLive))
 
-main.pipe(Effect.provide(Logger.layer([Logger.consolePretty()])), Effect.runPromise)
+// SIGTERM or Ctrl-C interrupt the program: the Layers drain (running calls finish), and a stop that was
+// asked for exits 0, as `mesh run` does
+NodeRuntime.runMain(main.pipe(Effect.provide(Logger.layer([Logger.consolePretty()]))), {
+  teardown: (exit, onExit) => onExit(Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause) ? 0 : 1)
+})
