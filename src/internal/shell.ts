@@ -98,9 +98,9 @@ export const run = (options: Options): Effect.Effect<void, never, Broker | Servi
       const fiber = yield* Effect.forkChild(execute(session, line.value))
       session.running = fiber
       const exit = yield* Fiber.await(fiber)
-      session.running = undefined
       if (Exit.isFailure(exit)) session.print("interrupted")
-      else if (exit.value === "exit") break
+      session.running = undefined
+      if (Exit.isSuccess(exit) && exit.value === "exit") break
       session.prompt()
     }
     for (const fiber of session.tails.values()) yield* Fiber.interrupt(fiber)
@@ -143,6 +143,8 @@ class Session {
   running: Fiber.Fiber<"exit" | "continue"> | undefined = undefined
   readonly tails = new Map<string, Fiber.Fiber<void, unknown>>()
   rl: readline.Interface | undefined = undefined
+  /** the prompt was shown: output from the background goes above it */
+  prompted = false
   history: Array<string> = []
   readonly options: Options
   /** runs an effect in the background, for as long as the session */
@@ -160,7 +162,7 @@ class Session {
   /** a line of output; in a terminal, above the line being typed when no command runs */
   print(text: string): void {
     const out = this.options.output
-    if (this.options.terminal && this.running === undefined && this.rl !== undefined) {
+    if (this.options.terminal && this.running === undefined && this.prompted && this.rl !== undefined) {
       out.write(`\r\x1b[K${text}\n`)
       this.rl.prompt(true)
       return
@@ -169,7 +171,9 @@ class Session {
   }
 
   prompt(): void {
-    if (this.options.terminal) this.rl?.prompt()
+    if (!this.options.terminal) return
+    this.prompted = true
+    this.rl?.prompt()
   }
 
   remember(line: string): void {
