@@ -30,7 +30,6 @@ import { Broker } from "./Broker.ts"
 import * as CallContext from "./CallContext.ts"
 import * as Codecs from "./internal/codecs.ts"
 import * as Deadlines from "./internal/deadlines.ts"
-import * as Direct from "./internal/direct.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
 import type { ServiceError } from "./ServiceError.ts"
@@ -60,8 +59,6 @@ export class Transport extends Context.Service<Transport, {
    * passes; when it does not, `ServiceClient` times calls out on its own
    */
   readonly enforcesDeadlines: boolean
-  /** calls to service instances in this process, when the broker offers them (`MemoryBroker`) */
-  readonly direct?: Direct.Registry | undefined
   /**
    * unary calls without effect/rpc's client, when the transport offers them: the request is encoded
    * with the rpc's schemas and published, the reply's Exit decoded with them. The effect fails with the
@@ -345,7 +342,7 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
       }
     }))
 
-  return yield* makeTransportWith(id, makeProtocol, { enforcesDeadlines: true, direct: Direct.registryOf(broker), unary })
+  return yield* makeTransportWith(id, makeProtocol, { enforcesDeadlines: true, unary })
 })
 
 /**
@@ -361,8 +358,6 @@ export const makeTransportWith = <E, R>(
   options?: {
     /** the protocols fail calls past their deadline themselves (default false) */
     readonly enforcesDeadlines?: boolean | undefined
-    /** direct calls to instances in this process (none by default) */
-    readonly direct?: Direct.Registry | undefined
     /** unary calls without effect/rpc's client (none by default) */
     readonly unary?: Unary | undefined
   }
@@ -402,7 +397,6 @@ export const makeTransportWith = <E, R>(
       client,
       protocol,
       enforcesDeadlines: options?.enforcesDeadlines === true,
-      direct: options?.direct,
       unary: options?.unary
     })
   })

@@ -32,7 +32,6 @@ import * as Admission from "./internal/admission.ts"
 import * as Codecs from "./internal/codecs.ts"
 import * as DeadLetterQueue from "./internal/deadLetterQueue.ts"
 import * as Deadlines from "./internal/deadlines.ts"
-import type * as Direct from "./internal/direct.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
 import type { ServiceError } from "./ServiceError.ts"
@@ -58,7 +57,45 @@ export interface Options {
    * the instance's unary rpcs, run without RpcServer (no client and request bookkeeping of its own,
    * no second decode); streams and the rest go through RpcServer
    */
-  readonly unary?: Direct.Instance | undefined
+  readonly unary?: UnaryRunner | undefined
+}
+
+/**
+ * One unary request as the instance's runner takes it, from the queue or from a caller in the same
+ * process.
+ *
+ * @since 0.1.0
+ */
+export interface UnaryRequest {
+  readonly rpc: Rpc.AnyWithProps
+  /** the payload, made by the payload schema (as effect/rpc's client makes it) */
+  readonly payload: unknown
+  /** what the handler sees as effect/rpc's request headers (names in lower case), made on demand */
+  readonly headers: () => Readonly<Record<string, string>>
+  readonly context: CallContext.CallContext
+  /** the caller's client span: the parent of the handler's server span */
+  readonly span: Tracer.AnySpan | undefined
+}
+
+/**
+ * A running instance's unary rpcs without middleware, as `Service.make` runs them: each request in a
+ * fiber of its own with the instance's services, the caller's `CallContext` and a server span.
+ *
+ * @since 0.1.0
+ */
+export interface UnaryRunner {
+  readonly service: string
+  readonly concurrency: number
+  /** the rpcs it serves, by tag */
+  readonly rpcs: ReadonlyMap<string, Rpc.Any>
+  /**
+   * runs one request in a fiber of its own; the fiber's exit is the caller's result. `onExit` runs in
+   * that fiber once the handler ended (even interrupted), before the request's scope closes
+   */
+  readonly start: (
+    request: UnaryRequest,
+    onExit?: (exit: Exit.Exit<unknown, unknown>) => Effect.Effect<void>
+  ) => Fiber.Fiber<unknown, unknown>
 }
 
 /**
@@ -293,7 +330,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
 
     /** runs a unary call on the runner; the fiber answers it as it ends (unless it was answered already) */
     const startUnary = (
-      runner: Direct.Instance,
+      runner: UnaryRunner,
       clientId: number,
       call: RunningRequest,
       rpc: Rpc.AnyWithProps,

@@ -10,7 +10,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Channel, Clock, Effect, Layer, Queue, Scheduler, Stream } from "effect"
+import { Cause, Channel, Clock, Context, Effect, Layer, Queue, Scheduler, Stream } from "effect"
 import type { Scope } from "effect"
 import type { NonEmptyReadonlyArray } from "effect/Array"
 import {
@@ -118,7 +118,6 @@ export const makeWith = (options?: Options): Effect.Effect<Broker["Service"], ne
     consume,
     replyQueue
   })
-  if (options?.directCalls !== false) yield* Direct.enable(broker)
   return broker
 })
 
@@ -130,16 +129,25 @@ export const makeWith = (options?: Options): Effect.Effect<Broker["Service"], ne
  *
  * @since 0.1.0
  */
-export const layer: Layer.Layer<Broker> = Layer.effect(Broker, make)
+export const layer: Layer.Layer<Broker> = layerWithOptions(undefined)
 
 /**
  * `layer` with options: `layerWith({ directCalls: false })` sends every call through the queue.
  *
  * @since 0.1.0
  */
-export const layerWith = (options?: Options): Layer.Layer<Broker> => Layer.effect(Broker, makeWith(options))
+export const layerWith = (options?: Options): Layer.Layer<Broker> => layerWithOptions(options)
 
 // ---- internal ----
+
+/** the broker, and the registry of its direct calls unless they are off (`Direct.LocalCalls`) */
+function layerWithOptions(options: Options | undefined): Layer.Layer<Broker> {
+  return Layer.effectContext(Effect.gen(function*() {
+    const broker = yield* makeWith(options)
+    const local = options?.directCalls === false ? undefined : yield* Direct.make
+    return Context.add(Context.make(Broker, broker), Direct.LocalCalls, local)
+  }))
+}
 
 /**
  * A consumer's or reply queue's mailbox. A message routed to it wakes the fiber waiting for it in a

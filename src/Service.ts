@@ -235,7 +235,7 @@ const rpcLayer = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
       Effect.forkScoped
     )
     // calls from this process, when the broker offers it, skip the queue (see internal/direct.ts)
-    const registry = Direct.registryOf(yield* Broker)
+    const registry = yield* Direct.LocalCalls
     const registration = registry === undefined ? undefined : registry.register(unary)
     const drainMillis = Duration.toMillis(Duration.fromInputUnsafe(options.drainTimeout ?? BrokerRpcServer.defaultDrainTimeout))
     // added last, so it runs first: requests drain before the server above is interrupted
@@ -271,7 +271,7 @@ const unaryRunner = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
     }
     const spans = Spans.make(base)
     let nextRequest = 0
-    const handle = (request: Direct.Request): Effect.Effect<unknown, unknown> => {
+    const handle = (request: BrokerRpcServer.UnaryRequest): Effect.Effect<unknown, unknown> => {
       const tag = request.rpc._tag
       const handler = handlers[tag]
       const id = nextRequest++
@@ -285,7 +285,7 @@ const unaryRunner = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
     // the request's context, scope and server span go in the fiber's context as it starts: no effect
     // per service (see internal/spans.ts)
     const start = (
-      request: Direct.Request,
+      request: BrokerRpcServer.UnaryRequest,
       onExit?: (exit: Exit.Exit<unknown, unknown>) => Effect.Effect<void>
     ): Fiber.Fiber<unknown, unknown> => {
       const scope = Scope.makeUnsafe()
@@ -310,7 +310,7 @@ const unaryRunner = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
       })
       return fiber
     }
-    const runner: Direct.Instance = {
+    const runner: BrokerRpcServer.UnaryRunner = {
       service,
       concurrency: options.concurrency ?? 64,
       rpcs,
@@ -328,9 +328,9 @@ const withOnExit = <A, E>(
 class DirectOptions {
   readonly requestId: RequestId
   readonly rpc: Rpc.Any
-  private readonly request: Direct.Request
+  private readonly request: BrokerRpcServer.UnaryRequest
   private made: { client?: RpcModule.ServerClient; headers?: Headers.Headers } = {}
-  constructor(id: number, request: Direct.Request) {
+  constructor(id: number, request: BrokerRpcServer.UnaryRequest) {
     this.requestId = RequestId(id)
     this.rpc = request.rpc
     this.request = request

@@ -25,6 +25,7 @@ import type { FromServerEncoded } from "effect/rpc/RpcMessage"
 import type { Broker, BrokerError } from "./Broker.ts"
 import * as BrokerRpcClient from "./BrokerRpcClient.ts"
 import * as CallContext from "./CallContext.ts"
+import { LocalCalls, type Registry } from "./internal/direct.ts"
 import * as wire from "./internal/wire.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
 import type { ServiceError } from "./ServiceError.ts"
@@ -112,6 +113,8 @@ export const make = <const Name extends string, Rpcs extends Rpc.Any>(
 ): Effect.Effect<ServiceClient<Rpcs>, never, Transport> =>
   Effect.gen(function*() {
     const transport = yield* BrokerRpcClient.Transport
+    // instances of this process, when the embedded broker offers direct calls to them
+    const local = yield* LocalCalls
     const rpc = yield* transport.client(contract.name, contract.group)
     const service = contract.name
     const methods: Record<string, unknown> = {}
@@ -125,7 +128,7 @@ export const make = <const Name extends string, Rpcs extends Rpc.Any>(
           call,
           options,
           transport.enforcesDeadlines,
-          directFor(transport, service, definition),
+          directFor(local, service, definition),
           unaryFor(transport, service, definition)
         )
     }
@@ -318,8 +321,7 @@ interface Direct {
   readonly call: (payload: unknown, prepared: Prepared) => Effect.Effect<unknown, unknown>
 }
 
-const directFor = (transport: Transport["Service"], service: string, definition: Rpc.Any): Direct | undefined => {
-  const registry = transport.direct
+const directFor = (registry: Registry | undefined, service: string, definition: Rpc.Any): Direct | undefined => {
   const rpc = definition as Rpc.AnyWithProps
   if (registry === undefined || rpc.middlewares.size > 0 || isStream(definition)) return undefined
   const method = rpc._tag

@@ -14,39 +14,17 @@
  * Only calls whose rpc is the very rpc the instance serves go direct (the same contract: nothing to
  * encode); streams, untyped calls and rpcs with middleware take the queue.
  */
-import { Cause, Deferred, Effect, Exit } from "effect"
-import type { Fiber, Scope, Tracer } from "effect"
+import { Cause, Context, Deferred, Effect, Exit } from "effect"
+import type { Fiber, Scope } from "effect"
 import type { Rpc } from "effect/rpc"
-import type { CallContext } from "../CallContext.ts"
+import type { UnaryRequest, UnaryRunner } from "../BrokerRpcServer.ts"
 import * as Deadlines from "./deadlines.ts"
 
-/** one request, as a client hands it over */
-export interface Request {
-  readonly rpc: Rpc.AnyWithProps
-  /** the payload, made by the payload schema (as effect/rpc's client makes it) */
-  readonly payload: unknown
-  /** what the handler sees as effect/rpc's request headers (names in lower case), made on demand */
-  readonly headers: () => Readonly<Record<string, string>>
-  readonly context: CallContext
-  /** the caller's client span: the parent of the handler's server span */
-  readonly span: Tracer.AnySpan | undefined
-}
+/** one request, as a client hands it over (the instance's runner takes requests from its queue alike) */
+export type Request = UnaryRequest
 
 /** a running service instance's unary rpcs, as `Service.make` runs them (from its queue too) */
-export interface Instance {
-  readonly service: string
-  readonly concurrency: number
-  /** the rpcs it serves, by tag */
-  readonly rpcs: ReadonlyMap<string, Rpc.Any>
-  /**
-   * runs one request in a fiber of its own; the fiber's exit is the caller's result. `onExit` runs in
-   * that fiber once the handler ended (even interrupted), before the request's scope closes
-   */
-  readonly start: (
-    request: Request,
-    onExit?: (exit: Exit.Exit<unknown, unknown>) => Effect.Effect<void>
-  ) => Fiber.Fiber<unknown, unknown>
-}
+export type Instance = UnaryRunner
 
 export interface Registration {
   /**
@@ -74,18 +52,16 @@ export interface Registry {
   ) => Effect.Effect<unknown, unknown>
 }
 
-// ---- the registry of a broker ----
+// ---- the registry, as a service ----
 
-const registries = new WeakMap<object, Registry>()
-
-/** the registry of direct calls of a broker, if it has one */
-export const registryOf = (broker: object): Registry | undefined => registries.get(broker)
-
-/** gives a broker (of this process) direct calls, for as long as the scope lasts */
-export const enable = (broker: object): Effect.Effect<void, never, Scope.Scope> =>
-  Effect.map(make, (registry) => {
-    registries.set(broker, registry)
-  })
+/**
+ * The direct calls of this process's broker: `MemoryBroker.layer` provides a registry, and instances
+ * (`Service.make`) and clients (`BrokerRpcClient`) find it in their context. None by default: a
+ * Reference, so that no public Layer type names it.
+ */
+export const LocalCalls = Context.Reference<Registry | undefined>("effect-mesh/internal/LocalCalls", {
+  defaultValue: () => undefined
+})
 
 const waiting = 0
 const running = 1
@@ -161,7 +137,8 @@ class LocalInstance {
   }
 }
 
-const make: Effect.Effect<Registry, never, Scope.Scope> = Effect.gen(function*() {
+/** a registry, for as long as the scope lasts */
+export const make: Effect.Effect<Registry, never, Scope.Scope> = Effect.gen(function*() {
   const deadlines = yield* Deadlines.make
   const lines = new Map<string, LocalLine>()
 
