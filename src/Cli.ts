@@ -133,7 +133,7 @@ const callCommand = Command.make(
     )
     return yield* requireBroker("call").pipe(
       Effect.andThen(call),
-      Effect.provide(ServiceClient.layer.pipe(Layer.provideMerge(layerCommandBroker))),
+      Effect.provide(layerCommandClient),
       mapSetupErrors,
       withConfig(file)
     )
@@ -320,7 +320,7 @@ const shellCommand = Command.make(
     })
     return yield* requireBroker("shell").pipe(
       Effect.andThen(shell),
-      Effect.provide(ServiceClient.layer.pipe(Layer.provideMerge(layerCommandBroker))),
+      Effect.provide(layerCommandClient),
       mapSetupErrors,
       withConfig(file)
     )
@@ -419,6 +419,9 @@ const connectOnce = Effect.fnUntraced(function*(url: Redacted.Redacted<string>) 
     initialConnect: Schedule.max([Schedule.exponential("200 millis"), Schedule.recurs(2)])
   }).pipe(Effect.mapError((error) => unreachable(Redacted.value(url), error)))
 })
+
+/** what `call` and `shell` call services with */
+const layerCommandClient = ServiceClient.layer.pipe(Layer.provideMerge(layerCommandBroker))
 
 const unreachable = (url: string, error: BrokerError): CliFailure =>
   new CliFailure({
