@@ -11,7 +11,7 @@
  * `--compare <checkout>` adds a peer `ours@base` that runs effect-mesh from another checkout (a git
  * worktree of an older commit, say), measured in the same rounds: the way to see what a change bought.
  *
- * RabbitMQ: `AMQP_URL` when set, else a private node of the benchmark's own on port 5698
+ * RabbitMQ: `AMQP_URL` when set, else a private node of the benchmark's own (the checkout's base port + 1)
  * (`MESH_BENCH_RABBITMQ_PORT`; started with `scripts/rabbitmq.sh start` and left running). While it
  * runs, the benchmark holds a lease on that node as a test run does. Every run deletes what it
  * declared, so the node stays as clean as a fresh one.
@@ -52,9 +52,11 @@ const eventsInFlight = 64
 
 // ---- the broker ----
 
-// a node of its own (not the tests' 5699): the tests leave thousands of idle queues on theirs, and a
-// node busy with them measured every peer ~25% slower and the ratios far noisier
-const port = process.env["MESH_BENCH_RABBITMQ_PORT"] ?? "5698"
+// a node of its own (not the tests'; the checkout's base port + 1, `scripts/rabbitmq.sh port 1`): the
+// tests leave thousands of idle queues on theirs, and a node busy with them measured every peer ~25%
+// slower and the ratios far noisier
+const port = process.env["MESH_BENCH_RABBITMQ_PORT"] ??
+  spawnSync("bash", [join(root, "scripts", "rabbitmq.sh"), "port", "1"], { encoding: "utf8" }).stdout.trim()
 const leaseFile = join(process.env["MESH_RABBITMQ_DIR"] ?? join(root, ".rabbitmq"), port, "leases", String(process.pid))
 
 const brokerUrl = (): string => {

@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # A private RabbitMQ node for tests and local runs, without Docker.
 #
-#   scripts/rabbitmq.sh start|stop|restart|status|url
+#   scripts/rabbitmq.sh start|stop|restart|status|url|port [offset]
 #
 # `start` installs Debian's rabbitmq-server when missing (as root, without letting the package's own
 # service run), then starts a node of our own: its own name, AMQP port, Erlang distribution port,
 # cookie, data, logs, config and plugins, all under the project's `.rabbitmq/<port>/`. It is
 # idempotent and prints the AMQP URL on stdout when the node answers. `restart` keeps the data.
 #
+# Two checkouts on one machine never touch each other's nodes: the node's name and cookie carry an id
+# of the checkout (a hash of its path), so a node another checkout started is never taken for ours (a
+# port it holds is refused with a clear message), and each checkout has ports of its own by default:
+# `port <offset>` prints the checkout's base port plus the offset (0: the tests' node, 1: the
+# benchmark's, 2-5: the fault tests' nodes).
+#
 # Environment:
-#   MESH_RABBITMQ_PORT      AMQP port (default 5699); the distribution port is this + 20000
+#   MESH_RABBITMQ_PORT      AMQP port (default: the checkout's base port, between 5600 and 5990); the
+#                           distribution port is this + 20000
 #   MESH_RABBITMQ_DIR       base folder (default <project>/.rabbitmq)
 #   MESH_RABBITMQ_TIMEOUT   seconds to wait for the node to start (default 120)
 #   MESH_RABBITMQ_FRESH     1: a `start` that boots the node wipes its data first (a node already
@@ -19,11 +26,13 @@
 #                           rather than spin when idle, as RabbitMQ advises where CPUs are shared)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PORT="${MESH_RABBITMQ_PORT:-5699}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+CHECKOUT_ID="$(printf '%s' "$ROOT" | md5sum | cut -c1-6)"
+BASE_PORT=$((5600 + (16#$CHECKOUT_ID % 40) * 10))
+PORT="${MESH_RABBITMQ_PORT:-$BASE_PORT}"
 BASE="${MESH_RABBITMQ_DIR:-$ROOT/.rabbitmq}/$PORT"
 TIMEOUT="${MESH_RABBITMQ_TIMEOUT:-120}"
-NODE="mesh-test-$PORT@localhost"
+NODE="mesh-$CHECKOUT_ID-$PORT@localhost"
 DIST_PORT=$((PORT + 20000))
 URL="amqp://guest:guest@127.0.0.1:$PORT"
 SBIN=/usr/lib/rabbitmq/bin
@@ -36,11 +45,12 @@ source "$ROOT/scripts/apt.sh"
 # with the cookie in $HOME, so they must run with the same environment as the node.
 setup_env() {
   mkdir -p "$BASE/home" "$BASE/mnesia" "$BASE/log"
-  # A fixed cookie per port: a node started from another checkout on the same port is still
-  # recognised (and reused) instead of clashing on the node name.
+  # A cookie of this checkout and port: the CLI tools of another checkout cannot talk to this node,
+  # nor ours to theirs.
   local cookie="$BASE/home/.erlang.cookie"
-  if [[ ! -f "$cookie" ]]; then
-    printf 'effect-mesh-test-%s' "$PORT" >"$cookie"
+  if [[ ! -f "$cookie" || "$(cat "$cookie")" != "effect-mesh-$CHECKOUT_ID-$PORT" ]]; then
+    rm -f "$cookie"
+    printf 'effect-mesh-%s-%s' "$CHECKOUT_ID" "$PORT" >"$cookie"
   fi
   chmod 400 "$cookie"
   cat >"$BASE/rabbitmq.conf" <<EOF
@@ -135,7 +145,7 @@ do_start() {
     return 0
   fi
   if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-    log "port $PORT is taken by something that is not $NODE; set MESH_RABBITMQ_PORT"
+    log "port $PORT is taken by something that is not $NODE (another checkout's node, or another program): this checkout never touches it; set MESH_RABBITMQ_PORT to a free port"
     exit 1
   fi
   if [[ "${MESH_RABBITMQ_FRESH:-}" == 1 && -d "$BASE/mnesia" ]]; then
@@ -217,8 +227,9 @@ case "${1:-}" in
     ;;
   status) do_status ;;
   url) echo "$URL" ;;
+  port) echo $((BASE_PORT + ${2:-0})) ;;
   *)
-    echo "usage: $0 start|stop|restart|status|url" >&2
+    echo "usage: $0 start|stop|restart|status|url|port [offset]" >&2
     exit 2
     ;;
 esac

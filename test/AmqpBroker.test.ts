@@ -17,6 +17,7 @@ import * as Amqp from "../src/internal/amqplib.ts"
 import { amqpUrl } from "./fixtures/amqpUrl.ts"
 import { take as takeN } from "./fixtures/brokerContract.ts"
 import { rabbitNode } from "./fixtures/rabbit.ts"
+import { checkoutPort } from "./fixtures/ports.ts"
 
 const suffix = () => crypto.randomUUID().slice(0, 8)
 const encode = (s: string) => new TextEncoder().encode(s)
@@ -206,7 +207,7 @@ describe("AmqpBroker", () => {
 
 // ---- faults: a node of its own ----
 
-const faultPort = Number(process.env["MESH_RABBITMQ_FAULT_PORT"] ?? "5697")
+const faultPort = checkoutPort("amqpFaults", process.env["MESH_RABBITMQ_FAULT_PORT"])
 const faultNode = rabbitNode(faultPort)
 const rabbit = (command: "start" | "stop" | "restart") => faultNode[command]
 

@@ -4,7 +4,7 @@
  * - A subscriber process SIGKILLed mid-handler (on the shared node: nothing happens to the broker):
  *   its events are redelivered to another instance.
  * - The broker restarts while a publisher keeps publishing: on a private node of this file's own
- *   (`MESH_RABBITMQ_EVENT_FAULT_PORT`, default 5681), so the restart never disturbs the test files
+ *   (`MESH_RABBITMQ_EVENT_FAULT_PORT`, default the checkout's base port + 4), so the restart never disturbs the test files
  *   running in parallel on the shared node.
  */
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
@@ -16,6 +16,7 @@ import * as topology from "../src/internal/topology.ts"
 import { amqpUrl } from "./fixtures/amqpUrl.ts"
 import { spawnProgram } from "./fixtures/processes.ts"
 import { rabbitNode } from "./fixtures/rabbit.ts"
+import { checkoutPort } from "./fixtures/ports.ts"
 
 const program = fileURLToPath(new URL("./fixtures/programs/eventSubscriber.ts", import.meta.url))
 const suffix = () => crypto.randomUUID().slice(0, 8)
@@ -64,7 +65,7 @@ describe("event faults on RabbitMQ", () => {
 })
 
 describe("event faults on RabbitMQ: a broker restart", () => {
-  const node = rabbitNode(Number(process.env["MESH_RABBITMQ_EVENT_FAULT_PORT"] ?? "5681"))
+  const node = rabbitNode(checkoutPort("eventFaults", process.env["MESH_RABBITMQ_EVENT_FAULT_PORT"]))
   let url = ""
   beforeAll(async () => {
     url = await Effect.runPromise(node.start)

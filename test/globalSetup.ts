@@ -14,6 +14,7 @@ import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import type { TestProject } from "vitest/node"
+import { checkoutPort } from "./fixtures/ports.ts"
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -23,7 +24,7 @@ declare module "vitest" {
 
 const root = fileURLToPath(new URL("..", import.meta.url))
 const script = join(root, "scripts", "rabbitmq.sh")
-const port = process.env["MESH_RABBITMQ_PORT"] ?? "5699"
+const port = String(checkoutPort("tests", process.env["MESH_RABBITMQ_PORT"]))
 const nodeDir = join(process.env["MESH_RABBITMQ_DIR"] ?? join(root, ".rabbitmq"), port)
 const leases = join(nodeDir, "leases")
 const startedMarker = join(nodeDir, "started-by-tests")

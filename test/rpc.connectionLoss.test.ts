@@ -2,7 +2,7 @@
  * Calls in flight when the client's connection to RabbitMQ drops: their replies can never come (the
  * reply channel is gone), so each fails at once with `TransportError` `OutcomeUnknown`, with a deadline
  * or without one, instead of waiting out its deadline (or for ever). On a node of its own
- * (`MESH_RABBITMQ_RPC_LOSS_PORT`, default 5691), restarted and SIGKILLed; the service runs as a
+ * (`MESH_RABBITMQ_RPC_LOSS_PORT`, default the checkout's base port + 5), restarted and SIGKILLed; the service runs as a
  * separate process (test/fixtures/programs/workService.ts).
  */
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
@@ -13,9 +13,10 @@ import { fileURLToPath } from "node:url"
 import { spawnProgram } from "./fixtures/processes.ts"
 import { workContract } from "./fixtures/programs/workContract.ts"
 import { rabbitNode } from "./fixtures/rabbit.ts"
+import { checkoutPort } from "./fixtures/ports.ts"
 
 const program = fileURLToPath(new URL("./fixtures/programs/workService.ts", import.meta.url))
-const port = Number(process.env["MESH_RABBITMQ_RPC_LOSS_PORT"] ?? "5691")
+const port = checkoutPort("rpcLoss", process.env["MESH_RABBITMQ_RPC_LOSS_PORT"])
 const node = rabbitNode(port)
 let url = ""
 

@@ -9,9 +9,10 @@ import { fileURLToPath } from "node:url"
 import { spawnProgram } from "./fixtures/processes.ts"
 import { workContract } from "./fixtures/programs/workContract.ts"
 import { rabbitNode } from "./fixtures/rabbit.ts"
+import { checkoutPort } from "./fixtures/ports.ts"
 
 const program = fileURLToPath(new URL("./fixtures/programs/workService.ts", import.meta.url))
-const node = rabbitNode(Number(process.env["MESH_RABBITMQ_RPC_FAULT_PORT"] ?? "5695"))
+const node = rabbitNode(checkoutPort("rpcFaults", process.env["MESH_RABBITMQ_RPC_FAULT_PORT"]))
 let url = ""
 
 beforeAll(async () => {
