@@ -6,7 +6,8 @@
  *
  * - `POST /rpc/<service>/<method>` with a JSON body: the payload is decoded with the method's schema
  *   (400 with the issue), the answer encoded as JSON. Mesh errors map to statuses
- *   (`ServiceNotFound` / `MethodNotFound` 404, `InvalidPayload` 400, `CallTimeout` 504,
+ *   (`ServiceNotFound` / `MethodNotFound` 404, but 503 when no instance consumes the service's queue
+ *   (`NoConsumer`), `InvalidPayload` 400, `CallTimeout` 504,
  *   `RemoteDefect` 500, `TransportError` 502); contract errors to the status chosen in `errorStatus`
  *   (422 by default). A streaming method answers with Server-Sent Events.
  * - `POST /rpc/<service>`: effect/rpc's HTTP protocol (NDJSON), for typed TypeScript clients:

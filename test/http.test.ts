@@ -5,9 +5,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Stream } from "effect"
 import { FetchHttpClient, HttpClient, HttpClientRequest } from "effect/http"
-import { AmqpBroker, HttpGateway, MemoryBroker, ServiceClient } from "effect-mesh"
-import type { Broker } from "effect-mesh"
+import { AmqpBroker, Broker, HttpGateway, MemoryBroker, ServiceClient } from "effect-mesh"
 import type { BrokerError } from "effect-mesh/Broker"
+import * as topology from "../src/internal/topology.ts"
 import { amqpUrl } from "./fixtures/amqpUrl.ts"
 import { contracts, services } from "./fixtures/services.ts"
 
@@ -129,6 +129,25 @@ describe("HttpGateway: POST /rpc/<service>/<method> over the memory broker", () 
       assert.strictEqual(body["correlationId"], "order-42")
       assert.strictEqual(body["userId"], "ada")
       assert.strictEqual((body["callIdStack"] as Array<string>).length, 3)
+    }).pipe(Effect.provide(layer)))
+})
+
+describe("HttpGateway: a service with a queue but no instance", () => {
+  const c = contracts(suffix())
+  const layer = HttpGateway.layerTest({ contracts: [c.math] }).pipe(
+    Layer.provide(FetchHttpClient.layer),
+    Layer.provideMerge(ServiceClient.layer),
+    Layer.provideMerge(Layer.fresh(MemoryBroker.layer))
+  )
+
+  it.live("is 503 Service Unavailable (ServiceNotFound NoConsumer), not 404, within seconds", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      yield* broker.declareQueue(topology.rpcQueue(c.math.name), { durable: true })
+      const answer = yield* postJson(`/rpc/${c.math.name}/add`, { a: 1, b: 2 })
+      assert.strictEqual(answer.status, 503)
+      assert.strictEqual(answer.body["_tag"], "ServiceNotFound")
+      assert.strictEqual(answer.body["reason"], "NoConsumer")
     }).pipe(Effect.provide(layer)))
 })
 

@@ -37,6 +37,8 @@ export const requestHeaders = {
 export const statusOfServiceError = (error: ServiceError): number => {
   switch (error._tag) {
     case "ServiceNotFound":
+      // the service exists, but no instance is serving it now: a retry later may succeed
+      return error.reason === "NoConsumer" ? 503 : 404
     case "MethodNotFound":
       return 404
     case "InvalidPayload":
