@@ -179,9 +179,13 @@ describe("mesh shell", () => {
           yield* tab
           yield* until(output, new RegExp(`mesh> ${service}\\.countdown$`))
           input.write(" {from: 2, millis: 10}\r")
-          yield* until(output, /\r?\n2\r?\n1\r?\n0\r?\n/)
-          // two candidates: listed
+          yield* until(output, /\r?\n2\r?\n1\r?\n0\r?\n[\s\S]*mesh> $/)
+          // typed while a call runs: it is the next line, the cursor after it, and Tab completes it
+          input.write(`${service}.sleep {millis: 400}\r`)
+          yield* Effect.sleep("100 millis")
           input.write(`${service}.`)
+          yield* until(output, new RegExp(`"slept[^\\n]*\\n[\\s\\S]*mesh> ${service}\\.$`))
+          // two candidates: listed
           yield* tab
           yield* tab
           yield* until(output, /(shell-\w+\.(add|context|countdown|divide|sleep)\s+){5}/)
@@ -190,7 +194,7 @@ describe("mesh shell", () => {
           input.write(`${service}.sleep {millis: 20000}\r`)
           yield* Effect.sleep("500 millis")
           input.write("\x03")
-          yield* until(output, /interrupted/)
+          yield* until(output, /interrupted[\s\S]*mesh> $/)
           input.write(`${service}.add {a: 2, b: 2}\r`)
           yield* until(output, /\n4\r?\n/)
         })

@@ -173,7 +173,9 @@ class Session {
   prompt(): void {
     if (!this.options.terminal) return
     this.prompted = true
-    this.rl?.prompt()
+    // what was typed while a command ran stays, with the cursor after it (readline's prompt() would
+    // move the cursor to the start, so Tab would complete an empty word)
+    this.rl?.prompt(true)
   }
 
   remember(line: string): void {
