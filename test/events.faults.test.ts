@@ -7,7 +7,7 @@
  *   (`MESH_RABBITMQ_EVENT_FAULT_PORT`, default the checkout's base port + 4), so the restart never disturbs the test files
  *   running in parallel on the shared node.
  */
-import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
+import { assert, describe, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Fiber, Layer, Schedule, Schema } from "effect"
 import { Rpc, RpcGroup } from "effect/rpc"
 import { AmqpBroker, Broker, Event, Service, ServiceContract } from "effect-mesh"
@@ -15,7 +15,7 @@ import { fileURLToPath } from "node:url"
 import * as topology from "../src/internal/topology.ts"
 import { amqpUrl } from "./fixtures/amqpUrl.ts"
 import { spawnProgram } from "./fixtures/processes.ts"
-import { rabbitNode } from "./fixtures/rabbit.ts"
+import { useRabbitNode } from "./fixtures/rabbit.ts"
 import { checkoutPort } from "./fixtures/ports.ts"
 
 const program = fileURLToPath(new URL("./fixtures/programs/eventSubscriber.ts", import.meta.url))
@@ -65,14 +65,7 @@ describe("event faults on RabbitMQ", () => {
 })
 
 describe("event faults on RabbitMQ: a broker restart", () => {
-  const node = rabbitNode(checkoutPort("eventFaults", process.env["MESH_RABBITMQ_EVENT_FAULT_PORT"]))
-  let url = ""
-  beforeAll(async () => {
-    url = await Effect.runPromise(node.start)
-  }, 180_000)
-  afterAll(async () => {
-    await Effect.runPromise(Effect.ignore(node.stop))
-  }, 60_000)
+  const node = useRabbitNode(checkoutPort("eventFaults", process.env["MESH_RABBITMQ_EVENT_FAULT_PORT"]))
 
   it.live("publishing across a restart: each publish succeeds (and is delivered) or fails typed; none is lost", () =>
     Effect.gen(function*() {
@@ -81,7 +74,7 @@ describe("event faults on RabbitMQ: a broker restart", () => {
       const service = `restart-${id}`
       const TickEvent = Event.make(source, "tick", Tick)
       const delivered = new Set<number>()
-      const broker = () => AmqpBroker.layer({ url, reconnect: Schedule.spaced("200 millis") })
+      const broker = () => AmqpBroker.layer({ url: node.url(), reconnect: Schedule.spaced("200 millis") })
       const subscriber = Service.make(ServiceContract.make(service, PingRpcs), {
         handlers: { ping: () => Effect.succeed("pong") },
         entrypoints: [Event.handle(TickEvent, {}, (tick) => Effect.sync(() => delivered.add(tick.n)))]
@@ -136,5 +129,5 @@ describe("event faults on RabbitMQ: a broker restart", () => {
         Effect.scoped,
         Effect.ensuring(deleteQueues(poolQueues(source, service)).pipe(Effect.provide(broker()), Effect.ignore))
       )
-    }).pipe(Effect.provide(Layer.suspend(() => AmqpBroker.layer({ url, reconnect: Schedule.spaced("200 millis") })))), 240_000)
+    }).pipe(Effect.provide(Layer.suspend(() => AmqpBroker.layer({ url: node.url(), reconnect: Schedule.spaced("200 millis") })))), 240_000)
 })

@@ -5,27 +5,19 @@
  * (`MESH_RABBITMQ_RPC_LOSS_PORT`, default the checkout's base port + 5), restarted and SIGKILLed; the service runs as a
  * separate process (test/fixtures/programs/workService.ts).
  */
-import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
+import { assert, describe, it } from "@effect/vitest"
 import { Clock, Effect, Fiber, Layer, Schedule } from "effect"
 import { AmqpBroker, ServiceClient, ServiceError } from "effect-mesh"
 import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { spawnProgram } from "./fixtures/processes.ts"
 import { workContract } from "./fixtures/programs/workContract.ts"
-import { rabbitNode } from "./fixtures/rabbit.ts"
+import { useRabbitNode } from "./fixtures/rabbit.ts"
 import { checkoutPort } from "./fixtures/ports.ts"
 
 const program = fileURLToPath(new URL("./fixtures/programs/workService.ts", import.meta.url))
 const port = checkoutPort("rpcLoss", process.env["MESH_RABBITMQ_RPC_LOSS_PORT"])
-const node = rabbitNode(port)
-let url = ""
-
-beforeAll(async () => {
-  url = await Effect.runPromise(node.start)
-}, 180_000)
-afterAll(async () => {
-  await Effect.runPromise(Effect.ignore(node.stop))
-}, 60_000)
+const node = useRabbitNode(port)
 
 /** SIGKILLs the node's Erlang VM (its pid is in the script's pid file), then starts it again */
 const killNode = Effect.sync(() => {
@@ -35,7 +27,7 @@ const killNode = Effect.sync(() => {
 
 const clientLayer = () =>
   ServiceClient.layer.pipe(
-    Layer.provideMerge(AmqpBroker.layer({ url, reconnect: Schedule.spaced("250 millis") })),
+    Layer.provideMerge(AmqpBroker.layer({ url: node.url(), reconnect: Schedule.spaced("250 millis") })),
     Layer.fresh
   )
 
@@ -45,7 +37,7 @@ const suffix = () => crypto.randomUUID().slice(0, 8)
 const lostInFlight = (fault: Effect.Effect<unknown, Error>) =>
   Effect.gen(function*() {
     const service = `lost-${suffix()}`
-    const instance = yield* spawnProgram(program, { AMQP_URL: url, SERVICE: service })
+    const instance = yield* spawnProgram(program, { AMQP_URL: node.url(), SERVICE: service })
     yield* instance.waitFor(/^ready/)
     const work = yield* ServiceClient.make(workContract(service))
     const call = (id: number) =>

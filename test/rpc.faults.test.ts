@@ -2,35 +2,27 @@
  * RPC against a real RabbitMQ when processes die, stop or lose the broker: service instances run as
  * separate processes (test/fixtures/programs/workService.ts); the test process is the client.
  */
-import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
+import { assert, describe, it } from "@effect/vitest"
 import { Clock, Effect, Exit, Fiber, Layer } from "effect"
 import { AmqpBroker, ServiceClient } from "effect-mesh"
 import { fileURLToPath } from "node:url"
 import { spawnProgram } from "./fixtures/processes.ts"
 import { workContract } from "./fixtures/programs/workContract.ts"
-import { rabbitNode } from "./fixtures/rabbit.ts"
+import { useRabbitNode } from "./fixtures/rabbit.ts"
 import { checkoutPort } from "./fixtures/ports.ts"
 
 const program = fileURLToPath(new URL("./fixtures/programs/workService.ts", import.meta.url))
-const node = rabbitNode(checkoutPort("rpcFaults", process.env["MESH_RABBITMQ_RPC_FAULT_PORT"]))
-let url = ""
-
-beforeAll(async () => {
-  url = await Effect.runPromise(node.start)
-}, 180_000)
-afterAll(async () => {
-  await Effect.runPromise(Effect.ignore(node.stop))
-}, 60_000)
+const node = useRabbitNode(checkoutPort("rpcFaults", process.env["MESH_RABBITMQ_RPC_FAULT_PORT"]))
 
 const clientLayer = () =>
-  ServiceClient.layer.pipe(Layer.provideMerge(AmqpBroker.layer({ url, reconnect: undefined })), Layer.fresh)
+  ServiceClient.layer.pipe(Layer.provideMerge(AmqpBroker.layer({ url: node.url(), reconnect: undefined })), Layer.fresh)
 
 const suffix = () => crypto.randomUUID().slice(0, 8)
 
 const twoInstances = (service: string) =>
   Effect.gen(function*() {
-    const a = yield* spawnProgram(program, { AMQP_URL: url, SERVICE: service })
-    const b = yield* spawnProgram(program, { AMQP_URL: url, SERVICE: service })
+    const a = yield* spawnProgram(program, { AMQP_URL: node.url(), SERVICE: service })
+    const b = yield* spawnProgram(program, { AMQP_URL: node.url(), SERVICE: service })
     yield* a.waitFor(/^ready/)
     yield* b.waitFor(/^ready/)
     return [a, b] as const
@@ -82,7 +74,7 @@ describe("rpc faults on RabbitMQ", () => {
   it.live("the broker restarts while a client keeps calling: calls recover, none hangs past its timeout", () =>
     Effect.gen(function*() {
       const service = `work-${suffix()}`
-      const instance = yield* spawnProgram(program, { AMQP_URL: url, SERVICE: service })
+      const instance = yield* spawnProgram(program, { AMQP_URL: node.url(), SERVICE: service })
       yield* instance.waitFor(/^ready/)
       const work = yield* ServiceClient.make(workContract(service), { timeout: "2 seconds" })
       const outcomes: Array<{ readonly ok: boolean; readonly tag: string; readonly millis: number }> = []
