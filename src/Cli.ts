@@ -131,12 +131,7 @@ const callCommand = Command.make(
       CallContext.withEntries(entries),
       (effect) => Option.isSome(user) ? CallContext.withUserId(effect, user.value) : effect
     )
-    return yield* requireBroker("call").pipe(
-      Effect.andThen(call),
-      Effect.provide(layerCommandClient),
-      mapSetupErrors,
-      withConfig(file)
-    )
+    return yield* onRabbitMQ("call", layerCommandClient, file)(call)
   })
 ).pipe(
   Command.withDescription("Call a method and print its result (each element of a stream on its own line)"),
@@ -160,16 +155,10 @@ const emitCommand = Command.make(
       try: () => Event.make(source, type, Schema.Unknown),
       catch: (error) => new CliFailure({ message: messageOf(error), exitCode: 2 })
     })
-    return yield* requireBroker("emit").pipe(
-      Effect.andThen(Event.publish(event, body)),
-      Effect.mapError((error) =>
-        error._tag === "EventError" ? new CliFailure({ message: oneLine(error.message), exitCode: 1 }) : error
-      ),
-      Effect.andThen(Console.log(`emitted ${source}.${type}`)),
-      Effect.provide(layerCommandBroker),
-      mapSetupErrors,
-      withConfig(file)
-    )
+    return yield* onRabbitMQ("emit", layerCommandBroker, file)(Event.publish(event, body).pipe(
+      Effect.mapError((error) => new CliFailure({ message: oneLine(error.message), exitCode: 1 })),
+      Effect.andThen(Console.log(`emitted ${source}.${type}`))
+    ))
   })
 ).pipe(
   Command.withDescription("Publish an event (confirmed by the broker)"),
@@ -203,12 +192,7 @@ const describeCommand = Command.make(
       const now = yield* Clock.currentTimeMillis
       yield* Console.log(renderDescriptions(found, now))
     })
-    return yield* requireBroker("describe").pipe(
-      Effect.andThen(describe),
-      Effect.provide(layerCommandBroker),
-      mapSetupErrors,
-      withConfig(file)
-    )
+    return yield* onRabbitMQ("describe", layerCommandBroker, file)(describe)
   })
 ).pipe(Command.withDescription("List the live instances, their rpcs (JSON Schemas) and events"))
 
@@ -243,16 +227,11 @@ const dlqCommand = Command.make(
       ? Effect.flatMap(DeadLetters.purge(name, options), (n) => Console.log(`purged ${plural(n, "dead letter")} from ${name}`))
       : Effect.flatMap(DeadLetters.list(name, options), (letters) =>
         Console.log(json ? JSON.stringify(letters.map(letterJson)) : renderLetters(name, letters)))
-    return yield* requireBroker("dlq").pipe(
-      Effect.andThen(work),
-      Effect.catchIf(
-        (error) => error._tag === "BrokerError" && error.reason === "NotFound",
-        () => Effect.fail(new CliFailure({ message: `no queue ${name}`, exitCode: 1 }))
-      ),
-      Effect.provide(layerCommandBroker),
-      mapSetupErrors,
-      withConfig(file)
-    )
+    return yield* onRabbitMQ("dlq", layerCommandBroker, file)(Effect.catchIf(
+      work,
+      (error) => error._tag === "BrokerError" && error.reason === "NotFound",
+      () => Effect.fail(new CliFailure({ message: `no queue ${name}`, exitCode: 1 }))
+    ))
   })
 ).pipe(
   Command.withDescription("List a dead-letter queue (why, when and where each died), or replay or purge it"),
@@ -318,12 +297,7 @@ const shellCommand = Command.make(
         banner: `mesh shell on ${location}`
       })
     })
-    return yield* requireBroker("shell").pipe(
-      Effect.andThen(shell),
-      Effect.provide(layerCommandClient),
-      mapSetupErrors,
-      withConfig(file)
-    )
+    return yield* onRabbitMQ("shell", layerCommandClient, file)(shell)
   })
 ).pipe(
   Command.withDescription("An interactive shell on the running cluster: calls, events, tails, describe (help inside lists it all)"),
@@ -432,6 +406,19 @@ const unreachable = (url: string, error: BrokerError): CliFailure =>
   })
 
 /** the embedded broker lives inside one process: a shell command on it would reach nobody */
+/**
+ * A command that runs once on RabbitMQ: refused without it, given the layer it needs, its failures one
+ * line, read with the config file's settings
+ */
+const onRabbitMQ = <ROut, EL>(what: string, layer: Layer.Layer<ROut, EL>, file: MeshConfig.File | undefined) =>
+<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, CliFailure, Exclude<R, ROut>> =>
+  requireBroker(what).pipe(
+    Effect.andThen(effect),
+    Effect.provide(layer),
+    mapSetupErrors,
+    withConfig(file)
+  )
+
 const requireBroker = (what: string): Effect.Effect<void, CliFailure | Config.ConfigError> =>
   Effect.flatMap(MeshConfig.amqpUrl, (url) =>
     Option.isSome(url) ? Effect.void : Effect.fail(
