@@ -144,12 +144,14 @@ const publishAll = (channel: Amqp.Channel, confirm: Amqp.ConfirmChannel, queue: 
     yield* Amqp.publishConfirm(confirm, "", queue, third.body, third.options)
   })
 
-const checkDelivered = (messages: ReadonlyArray<Amqp.RawMessage>) => {
-  assert.strictEqual(messages.length, expectedMessages.length)
-  messages.forEach((message, i) => {
-    const expected = expectedMessages[i]
-    assert.isTrue(message.content.equals(expected.body), `the body of message ${i}`)
+const checkDelivered = (received: ReadonlyArray<Amqp.RawMessage>) => {
+  assert.strictEqual(received.length, expectedMessages.length)
+  // published on two channels, so they may reach the queue in either order: matched by body (distinct)
+  const messages = expectedMessages.map((expected, i) => {
+    const message = received.find((m) => m.content.equals(expected.body))
+    if (message === undefined) return assert.fail(`the body of message ${i} never arrived intact`)
     assert.deepStrictEqual(headersOf(message), expected.options.headers)
+    return message
   })
   const [first] = messages
   assert.strictEqual(first.properties.contentType, "text/plain")
