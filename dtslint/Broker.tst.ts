@@ -1,6 +1,7 @@
 import { Effect } from "effect"
 import type { Scope } from "effect"
-import type { Broker, BrokerError, Consumer, Delivery, Incoming, Message, QueueInfo, ReplyQueue } from "effect-mesh/Broker"
+import type { Broker, BrokerError, Consumer, Delivery, Incoming, LocalBody, Message, QueueInfo, ReplyQueue } from "effect-mesh/Broker"
+import { bytesOf } from "effect-mesh/Broker"
 import { describe, expect, it } from "tstyche"
 
 declare const broker: Broker["Service"]
@@ -30,5 +31,14 @@ describe("Broker", () => {
 
   it("checks a queue", () => {
     expect(broker.checkQueue("q")).type.toBe<Effect.Effect<QueueInfo, BrokerError>>()
+  })
+
+  it("publishes bytes, or a value with the way to its bytes; a message may carry a value", () => {
+    const body: LocalBody = { _tag: "LocalBody", value: { n: 1 }, bytes: () => new Uint8Array() }
+    expect(broker.publish("x", "k", body)).type.toBe<Effect.Effect<void, BrokerError>>()
+    expect(broker.publish("x", "k", new Uint8Array())).type.toBe<Effect.Effect<void, BrokerError>>()
+    expect(broker.publish).type.not.toBeCallableWith("x", "k", { _tag: "LocalBody", value: 1 })
+    expect(bytesOf(body)).type.toBe<Uint8Array>()
+    expect<Message["local"]>().type.toBe<unknown>()
   })
 })

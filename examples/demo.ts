@@ -59,7 +59,7 @@ const program = Effect.gen(function*() {
   yield* say(`  order ${order.id.slice(0, 8)}: ${order.quantity} x ${order.item} = ${order.total}`)
 })
 
-// embedded: calls within this process go direct (MESH_QUEUED_CALLS=1 sends them through the queue)
+// embedded: calls within this process travel as values (MESH_QUEUED_CALLS=1 serializes them)
 const Broker = process.env["AMQP_URL"] !== undefined
   ? AmqpBroker.layerConfig
   : MemoryBroker.layerWith({ directCalls: process.env["MESH_QUEUED_CALLS"] === undefined })

@@ -24,8 +24,10 @@ import { identity } from "effect/Function"
 import type { NonEmptyReadonlyArray } from "effect/Array"
 import type { ConnectionOptions } from "node:tls"
 import {
+  type Body,
   Broker,
   BrokerError,
+  bytesOf,
   type ConsumeOptions,
   type Consumer,
   deathReasonHeader,
@@ -34,6 +36,7 @@ import {
   type ExchangeOptions,
   type ExchangeType,
   type HeaderValue,
+  headersOf,
   type Incoming,
   type Properties,
   type PublishOptions,
@@ -191,12 +194,12 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
       channel: Amqp.Channel,
       exchange: string,
       routingKey: string,
-      body: Uint8Array,
+      body: Body,
       options: PublishOptions | undefined,
       replyTo: string | undefined
     ): Effect.Effect<void, BrokerError> =>
       Effect.flatMap(
-        Amqp.publish(channel, exchange, routingKey, toBuffer(body), publishOptions(options, replyTo)),
+        Amqp.publish(channel, exchange, routingKey, toBuffer(body), publishOptions(options, replyTo, body)),
         (written) => written ? Effect.void : Amqp.waitDrain(channel)
       )
 
@@ -205,12 +208,12 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
       trackers: Map<string, ReturnTracker>,
       exchange: string,
       routingKey: string,
-      body: Uint8Array,
+      body: Body,
       options: PublishOptions,
       replyTo: string | undefined
     ): Effect.Effect<void, BrokerError> =>
       Effect.suspend(() => {
-        const properties = publishOptions(options, replyTo)
+        const properties = publishOptions(options, replyTo, body)
         if (options.mandatory !== true) {
           // nothing can come back: the confirm alone says how it went
           return Amqp.publishConfirm(channel, exchange, routingKey, toBuffer(body), properties)
@@ -241,7 +244,7 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
         )
       })
 
-    const publish = (exchange: string, routingKey: string, body: Uint8Array, options?: PublishOptions) =>
+    const publish = (exchange: string, routingKey: string, body: Body, options?: PublishOptions) =>
       Effect.suspend(() => {
         // the common cases first, in as few steps as they take: connected, the channel open
         const session = state.session
@@ -273,7 +276,7 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
         return publishSlow(exchange, routingKey, body, options)
       })
 
-    const publishSlow = (exchange: string, routingKey: string, body: Uint8Array, options?: PublishOptions) =>
+    const publishSlow = (exchange: string, routingKey: string, body: Body, options?: PublishOptions) =>
       Effect.flatMap(readySession, (session) => {
         if (options?.confirm === true) {
           // no second try here: a confirm lost with its channel leaves unknown whether the message went out
@@ -530,7 +533,7 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
     (
       exchange: string,
       routingKey: string,
-      body: Uint8Array,
+      body: Body,
       options?: PublishOptions
     ): Effect.Effect<void, BrokerError> =>
       Effect.suspend(() => {
@@ -971,8 +974,11 @@ const connectionUrl = (
 /** the URL without its password, for logs and errors */
 const redactUrl = (url: string): string => url.replace(/\/\/([^:@/]*):[^@/]*@/, "//$1:***@")
 
-const toBuffer = (body: Uint8Array): Buffer =>
-  Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength)
+/** RabbitMQ takes bytes: a `LocalBody` is made into its bytes here */
+const toBuffer = (body: Body): Buffer => {
+  const bytes = bytesOf(body)
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+}
 
 const queueArguments = (options: QueueOptions | undefined): Amqp.QueueOptions => {
   if (options === undefined) return { durable: false, exclusive: false, autoDelete: false }
@@ -1001,8 +1007,10 @@ const queueArguments = (options: QueueOptions | undefined): Amqp.QueueOptions =>
   return result
 }
 
-const publishOptions = (options: PublishOptions | undefined, replyTo: string | undefined): Amqp.PublishOptions => {
+const publishOptions = (options: PublishOptions | undefined, replyTo: string | undefined, body: Body): Amqp.PublishOptions => {
   const result: Amqp.PublishOptions = {}
+  const headers = headersOf(body, options)
+  if (headers !== undefined) result.headers = headers
   if (options === undefined) {
     if (replyTo !== undefined) result.replyTo = replyTo
     return result
@@ -1016,7 +1024,6 @@ const publishOptions = (options: PublishOptions | undefined, replyTo: string | u
   if (options.type !== undefined) result.type = options.type
   if (options.expiration !== undefined) result.expiration = String(Math.max(0, Math.floor(options.expiration)))
   if (options.persistent === true) result.persistent = true
-  if (options.headers !== undefined) result.headers = options.headers
   return result
 }
 

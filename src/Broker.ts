@@ -100,12 +100,65 @@ export interface PublishOptions extends Properties {
 }
 
 /**
+ * A body that stays a value until its bytes are read. A broker whose consumers share the publisher's
+ * process (`MemoryBroker`) hands the value to them as `Message.local` and makes the bytes only for a
+ * consumer that reads `body`; RabbitMQ sends the bytes. The mesh's unary calls and their answers
+ * travel so: between a client and an instance of one process nothing is serialized, and everything
+ * else (prefetch, order, expiry, returns, requeues) is the queue's as for any message.
+ *
+ * @since 0.1.0
+ */
+export interface LocalBody {
+  readonly _tag: "LocalBody"
+  readonly value: unknown
+  /** the body's bytes, for a consumer that reads them; made at most once */
+  readonly bytes: () => Uint8Array
+  /**
+   * headers that a consumer taking the value needs not: made, and added to the publish's, where the
+   * message leaves the process or a consumer reads them
+   */
+  readonly headers?: (() => Readonly<Record<string, HeaderValue>>) | undefined
+}
+
+/**
+ * What a publish sends: bytes, or a value with the way to its bytes.
+ *
+ * @since 0.1.0
+ */
+export type Body = Uint8Array | LocalBody
+
+/**
+ * The bytes of a body.
+ *
+ * @since 0.1.0
+ */
+export const bytesOf = (body: Body): Uint8Array => body instanceof Uint8Array ? body : body.bytes()
+
+/**
+ * The headers of a publish: its options', and a `LocalBody`'s own.
+ *
+ * @since 0.1.0
+ */
+export const headersOf = (
+  body: Body,
+  options: PublishOptions | undefined
+): Readonly<Record<string, HeaderValue>> | undefined => {
+  const own = body instanceof Uint8Array || body.headers === undefined ? undefined : body.headers()
+  return own === undefined ? options?.headers : { ...options?.headers, ...own }
+}
+
+/**
  * A message as it arrives at a consumer or a reply queue.
  *
  * @since 0.1.0
  */
 export interface Message {
   readonly body: Uint8Array
+  /**
+   * the value of a `LocalBody`, where the broker hands values over (`MemoryBroker`); `undefined`
+   * otherwise, and always on RabbitMQ
+   */
+  readonly local?: unknown
   readonly exchange: string
   readonly routingKey: string
   readonly properties: Properties
@@ -247,7 +300,7 @@ export interface ReplyQueueOptions {
 export type Publish = (
   exchange: string,
   routingKey: string,
-  body: Uint8Array,
+  body: Body,
   options?: PublishOptions
 ) => Effect.Effect<void, BrokerError>
 

@@ -12,10 +12,13 @@
  * header (`Command.send`) needs no reply-to: it is acked when it completes and dead-lettered when it
  * fails.
  *
- * Unary rpcs without middleware (the hot path) skip `RpcServer`: the instance's runner (`unary`) runs
- * the handler in a fiber of its own, and that fiber encodes the Exit with the rpc's schemas, publishes
- * it and acks, in effect/rpc's wire format all the same. Streams and rpcs with middleware go through
- * `RpcServer`.
+ * Every delivery is admitted once (internal/admission.ts). Unary rpcs without middleware (the hot
+ * path) skip `RpcServer`: the instance's runner (`unary`) runs the handler in a fiber of its own, and
+ * that fiber encodes the Exit with the rpc's schemas, publishes it and acks, in effect/rpc's wire format
+ * all the same; a request that came as a value (a caller of this process, on the embedded broker) is
+ * answered with a success as a value. Past its caller's deadline a call is stopped and its request
+ * acked unanswered, as one that expired in the queue: the caller has told itself `CallTimeout`.
+ * Streams and rpcs with middleware go through `RpcServer`.
  *
  * @since 0.1.0
  */
@@ -25,7 +28,7 @@ import { constVoid } from "effect/Function"
 import type { RpcGroup, RpcSerialization } from "effect/rpc"
 import { Rpc, RpcServer } from "effect/rpc"
 import type { FromClientEncoded, FromServerEncoded } from "effect/rpc/RpcMessage"
-import type { BrokerError, Delivery } from "./Broker.ts"
+import type { BrokerError, Delivery, LocalBody } from "./Broker.ts"
 import { Broker } from "./Broker.ts"
 import * as CallContext from "./CallContext.ts"
 import * as Admission from "./internal/admission.ts"
@@ -35,7 +38,6 @@ import * as Deadlines from "./internal/deadlines.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
 import type { ServiceError } from "./ServiceError.ts"
-import { CallTimeout } from "./ServiceError.ts"
 
 /**
  * @since 0.1.0
@@ -85,7 +87,6 @@ export interface UnaryRequest {
  */
 export interface UnaryRunner {
   readonly service: string
-  readonly concurrency: number
   /** the rpcs it serves, by tag */
   readonly rpcs: ReadonlyMap<string, Rpc.Any>
   /**
@@ -116,6 +117,32 @@ type ExitEncoded = Extract<FromServerEncoded, { readonly _tag: "Exit" }>["exit"]
 
 const ignored = { onFailure: constVoid, onSuccess: constVoid }
 
+/** what answers a call: effect/rpc's message, or a success as a value (for a caller of this process) */
+type Answer = FromServerEncoded | LocalBody
+
+/**
+ * The Exit of a unary call in effect/rpc's encoded form, with the rpc's own schemas. A result they
+ * cannot encode (an error the contract does not declare) becomes a defect saying so, as RpcServer
+ * answers it; the second element is then that message, to log.
+ */
+const encodeExit = (rpc: Rpc.AnyWithProps, exit: Exit.Exit<unknown, unknown>): readonly [ExitEncoded, string | undefined] => {
+  const encoded = Codecs.codecsOf(rpc).encodeExit(exit)
+  if (Exit.isSuccess(encoded)) return [encoded.value as ExitEncoded, undefined]
+  const issue = Option.match(Exit.findErrorOption(encoded), {
+    onNone: () => "it could not be encoded",
+    onSome: (error) => formatIssue(error.issue)
+  })
+  const message = `Failed to encode response for RPC "${rpc._tag}": ${issue}`
+  return [{ _tag: "Failure", cause: [{ _tag: "Die", defect: message }] }, message]
+}
+
+/** a success as the value it is, and its bytes for whoever reads them */
+const localAnswer = (rpc: Rpc.AnyWithProps, requestId: string, exit: Exit.Exit<unknown, unknown>): LocalBody => ({
+  _tag: "LocalBody",
+  value: exit,
+  bytes: () => wire.encodeJson({ _tag: "Exit", requestId, exit: encodeExit(rpc, exit)[0] })
+})
+
 /** what RpcServer decodes a payload with: the protocol has decoded it already */
 const alreadyDecoded = Schema.Any
 
@@ -123,13 +150,14 @@ interface RunningRequest {
   readonly delivery: Delivery
   readonly replyTo: string
   readonly requestId: string
-  readonly key: string
   /** a command (`Command.send`): acked when it completes, never answered */
   readonly command: boolean
   /** the caller's deadline, while it is watched */
   timer: Deadlines.Entry | undefined
   /** the handler's fiber, when the call runs on the unary runner */
   fiber: Fiber.Fiber<unknown, unknown> | undefined
+  /** the request came as a value: a success is answered as one */
+  readonly local: boolean
 }
 
 /**
@@ -158,7 +186,6 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     yield* broker.bindQueue(controlQueue, topology.controlExchange, topology.controlInstanceKey(options.instanceId))
 
     const calls = new Map<number, RunningRequest>()
-    const byKey = new Map<string, number>()
     let nextClientId = 0
     let draining = false
     let idle: Deferred.Deferred<void> | undefined
@@ -173,21 +200,20 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
 
     const forget = (clientId: number, call: RunningRequest) => {
       calls.delete(clientId)
-      byKey.delete(call.key)
       if (call.timer !== undefined) deadlines.remove(call.timer)
       if (idle !== undefined && calls.size === 0) Deferred.doneUnsafe(idle, Exit.void)
     }
 
-    const publishReply = (replyTo: string, requestId: string, message: FromServerEncoded) =>
-      broker.publish("", replyTo, wire.encodeJson(message), {
+    const publishReply = (replyTo: string, requestId: string, message: Answer) =>
+      broker.publish("", replyTo, message._tag === "LocalBody" ? message : wire.encodeJson(message), {
         correlationId: requestId,
         contentType: wire.contentType,
         headers: message._tag === "Chunk" ? chunkHeaders : undefined
       })
 
     // a command has nobody to answer: acked once it ran, dead-lettered when it failed
-    const settleCommand = (call: RunningRequest, message: FromServerEncoded) =>
-      message._tag === "Exit" && message.exit._tag === "Success"
+    const settleCommand = (call: RunningRequest, message: Answer) =>
+      message._tag === "LocalBody" || (message._tag === "Exit" && message.exit._tag === "Success")
         ? call.delivery.ack
         : Effect.andThen(
           Effect.logWarning(`${service}: command ${call.requestId} (${call.delivery.properties.type}) failed; dead-lettered`),
@@ -195,7 +221,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
         )
 
     // the reply is published first; only then is the request acked, on its own channel
-    const finish = (clientId: number, call: RunningRequest, message: FromServerEncoded) => {
+    const finish = (clientId: number, call: RunningRequest, message: Answer) => {
       forget(clientId, call)
       if (call.command) return settleCommand(call, message)
       return publishReply(call.replyTo, call.requestId, message).pipe(
@@ -249,9 +275,9 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       if (runner === undefined || draining) return false
       const admission = admit(delivery, now)
       if (admission._tag === "Admitted" && !admission.command && runner.rpcs.has(admission.rpc._tag)) {
-        const { call, clientId } = register(delivery, admission.replyTo, admission.requestId, false)
+        const { call, clientId } = register(delivery, admission, false)
         watchDeadline(clientId, call, admission)
-        startUnary(runner, clientId, call, admission.rpc, admission.payload)
+        startUnary(runner, clientId, call, admission)
         return true
       }
       declined.set(delivery, admission)
@@ -282,28 +308,27 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       return started.write
     }
 
-    /** past its caller's deadline, a call is answered `CallTimeout` and its handler stopped */
+    /**
+     * Past its caller's deadline, a call is given up as a request that expired in the queue is: its
+     * handler stopped, the request acked unanswered (its caller has told itself `CallTimeout`), a
+     * command dead-lettered. What RpcServer answers for the interrupted call then finds no call.
+     */
     const watchDeadline = (clientId: number, call: RunningRequest, admitted: Admission.Admitted) => {
-      if (Number.isFinite(admitted.deadline)) {
-        const left = admitted.deadline - now()
-        call.timer = deadlines.add(admitted.deadline, timeout(clientId, admitted.rpc._tag, left))
-      }
+      if (Number.isFinite(admitted.deadline)) call.timer = deadlines.add(admitted.deadline, expire(clientId, admitted.rpc._tag))
     }
 
-    // the caller is told first (its call forgotten), then the handler interrupted: what RpcServer
-    // answers for the interrupted call finds no call to answer
-    const timeout = (clientId: number, method: string, timeoutMillis: number) =>
+    const expire = (clientId: number, method: string) =>
       Effect.suspend(() => {
         const call = calls.get(clientId)
         if (call === undefined) return Effect.void
-        return Effect.andThen(
-          finish(clientId, call, {
-            _tag: "Exit",
-            requestId: call.requestId,
-            exit: wire.serviceErrorExit(new CallTimeout({ service, method, timeoutMillis }))
-          }),
-          stop(clientId, call)
-        )
+        forget(clientId, call)
+        const settle = call.command
+          ? Effect.andThen(
+            Effect.logWarning(`${service}: command ${call.requestId} (${method}) ran past its deadline; dead-lettered`),
+            call.delivery.nack(false)
+          )
+          : Effect.andThen(Effect.logDebug(`${service}.${method}: stopped a request past its deadline`), call.delivery.ack)
+        return Effect.andThen(settle, stop(clientId, call))
       })
 
     /** interrupts a call's handler, wherever it runs */
@@ -312,52 +337,43 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
         ? writeRequest(clientId, { _tag: "Interrupt", requestId: call.requestId })
         : Effect.sync(() => call.fiber?.interruptUnsafe())
 
-    // the Exit of a unary call in effect/rpc's encoded form, with the rpc's own schemas
-    const encodeExit = (rpc: Rpc.AnyWithProps, exit: Exit.Exit<unknown, unknown>) => {
-      const encoded = Codecs.codecsOf(rpc).encodeExit(exit)
-      if (Exit.isSuccess(encoded)) return Effect.succeed(encoded.value as ExitEncoded)
-      // as RpcServer answers a result its schemas cannot encode (an error the contract does not declare)
-      const issue = Option.match(Exit.findErrorOption(encoded), {
-        onNone: () => "it could not be encoded",
-        onSome: (error) => formatIssue(error.issue)
-      })
-      const message = `Failed to encode response for RPC "${rpc._tag}": ${issue}`
-      return Effect.as(
-        Effect.logError(`${service}: ${message}`),
-        { _tag: "Failure", cause: [{ _tag: "Die", defect: message }] } as ExitEncoded
-      )
-    }
-
     /** runs a unary call on the runner; the fiber answers it as it ends (unless it was answered already) */
-    const startUnary = (
-      runner: UnaryRunner,
-      clientId: number,
-      call: RunningRequest,
-      rpc: Rpc.AnyWithProps,
-      payload: unknown
-    ): void => {
-      const headers = call.delivery.properties.headers
-      const parent = wire.parseTraceparent(wire.stringHeader(headers, wire.header.traceparent))
+    const startUnary = (runner: UnaryRunner, clientId: number, call: RunningRequest, admitted: Admission.Admitted): void => {
+      const { local, rpc } = admitted
+      const properties = call.delivery.properties
+      const traceparent = local === undefined ? wire.stringHeader(properties.headers, wire.header.traceparent) : undefined
+      const parent = wire.parseTraceparent(traceparent)
       call.fiber = runner.start({
         rpc,
-        payload,
+        payload: admitted.payload,
         // made when the handler reads them (DirectOptions keeps them)
-        headers: () => wire.stringHeaders(headers),
-        context: CallContext.fromHeader(wire.stringHeader(headers, CallContext.headerNames.context)),
-        span: parent === undefined ? undefined : Tracer.externalSpan(parent)
-      }, (exit) =>
-        calls.get(clientId) === call
-          ? Effect.flatMap(encodeExit(rpc, exit), (encoded) =>
-            finish(clientId, call, { _tag: "Exit", requestId: call.requestId, exit: encoded }))
-          : Effect.void)
+        headers: () => wire.stringHeaders(properties.headers),
+        context: local?.context ?? CallContext.fromHeader(wire.stringHeader(properties.headers, CallContext.headerNames.context)),
+        span: local !== undefined ? local.span : parent === undefined ? undefined : Tracer.externalSpan(parent)
+      }, (exit) => {
+        if (calls.get(clientId) !== call) return Effect.void
+        // a success for a caller of this process goes back as the value it is
+        if (call.local && Exit.isSuccess(exit)) return finish(clientId, call, localAnswer(rpc, call.requestId, exit))
+        const [encoded, failure] = encodeExit(rpc, exit)
+        const answer = finish(clientId, call, { _tag: "Exit", requestId: call.requestId, exit: encoded })
+        return failure === undefined ? answer : Effect.andThen(Effect.logError(`${service}: ${failure}`), answer)
+      })
     }
 
-    const register = (delivery: Delivery, replyTo: string, requestId: string, command: boolean) => {
+    const register = (delivery: Delivery, admitted: Admission.Admitted, command: boolean) => {
       const clientId = nextClientId++
+      const { replyTo, requestId } = admitted
       // correlation ids are unique per caller process and beyond (BrokerRpcClient): the key of a call
-      const call: RunningRequest = { delivery, replyTo, requestId, key: requestId, command, timer: undefined, fiber: undefined }
+      const call: RunningRequest = {
+        delivery,
+        replyTo,
+        requestId,
+        command,
+        timer: undefined,
+        fiber: undefined,
+        local: admitted.local !== undefined
+      }
       calls.set(clientId, call)
-      byKey.set(requestId, clientId)
       return { call, clientId }
     }
 
@@ -368,11 +384,10 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       const { command, payload, requestId } = admitted
       const method = admitted.rpc._tag
       const headers = delivery.properties.headers
-      const { call, clientId } = register(delivery, admitted.replyTo, requestId, command)
+      const { call, clientId } = register(delivery, admitted, command)
       const unary = options.unary
-      const rpc = unary?.rpcs.get(method)
-      if (rpc !== undefined && unary !== undefined) {
-        return { call, clientId, write: Effect.sync(() => startUnary(unary, clientId, call, rpc as Rpc.AnyWithProps, payload)) }
+      if (unary !== undefined && unary.rpcs.has(method)) {
+        return { call, clientId, write: Effect.sync(() => startUnary(unary, clientId, call, admitted)) }
       }
       const parent = wire.parseTraceparent(wire.stringHeader(headers, wire.header.traceparent))
       const request: FromClientEncoded = parent === undefined
@@ -393,7 +408,11 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     const onControl = (delivery: Delivery): Effect.Effect<void> => {
       const message = Option.filter(wire.decodeJson(delivery.body), wire.isControl)
       if (Option.isNone(message)) return delivery.ack
-      const clientId = byKey.get(message.value.requestId)
+      // the calls it holds are at most its prefetch, and control messages few: found by a look at each
+      let clientId: number | undefined
+      for (const [id, running] of calls) {
+        if (running.requestId === message.value.requestId) clientId = id
+      }
       if (clientId === undefined) return delivery.ack
       const call = calls.get(clientId)
       // a unary call has nothing to acknowledge; its interrupt stops its fiber

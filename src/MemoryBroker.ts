@@ -10,10 +10,11 @@
  *
  * @since 0.1.0
  */
-import { Cause, Channel, Clock, Context, Effect, Layer, Queue, Scheduler, Stream } from "effect"
+import { Cause, Channel, Clock, Effect, Layer, Queue, Scheduler, Stream } from "effect"
 import type { Scope } from "effect"
 import type { NonEmptyReadonlyArray } from "effect/Array"
 import {
+  type Body,
   Broker,
   BrokerError,
   type BrokerErrorReason,
@@ -25,15 +26,16 @@ import {
   type ExchangeOptions,
   type ExchangeType,
   type HeaderValue,
+  headersOf,
   type Incoming,
   type Message,
   type Properties,
   type PublishOptions,
   type QueueInfo,
   type QueueOptions,
-  type ReplyQueue
+  type ReplyQueue,
+  type ReplyQueueOptions
 } from "./Broker.ts"
-import * as Direct from "./internal/direct.ts"
 
 /**
  * Builds a broker that lives as long as the surrounding scope. When the scope closes, every
@@ -42,7 +44,10 @@ import * as Direct from "./internal/direct.ts"
  * RabbitMQ: a `deliveries` stream that stops, interrupted or done pulling (`Stream.take`), leaves it
  * running, and it emits one delivery per pull, so nothing buffered is lost between runs.
  *
- * Calls between a client and a service instance on this broker go direct (see `Options`).
+ * Every consumer lives in this process, so a `LocalBody` reaches consumers as its value
+ * (`Message.local`), its bytes made only for one that reads `body`: unary calls between a client and an
+ * instance on this broker are not serialized (see `Options`). A consumer's or reply queue's `take` gets
+ * each delivery in the publisher's own call, as RabbitMQ's client gets it in its socket's callback.
  *
  * @since 0.1.0
  */
@@ -53,11 +58,10 @@ export const make: Effect.Effect<Broker["Service"], never, Scope.Scope> = Effect
  */
 export interface Options {
   /**
-   * Unary calls from a client to a service instance on this broker skip the queue and serialization:
-   * the handler runs with the caller's payload, `CallContext` and span, and the instance's
-   * concurrency, the caller's deadline and draining are kept as the queue keeps them (default true).
-   * Streams, untyped calls and rpcs with middleware always take the queue. `false` sends every call
-   * through the queue, as on RabbitMQ.
+   * Unary calls from a client to a service instance on this broker go through the queue as values:
+   * the handler gets the caller's payload, `CallContext` and span as they are, and its result goes back
+   * as it is; nothing is serialized (default true). Streams, untyped calls and rpcs with middleware are
+   * serialized. `false` hands every consumer bytes, as RabbitMQ does.
    */
   readonly directCalls?: boolean | undefined
 }
@@ -69,7 +73,7 @@ export interface Options {
  */
 export const makeWith = (options?: Options): Effect.Effect<Broker["Service"], never, Scope.Scope> => Effect.gen(function*() {
   const clock = yield* Clock.Clock
-  const state = new BrokerState(clock)
+  const state = new BrokerState(clock, options?.directCalls !== false)
   yield* sweeper(state).pipe(Effect.forkScoped)
   yield* Effect.addFinalizer(() => Effect.sync(() => state.close()))
 
@@ -87,15 +91,13 @@ export const makeWith = (options?: Options): Effect.Effect<Broker["Service"], ne
         })
       ))
 
-  // `take` (of consume and of reply queues) is not used: a delivery here arrives within its publisher's
-  // own call, and work started there would run inside the publisher's fiber; the stream hands it over.
   // A reply queue here is never `Lost`: there is no connection to lose, and it lives as long as its scope
-  const replyQueue = (): Effect.Effect<ReplyQueue, BrokerError, Scope.Scope> => Effect.flatMap(
+  const replyQueue = (options?: ReplyQueueOptions): Effect.Effect<ReplyQueue, BrokerError, Scope.Scope> => Effect.flatMap(
     mailboxOf<Incoming>(),
     (mailbox) =>
       Effect.map(
         Effect.acquireRelease(
-          Effect.suspend(() => state.addReply(mailbox)),
+          Effect.suspend(() => state.addReply(mailbox, options?.take)),
           (reply) => Effect.sync(() => state.closeReply(reply))
         ),
         (reply): ReplyQueue => ({
@@ -132,7 +134,7 @@ export const makeWith = (options?: Options): Effect.Effect<Broker["Service"], ne
 export const layer: Layer.Layer<Broker> = layerWithOptions(undefined)
 
 /**
- * `layer` with options: `layerWith({ directCalls: false })` sends every call through the queue.
+ * `layer` with options: `layerWith({ directCalls: false })` hands every consumer bytes, as RabbitMQ does.
  *
  * @since 0.1.0
  */
@@ -140,13 +142,8 @@ export const layerWith = (options?: Options): Layer.Layer<Broker> => layerWithOp
 
 // ---- internal ----
 
-/** the broker, and the registry of its direct calls unless they are off (`Direct.LocalCalls`) */
 function layerWithOptions(options: Options | undefined): Layer.Layer<Broker> {
-  return Layer.effectContext(Effect.gen(function*() {
-    const broker = yield* makeWith(options)
-    const local = options?.directCalls === false ? undefined : yield* Direct.make
-    return Context.add(Context.make(Broker, broker), Direct.LocalCalls, local)
-  }))
+  return Layer.effect(Broker, makeWith(options))
 }
 
 /**
@@ -177,8 +174,32 @@ const closedError = (): Effect.Effect<never, BrokerError> => fail("Closed", "the
 
 const newName = (prefix: string): string => `${prefix}${globalThis.crypto.randomUUID()}`
 
-/** a message as published: shared by every queue it is routed to, and reused as a reply `Message` */
-type Payload = Message
+/**
+ * A message as published: shared by every queue it is routed to, and reused as a reply `Message`. The
+ * bytes of a `LocalBody` are made when a consumer first reads them.
+ */
+class Payload implements Message {
+  private source: Body
+  readonly exchange: string
+  readonly routingKey: string
+  readonly properties: Properties
+  readonly local: unknown
+  readonly redelivered = false
+  constructor(source: Body, exchange: string, routingKey: string, properties: Properties, local: boolean) {
+    this.source = source
+    this.exchange = exchange
+    this.routingKey = routingKey
+    this.properties = properties
+    this.local = local && !(source instanceof Uint8Array) ? source.value : undefined
+  }
+  get body(): Uint8Array {
+    const source = this.source
+    if (source instanceof Uint8Array) return source
+    const bytes = source.bytes()
+    this.source = bytes
+    return bytes
+  }
+}
 
 /** a message waiting in (or delivered from) one queue */
 interface Entry {
@@ -364,6 +385,7 @@ class ConsumerState {
   readonly mailbox: Queue.Queue<NonEmptyReadonlyArray<Delivery>, Cause.Done>
   readonly prefetch: number
   readonly tag: string | undefined
+  readonly take: ((delivery: Delivery) => boolean) | undefined
   readonly unacked = new Set<MemoryDelivery>()
   cancelled = false
   closed = false
@@ -378,22 +400,33 @@ class ConsumerState {
     // as in AMQP, a prefetch of 0 means no limit
     this.prefetch = options.prefetch > 0 ? options.prefetch : Infinity
     this.tag = options.tag
+    this.take = options.take
   }
 }
 
 class ReplyState {
   readonly address: string
   readonly mailbox: Queue.Queue<NonEmptyReadonlyArray<Incoming>, Cause.Done>
+  readonly take: ((incoming: Incoming) => boolean) | undefined
   closed = false
 
-  constructor(address: string, mailbox: Queue.Queue<NonEmptyReadonlyArray<Incoming>, Cause.Done>) {
+  constructor(
+    address: string,
+    mailbox: Queue.Queue<NonEmptyReadonlyArray<Incoming>, Cause.Done>,
+    take: ((incoming: Incoming) => boolean) | undefined
+  ) {
     this.address = address
     this.mailbox = mailbox
+    this.take = take
+  }
+
+  /** what `take` does not take goes to the stream */
+  offer(incoming: Incoming): void {
+    if (this.take === undefined || !this.take(incoming)) Queue.offerUnsafe(this.mailbox, [incoming])
   }
 }
 
 class MemoryDelivery implements Delivery {
-  readonly body: Uint8Array
   readonly exchange: string
   readonly routingKey: string
   readonly properties: Properties
@@ -405,7 +438,6 @@ class MemoryDelivery implements Delivery {
 
   constructor(state: BrokerState, consumer: ConsumerState, entry: Entry) {
     const payload = entry.payload
-    this.body = payload.body
     this.exchange = payload.exchange
     this.routingKey = payload.routingKey
     this.properties = payload.properties
@@ -414,6 +446,14 @@ class MemoryDelivery implements Delivery {
     this.consumer = consumer
     this.entry = entry
     this.state = state
+  }
+
+  get body(): Uint8Array {
+    return this.entry.payload.body
+  }
+
+  get local(): unknown {
+    return this.entry.payload.local
   }
 
   // built on access: most deliveries are settled once, through one of the two
@@ -438,7 +478,41 @@ const sameQueueOptions = (a: QueueOptions, b: QueueOptions): boolean =>
   a.deliveryLimit === b.deliveryLimit &&
   a.expires === b.expires
 
-const toProperties = (options: PublishOptions | undefined, replyTo: string | undefined): Properties => {
+/** properties whose headers (a `LocalBody`'s) are made when a consumer reads them */
+class LocalProperties implements Properties {
+  readonly contentType: string | undefined
+  readonly correlationId: string | undefined
+  readonly replyTo: string | undefined
+  readonly messageId: string | undefined
+  readonly type: string | undefined
+  readonly expiration: number | undefined
+  readonly persistent: boolean | undefined
+  // not own enumerable fields: a copy of the properties (`{ ...properties }`) copies the headers alone
+  #made: Readonly<Record<string, HeaderValue>> | undefined = undefined
+  readonly #body: Body
+  readonly #options: PublishOptions | undefined
+  constructor(plain: Properties, body: Body, options: PublishOptions | undefined) {
+    this.contentType = plain.contentType
+    this.correlationId = plain.correlationId
+    this.replyTo = plain.replyTo
+    this.messageId = plain.messageId
+    this.type = plain.type
+    this.expiration = plain.expiration
+    this.persistent = plain.persistent
+    this.#body = body
+    this.#options = options
+  }
+  get headers(): Readonly<Record<string, HeaderValue>> | undefined {
+    return this.#made ??= headersOf(this.#body, this.#options)
+  }
+}
+
+const toProperties = (options: PublishOptions | undefined, replyTo: string | undefined, body: Body): Properties => {
+  const plain = plainProperties(options, replyTo)
+  return body instanceof Uint8Array || body.headers === undefined ? plain : new LocalProperties(plain, body, options)
+}
+
+const plainProperties = (options: PublishOptions | undefined, replyTo: string | undefined): Properties => {
   if (options === undefined) return replyTo === undefined ? emptyProperties : { replyTo }
   const p: MutableProperties = {}
   if (options.contentType !== undefined) p.contentType = options.contentType
@@ -461,13 +535,16 @@ class BrokerState {
   readonly replies = new Map<string, ReplyState>()
   readonly consumers = new Set<ConsumerState>()
   closed = false
+  /** whether a `LocalBody` reaches consumers as its value (`Options.directCalls`) */
+  readonly local: boolean
   /** the earliest time the sweeper must run (a message expiry or an idle queue deadline) */
   nextDeadline = Infinity
   /** set while the sweeper waits: wakes it when `nextDeadline` moves earlier */
   wake: (() => void) | undefined = undefined
 
-  constructor(clock: Clock.Clock) {
+  constructor(clock: Clock.Clock, local: boolean) {
     this.clock = clock
+    this.local = local
   }
 
   // -- declarations --
@@ -581,7 +658,7 @@ class BrokerState {
   publish(
     exchangeName: string,
     routingKey: string,
-    body: Uint8Array,
+    body: Body,
     options: PublishOptions | undefined,
     reply: ReplyState | undefined
   ): Effect.Effect<void, BrokerError> {
@@ -592,20 +669,15 @@ class BrokerState {
         exchange = this.exchanges.get(exchangeName)
         if (exchange === undefined) return fail("NotFound", `no exchange '${exchangeName}'`)
       }
-      const payload: Payload = {
-        body,
-        exchange: exchangeName,
-        routingKey,
-        properties: toProperties(options, reply?.address),
-        redelivered: false
-      }
+      const payload = new Payload(body, exchangeName, routingKey, toProperties(options, reply?.address, body), this.local)
       const routed = exchange === undefined ? this.routeDefault(payload) : this.route(exchange, payload)
       if (routed || options?.mandatory !== true) return Effect.void
       if (options.confirm === true) {
         return fail("Unroutable", `no queue is bound for '${routingKey}' on exchange '${exchangeName}'`)
       }
       if (reply !== undefined && !reply.closed) {
-        Queue.offerUnsafe(reply.mailbox, [{ _tag: "Returned", message: { ...payload, replyText: "NO_ROUTE" } }])
+        const returned = new Payload(body, exchangeName, routingKey, payload.properties, this.local)
+        reply.offer({ _tag: "Returned", message: Object.assign(returned, { replyText: "NO_ROUTE" }) })
       }
       return Effect.void
     })
@@ -620,7 +692,7 @@ class BrokerState {
     }
     const reply = this.replies.get(payload.routingKey)
     if (reply !== undefined) {
-      Queue.offerUnsafe(reply.mailbox, [{ _tag: "Reply", message: payload }])
+      reply.offer({ _tag: "Reply", message: payload })
       return true
     }
     return false
@@ -690,13 +762,13 @@ class BrokerState {
     const properties: MutableProperties = { ...original.properties, headers }
     // as RabbitMQ does, so that the message does not expire again where it lands
     delete properties.expiration
-    const payload: Payload = {
-      body: original.body,
-      exchange: exchangeName,
-      routingKey: queue.options.deadLetterRoutingKey ?? original.routingKey,
+    const payload = new Payload(
+      original.body,
+      exchangeName,
+      queue.options.deadLetterRoutingKey ?? original.routingKey,
       properties,
-      redelivered: false
-    }
+      false
+    )
     if (exchange === undefined) this.routeDefault(payload)
     else this.route(exchange, payload)
   }
@@ -727,7 +799,8 @@ class BrokerState {
     const delivery = new MemoryDelivery(this, consumer, entry)
     entry.deliveries++
     consumer.unacked.add(delivery)
-    Queue.offerUnsafe(consumer.mailbox, [delivery])
+    // what `take` does not take goes to the stream
+    if (consumer.take === undefined || !consumer.take(delivery)) Queue.offerUnsafe(consumer.mailbox, [delivery])
   }
 
   /** hands waiting messages to consumers with room; expired ones met on the way are dead-lettered */
@@ -850,9 +923,12 @@ class BrokerState {
 
   // -- reply queues --
 
-  addReply(mailbox: Queue.Queue<NonEmptyReadonlyArray<Incoming>, Cause.Done>): Effect.Effect<ReplyState, BrokerError> {
+  addReply(
+    mailbox: Queue.Queue<NonEmptyReadonlyArray<Incoming>, Cause.Done>,
+    take: ((incoming: Incoming) => boolean) | undefined
+  ): Effect.Effect<ReplyState, BrokerError> {
     if (this.closed) return closedError()
-    const reply = new ReplyState(newName("amq.rabbitmq.reply-to."), mailbox)
+    const reply = new ReplyState(newName("amq.rabbitmq.reply-to."), mailbox, take)
     this.replies.set(reply.address, reply)
     return Effect.succeed(reply)
   }

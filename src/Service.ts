@@ -32,7 +32,6 @@ import { Broker } from "./Broker.ts"
 import * as BrokerRpcServer from "./BrokerRpcServer.ts"
 import * as CallContext from "./CallContext.ts"
 import * as Discovery from "./Discovery.ts"
-import * as Direct from "./internal/direct.ts"
 import * as Spans from "./internal/spans.ts"
 import * as wire from "./internal/wire.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
@@ -214,7 +213,7 @@ const rpcLayer = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
       wrapped[tag] = wrapHandler(contract.name, tag, handlers[tag], options.exposeStackTraces === true)
     }
     const context = yield* contract.group.toHandlers(wrapped as unknown as RpcGroup.HandlersFrom<Rpcs>)
-    // unary rpcs run on the instance's own runner, from the queue and from direct calls alike
+    // unary rpcs without middleware run on the instance's own runner
     const unary = yield* unaryRunner(contract, handlers, options)
     const server = yield* BrokerRpcServer.make({
       service: contract.name,
@@ -234,22 +233,14 @@ const rpcLayer = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
       Effect.provide(context),
       Effect.forkScoped
     )
-    // calls from this process, when the broker offers it, skip the queue (see internal/direct.ts)
-    const registry = yield* Direct.LocalCalls
-    const registration = registry === undefined ? undefined : registry.register(unary)
-    const drainMillis = Duration.toMillis(Duration.fromInputUnsafe(options.drainTimeout ?? BrokerRpcServer.defaultDrainTimeout))
     // added last, so it runs first: requests drain before the server above is interrupted
-    yield* Effect.addFinalizer(() =>
-      registration === undefined
-        ? server.drain
-        : Effect.all([server.drain, registration.drain(drainMillis)], { concurrency: "unbounded", discard: true })
-    )
+    yield* Effect.addFinalizer(() => server.drain)
   })) as Layer.Layer<never, EX | BrokerError, Requirements<Rpcs, Handlers, RX>>
 
 /**
  * The instance's unary rpcs without middleware, run without RpcServer: each request in a fiber of its
  * own with the instance's services, a scope of its own, the caller's `CallContext` and a server span
- * (as RpcServer runs them). Requests from the queue (BrokerRpcServer) and direct calls run here.
+ * (as RpcServer runs them). BrokerRpcServer hands it the requests it admits.
  */
 const unaryRunner = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
   contract: ServiceContract<string, Rpcs>,
@@ -310,12 +301,7 @@ const unaryRunner = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
       })
       return fiber
     }
-    const runner: BrokerRpcServer.UnaryRunner = {
-      service,
-      concurrency: options.concurrency ?? 64,
-      rpcs,
-      start
-    }
+    const runner: BrokerRpcServer.UnaryRunner = { service, rpcs, start }
     return runner
   })
 

@@ -16,7 +16,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Duration, Effect, Exit, Option, Queue, Result, Schedule, Schema, Stream } from "effect"
+import { Cause, Clock, Duration, Effect, Option, Queue, Result, Schedule, Stream } from "effect"
 import type { Fiber, Layer } from "effect"
 import type { Rpc } from "effect/rpc"
 import type { RpcClient } from "effect/rpc"
@@ -25,7 +25,6 @@ import type { FromServerEncoded } from "effect/rpc/RpcMessage"
 import type { Broker, BrokerError } from "./Broker.ts"
 import * as BrokerRpcClient from "./BrokerRpcClient.ts"
 import * as CallContext from "./CallContext.ts"
-import { LocalCalls, type Registry } from "./internal/direct.ts"
 import * as wire from "./internal/wire.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
 import type { ServiceError } from "./ServiceError.ts"
@@ -113,8 +112,6 @@ export const make = <const Name extends string, Rpcs extends Rpc.Any>(
 ): Effect.Effect<ServiceClient<Rpcs>, never, Transport> =>
   Effect.gen(function*() {
     const transport = yield* BrokerRpcClient.Transport
-    // instances of this process, when the embedded broker offers direct calls to them
-    const local = yield* LocalCalls
     const rpc = yield* transport.client(contract.name, contract.group)
     const service = contract.name
     const methods: Record<string, unknown> = {}
@@ -128,7 +125,6 @@ export const make = <const Name extends string, Rpcs extends Rpc.Any>(
           call,
           options,
           transport.enforcesDeadlines,
-          directFor(local, service, definition),
           unaryFor(transport, service, definition)
         )
     }
@@ -174,6 +170,14 @@ const defectMessage = (defect: unknown): string => {
   return String(defect)
 }
 
+/**
+ * A call past its caller's timeout, as the caller set it. The broker's transport fails its calls
+ * itself (`internal/pendingCall.ts`); this is the caller's own word for a transport that does not
+ * (a gateway's), and for a timeout noticed on the far side of one.
+ */
+const timedOut = (service: string, method: string, timeoutMillis: number): Effect.Effect<never, CallTimeout> =>
+  Effect.fail(new CallTimeout({ service, method, timeoutMillis }))
+
 /** what a failed call's cause means to the caller */
 const toCallError = (service: string, method: string, timeoutMillis?: number) =>
 (cause: Cause.Cause<unknown>): Effect.Effect<never, unknown> => {
@@ -193,11 +197,9 @@ const toCallError = (service: string, method: string, timeoutMillis?: number) =>
       }
       // whoever noticed the deadline first (this process's transport, or the instance with its own
       // clock), the caller's timeout is the one it set
-      return Effect.fail(
-        meshError.value._tag === "CallTimeout" && timeoutMillis !== undefined
-          ? new CallTimeout({ service, method, timeoutMillis })
-          : meshError.value
-      )
+      return meshError.value._tag === "CallTimeout" && timeoutMillis !== undefined
+        ? timedOut(service, method, timeoutMillis)
+        : Effect.fail(meshError.value)
     }
   }
   // only interrupts: if this fiber was interrupted it stays so; a remote interrupt must not
@@ -268,7 +270,6 @@ const effectMethod = (
   raw: RawMethod,
   options: Options | undefined,
   enforced: boolean,
-  direct: Direct | undefined,
   unary: ((payload: unknown, prepared: Prepared) => Effect.Effect<unknown, unknown>) | undefined
 ) => {
   const clientTimeout = toMillis(options?.timeout)
@@ -278,30 +279,16 @@ const effectMethod = (
   return (payload: unknown, call?: CallOptions): Effect.Effect<unknown, unknown> => {
     const attempt = Effect.withFiber((fiber) => {
       const prepared = prepare(fiber, service, method, clientTimeout, call)
-      const remaining = prepared.remaining
-      if (direct !== undefined && direct.serves()) {
-        if (remaining !== undefined && remaining <= 0) {
-          return Effect.fail(new CallTimeout({ service, method, timeoutMillis: 0 }))
-        }
-        return direct.call(payload, prepared)
-      }
-      if (unary !== undefined) {
-        if (remaining === undefined) return Effect.catchCause(unary(payload, prepared), onFailure)
-        if (remaining <= 0) return Effect.fail(new CallTimeout({ service, method, timeoutMillis: 0 }))
-        return Effect.catchCause(unary(payload, prepared), toCallError(service, method, remaining))
-      }
-      const headers = prepared.headers
-      if (remaining === undefined) {
-        return Effect.catchCause(raw(payload, { headers }) as Effect.Effect<unknown, unknown>, onFailure)
-      }
-      const timeoutMillis = Math.max(0, remaining)
-      const timedOut = () => Effect.fail(new CallTimeout({ service, method, timeoutMillis }))
-      if (remaining <= 0) return timedOut()
+      const timeoutMillis = prepared.remaining === undefined ? undefined : Math.max(0, prepared.remaining)
       const result = Effect.catchCause(
-        raw(payload, { headers }) as Effect.Effect<unknown, unknown>,
-        toCallError(service, method, timeoutMillis)
+        unary !== undefined
+          ? unary(payload, prepared)
+          : raw(payload, { headers: prepared.headers }) as Effect.Effect<unknown, unknown>,
+        timeoutMillis === undefined ? onFailure : toCallError(service, method, timeoutMillis)
       )
-      return enforced ? result : Effect.timeoutOrElse(result, { duration: remaining, orElse: timedOut })
+      return enforced || timeoutMillis === undefined
+        ? result
+        : Effect.timeoutOrElse(result, { duration: timeoutMillis, orElse: () => timedOut(service, method, timeoutMillis) })
     })
     if (retry === undefined) return attempt
     // only retryable failures reach the schedule: a contract error never waits for a retry delay
@@ -311,45 +298,6 @@ const effectMethod = (
     })
     return Effect.flatMap(Effect.retry(shielded, retry), (result) =>
       Result.match(result, { onSuccess: Effect.succeed, onFailure: Effect.fail }))
-  }
-}
-
-/** a method's direct calls, to instances of its service in this process (see internal/direct.ts) */
-interface Direct {
-  /** an instance of the service in this process serves the very rpc */
-  readonly serves: () => boolean
-  readonly call: (payload: unknown, prepared: Prepared) => Effect.Effect<unknown, unknown>
-}
-
-const directFor = (registry: Registry | undefined, service: string, definition: Rpc.Any): Direct | undefined => {
-  const rpc = definition as Rpc.AnyWithProps
-  if (registry === undefined || rpc.middlewares.size > 0 || isStream(definition)) return undefined
-  const method = rpc._tag
-  const declared = Schema.is(rpc.errorSchema)
-  const settle = (exit: Exit.Exit<unknown, unknown>): Effect.Effect<unknown, unknown> =>
-    Exit.isSuccess(exit) ? exit : directFailure(service, method, declared, exit.cause)
-  const spanName = `${service}.${method}`
-  const attributes = { "rpc.system.name": "effect_rpc", "rpc.method": method }
-  return {
-    serves: () => registry.serves(service, rpc),
-    call: (payload, prepared) =>
-      Effect.useSpan(spanName, { kind: "client", attributes }, (span) =>
-        registry.call(
-            service,
-            {
-              rpc,
-              payload: rpc.payloadSchema.make(payload),
-              headers: () => prepared.headers,
-              context: prepared.context,
-              span
-            },
-            prepared.context.deadline,
-            // made only when it happens: an error captures a stack trace
-            Effect.suspend(() =>
-              Effect.fail(new CallTimeout({ service, method, timeoutMillis: Math.max(0, prepared.remaining ?? 0) }))
-            ),
-            settle
-          ))
   }
 }
 
@@ -364,33 +312,12 @@ const unaryFor = (transport: Transport["Service"], service: string, definition: 
   return (payload: unknown, prepared: Prepared): Effect.Effect<unknown, unknown> =>
     Effect.useSpan(spanName, { kind: "client", attributes }, (span) =>
       unary(service, rpc, payload, {
-        headers: prepared.headers,
+        context: prepared.context,
+        headers: () => prepared.headers,
         deadline: prepared.context.deadline,
         timeoutMillis: Math.max(0, prepared.remaining ?? 0),
         span
       }))
-}
-
-/** what a direct call's failure means to the caller: as `toCallError` reads a failure from the wire */
-const directFailure = (
-  service: string,
-  method: string,
-  declared: (u: unknown) => boolean,
-  cause: Cause.Cause<unknown>
-): Effect.Effect<never, unknown> => {
-  for (const reason of cause.reasons) {
-    if (Cause.isFailReason(reason)) {
-      // on the wire an undeclared error cannot be encoded: the caller sees a RemoteDefect
-      return Effect.fail(
-        declared(reason.error) ? reason.error : new RemoteDefect({
-          service,
-          method,
-          message: `the handler failed with an error its contract does not declare: ${defectMessage(reason.error)}`
-        })
-      )
-    }
-  }
-  return toCallError(service, method)(cause)
 }
 
 const streamMethod = (
@@ -412,10 +339,7 @@ const streamMethod = (
     if (remaining === undefined || enforced) return Effect.succeed(result)
     return Effect.succeed(Stream.interruptWhen(
       result,
-      Effect.andThen(
-        Effect.sleep(Math.max(0, remaining)),
-        Effect.fail(new CallTimeout({ service, method, timeoutMillis: Math.max(0, remaining) }))
-      )
+      Effect.andThen(Effect.sleep(Math.max(0, remaining)), timedOut(service, method, Math.max(0, remaining)))
     ))
   }))
   const retry = options?.retry as Schedule.Schedule<unknown, unknown> | undefined

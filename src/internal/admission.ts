@@ -1,7 +1,8 @@
 /**
  * The one admission step of a service instance: a delivery from the service's queue is checked once
  * (reply-to and correlation id, size, method, content type, JSON, payload, deadline) and becomes
- * admitted work or a refusal that says how to settle it. Every route of the instance (the unary hot
+ * admitted work or a refusal that says how to settle it. A request that came as a value
+ * (`LocalRequest`) for the very rpc served is admitted as it is, without bytes to check. Every route of the instance (the unary hot
  * path in the transport's callback, the stream of deliveries, RpcServer for streams and middleware)
  * starts from its answer, so a request is decoded once, whichever route it takes.
  *
@@ -15,6 +16,7 @@ import type { ServiceError } from "../ServiceError.ts"
 import { InvalidPayload, MethodNotFound } from "../ServiceError.ts"
 import * as Codecs from "./codecs.ts"
 import * as events from "./events.ts"
+import { LocalRequest } from "./local.ts"
 import * as wire from "./wire.ts"
 
 /**
@@ -29,6 +31,8 @@ export interface Admitted {
   readonly requestId: string
   readonly command: boolean
   readonly deadline: number
+  /** the request as a value, when it came so: its context and span are the caller's own */
+  readonly local: LocalRequest | undefined
 }
 
 /** a request refused with one of the mesh's errors: answered with it (a command: dead-lettered) */
@@ -79,16 +83,22 @@ const deadlineOf = (headers: Readonly<Record<string, HeaderValue>> | undefined):
 export const make = (service: string, group: RpcGroup.RpcGroup<Rpc.Any>, maxMessageSize: number): Admit =>
 (delivery, now) => {
   const props = delivery.properties
+  const requestId = props.correlationId
+  const method = props.type ?? ""
+  const rpc = group.requests.get(method) as Rpc.AnyWithProps | undefined
+  const local = delivery.local
+  if (local instanceof LocalRequest && local.rpc === rpc && props.replyTo !== undefined && requestId !== undefined) {
+    const deadline = local.context.deadline ?? Number.NaN
+    if (deadline <= now()) return { _tag: "Expired", method }
+    return { _tag: "Admitted", rpc, payload: local.payload, replyTo: props.replyTo, requestId, command: false, deadline, local }
+  }
   const command = events.isCommand(props.headers)
   const replyTo = command ? "" : props.replyTo
-  const requestId = props.correlationId
   if (replyTo === undefined || (replyTo === "" && !command) || requestId === undefined) return unanswerable
-  const method = props.type ?? ""
   const refuse = (error: ServiceError): Refused => ({ _tag: "Refused", replyTo, requestId, error })
   if (delivery.body.length > maxMessageSize) {
     return refuse(new InvalidPayload({ service, method, issue: wire.tooLarge(delivery.body.length, maxMessageSize) }))
   }
-  const rpc = group.requests.get(method) as Rpc.AnyWithProps | undefined
   if (rpc === undefined) return refuse(new MethodNotFound({ service, method }))
   if (props.contentType !== undefined && props.contentType !== wire.contentType) {
     return refuse(new InvalidPayload({ service, method, issue: `content-type "${props.contentType}" is not ${wire.contentType}` }))
@@ -101,5 +111,5 @@ export const make = (service: string, group: RpcGroup.RpcGroup<Rpc.Any>, maxMess
   }
   const deadline = deadlineOf(props.headers)
   if (Number.isFinite(deadline) && deadline <= now()) return { _tag: "Expired", method }
-  return { _tag: "Admitted", rpc, payload: decoded.value, replyTo, requestId, command, deadline }
+  return { _tag: "Admitted", rpc, payload: decoded.value, replyTo, requestId, command, deadline, local: undefined }
 }
