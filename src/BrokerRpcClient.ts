@@ -27,7 +27,7 @@ import { Clock, Context, Effect, Exit, Layer, Option, Schema, SchemaIssue, Scope
 import type { Rpc, RpcGroup } from "effect/rpc"
 import { RpcClient, RpcClientError } from "effect/rpc"
 import type { FromClientEncoded, FromServerEncoded, RequestId } from "effect/rpc/RpcMessage"
-import type { Tracer } from "effect"
+import type { Fiber, Tracer } from "effect"
 import type { Body, BrokerError, Incoming, LocalBody, Message } from "./Broker.ts"
 import { Broker } from "./Broker.ts"
 import * as CallContext from "./CallContext.ts"
@@ -93,6 +93,8 @@ export type Unary = (
 ) => Effect.Effect<unknown, unknown>
 
 const formatIssue = SchemaIssue.makeFormatterDefault()
+
+const clockOf = (fiber: Fiber.Fiber<unknown, unknown>): number => fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
 
 const invalidPayload = (service: string, method: string, encoded: Exit.Exit<unknown, Schema.SchemaError>) =>
   new InvalidPayload({
@@ -257,17 +259,18 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
     body: Body,
     headers: Readonly<Record<string, string>> | undefined,
     deadline: number | undefined,
-    now: number
+    fiber: Fiber.Fiber<unknown, unknown>
   ) => {
     call.begin(deadline)
-    if (!sweepArmed) armSweep(now)
+    // the clock is read only when needed: most calls find the sweep armed, and many have no deadline
+    if (!sweepArmed) armSweep(clockOf(fiber))
     return replies.publish(topology.rpcRequestExchange, topology.rpcRequestKey(call.service), body, {
       mandatory: true,
       type: call.method,
       correlationId: call.correlationId,
       contentType: wire.contentType,
       headers,
-      expiration: deadline === undefined ? undefined : Math.max(1, deadline - now)
+      expiration: deadline === undefined ? undefined : Math.max(1, deadline - clockOf(fiber))
     })
   }
 
@@ -292,8 +295,8 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
             ? request.headers()
             : { ...request.headers(), [wire.header.traceparent]: wire.traceparent(span.traceId, span.spanId, span.sampled) }
       }
-      const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
-      return call.run(send(call, body, undefined, request.deadline, now))
+      const deadline = request.deadline
+      return call.run(send(call, body, undefined, deadline, fiber))
     })
 
   const makeProtocol = (service: string) =>
@@ -307,7 +310,6 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
           if (request.traceId !== undefined && request.spanId !== undefined) {
             headers[wire.header.traceparent] = wire.traceparent(request.traceId, request.spanId, request.sampled ?? true)
           }
-          const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
           const deadline = CallContext.deadlineOf(headers[CallContext.headerNames.context])
           const call = new PendingCall.ProtocolCall(
             calls,
@@ -317,11 +319,11 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
             newCorrelationId(),
             request.id as RequestId,
             clientId,
-            deadline === undefined ? 0 : Math.max(0, deadline - now),
+            deadline === undefined ? 0 : Math.max(0, deadline - clockOf(fiber)),
             sweeps
           )
           return Effect.catch(
-            send(call, wire.encodeJson(request.payload), headers, deadline, now),
+            send(call, wire.encodeJson(request.payload), headers, deadline, fiber),
             (error) => Effect.fail(transportError(call.unsent(error).message, error))
           )
         })

@@ -89,7 +89,7 @@ export const make = (service: string, group: RpcGroup.RpcGroup<Rpc.Any>, maxMess
   const local = delivery.local
   if (local instanceof LocalRequest && local.rpc === rpc && props.replyTo !== undefined && requestId !== undefined) {
     const deadline = local.context.deadline ?? Number.NaN
-    if (deadline <= now()) return { _tag: "Expired", method }
+    if (Number.isFinite(deadline) && deadline <= now()) return { _tag: "Expired", method }
     return { _tag: "Admitted", rpc, payload: local.payload, replyTo: props.replyTo, requestId, command: false, deadline, local }
   }
   const command = events.isCommand(props.headers)
