@@ -38,7 +38,6 @@
 import {
   Cause,
   Context,
-  Deferred,
   Duration,
   Effect,
   Exit,
@@ -345,29 +344,11 @@ export const handle = <Source extends string, Type extends string, S extends Sch
         prefetch: plan.concurrency,
         tag: `${plan.label} ${instance.instanceId}`
       })
-      // each event in a fiber of its own, started at once, at most `concurrency` at a time; what
-      // `Stream.mapEffect(process, { concurrency })` does, without its per-event cost (~5 µs: queues
-      // between the fibers and the stream, a fiber per element to collect the results)
+      // each event in a fiber of its own, started at once. At most `concurrency` run at a time: the
+      // consumer's prefetch, which the broker keeps for events as for requests (an event is unacked
+      // until its handler ends), is the one limit; no count of our own beside it
       const handlers = yield* FiberSet.make<void>()
-      let running = 0
-      let vacancy: Deferred.Deferred<void> | undefined
-      const finished = () => {
-        running--
-        if (vacancy !== undefined) {
-          const waiting = vacancy
-          vacancy = undefined
-          Deferred.doneUnsafe(waiting, Effect.void)
-        }
-      }
-      const room: Effect.Effect<void> = Effect.suspend(() =>
-        running < plan.concurrency ? Effect.void : Effect.andThen(Deferred.await(vacancy ??= Deferred.makeUnsafe<void>()), room)
-      )
-      const start = (delivery: Delivery) =>
-        Effect.flatMap(FiberSet.run(handlers, process(delivery)), (handling) => {
-          running++
-          handling.addObserver(finished)
-          return room
-        })
+      const start = (delivery: Delivery) => Effect.asVoid(FiberSet.run(handlers, process(delivery)))
       const fiber = yield* Stream.runForEach(consumer.deliveries, start).pipe(
         Effect.andThen(FiberSet.awaitEmpty(handlers)),
         Effect.catchCause((cause) =>
