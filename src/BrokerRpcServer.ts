@@ -411,7 +411,10 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       // the calls it holds are at most its prefetch, and control messages few: found by a look at each
       let clientId: number | undefined
       for (const [id, running] of calls) {
-        if (running.requestId === message.value.requestId) clientId = id
+        if (running.requestId === message.value.requestId) {
+          clientId = id
+          break
+        }
       }
       if (clientId === undefined) return delivery.ack
       const call = calls.get(clientId)
