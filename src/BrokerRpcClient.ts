@@ -96,15 +96,7 @@ const formatIssue = SchemaIssue.makeFormatterDefault()
 
 const clockOf = (fiber: Fiber.Fiber<unknown, unknown>): number => fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
 
-const invalidPayload = (service: string, method: string, encoded: Exit.Exit<unknown, Schema.SchemaError>) =>
-  new InvalidPayload({
-    service,
-    method,
-    issue: Option.match(Exit.findErrorOption(encoded), {
-      onNone: () => "the payload could not be made by its schema",
-      onSome: (error) => formatIssue(error.issue)
-    })
-  })
+const invalidPayload = (service: string, method: string, issue: string) => new InvalidPayload({ service, method, issue })
 
 /** a reply's answer: a success as a value (from this process), or effect/rpc's message; undefined when it is not JSON */
 const answerOf = (message: Message): PendingCall.Answer | undefined => {
@@ -276,27 +268,30 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
 
   const unary: Unary = (service, rpc, payload, request) =>
     Effect.withFiber((fiber) => {
-      const { decodeExit, encodePayload } = Codecs.codecsOf(rpc)
-      // as effect/rpc's client, the payload is made by its schema; the encode checks it, so making it
-      // needs not check it first. A payload its schema refuses is the caller's InvalidPayload
-      const made = rpc.payloadSchema.makeOption(payload, { disableChecks: true })
-      const encoded = encodePayload(Option.isSome(made) ? made.value : payload)
-      if (Exit.isFailure(encoded) || Option.isNone(made)) return Effect.fail(invalidPayload(service, rpc._tag, encoded))
+      const codecs = Codecs.codecsOf(rpc)
+      // as effect/rpc's client, the payload is made by its schema, its checks run; one it refuses is the
+      // caller's InvalidPayload. Its bytes are made where it leaves the process, as effect/rpc encodes
+      // (a value of the type that its encoding cannot take is a defect there, as in effect/rpc)
+      const made = rpc.payloadSchema.makeOption(payload)
+      if (Option.isNone(made)) {
+        return Effect.flatMap(Effect.flip(rpc.payloadSchema.makeEffect(payload)), (issue) =>
+          Effect.fail(invalidPayload(service, rpc._tag, formatIssue(issue))))
+      }
       const span = request.span
-      const call = new PendingCall.UnaryCall(calls, service, rpc._tag, newCorrelationId(), decodeExit, request.timeoutMillis, sweeps)
+      const call = new PendingCall.UnaryCall(calls, service, rpc._tag, newCorrelationId(), codecs.decodeExit, request.timeoutMillis, sweeps)
       // the request as a value too, for an instance of this process on a broker that hands values over;
       // its bytes and headers are made where it leaves the process
       const body: LocalBody = {
         _tag: "LocalBody",
         value: new LocalRequest(rpc, made.value, request.context, span),
-        bytes: () => wire.encodeJson(encoded.value),
+        bytes: () => wire.encodeJson(codecs.encodePayloadSync(made.value)),
         headers: () =>
           span === undefined
             ? request.headers()
             : { ...request.headers(), [wire.header.traceparent]: wire.traceparent(span.traceId, span.spanId, span.sampled) }
       }
       const deadline = request.deadline
-      return call.run(send(call, body, undefined, deadline, fiber))
+      return call.run(fiber, send(call, body, undefined, deadline, fiber))
     })
 
   const makeProtocol = (service: string) =>

@@ -17,6 +17,8 @@ type Parse = (u: unknown) => Exit.Exit<unknown, Schema.SchemaError>
 /** @internal */
 export interface Codecs {
   readonly encodePayload: Parse
+  /** a payload of its type to its encoded form; throws (Schema's own error) where its encoding fails */
+  readonly encodePayloadSync: (u: unknown) => unknown
   readonly decodePayload: Parse
   /** an Exit to its encoded form */
   readonly encodeExit: (exit: Exit.Exit<unknown, unknown>) => Exit.Exit<unknown, Schema.SchemaError>
@@ -45,9 +47,10 @@ export const codecsOf = (rpc: Rpc.AnyWithProps): Codecs => {
   const payload = json(rpc.payloadSchema)
   const encodePayload = Schema.encodeUnknownExit(payload, options)
   const decodePayload = Schema.decodeUnknownExit(payload, options)
+  const encodePayloadSync = Schema.encodeUnknownSync(payload, options)
   if (RpcSchema.isStreamSchema(rpc.successSchema)) {
     // a stream's Exit carries no value: nothing to take a shorter way for
-    codecs = { encodePayload, decodePayload, encodeExit: encodeFullExit, decodeExit: decodeFullExit }
+    codecs = { encodePayload, encodePayloadSync, decodePayload, encodeExit: encodeFullExit, decodeExit: decodeFullExit }
     cache.set(rpc, codecs)
     return codecs
   }
@@ -56,6 +59,7 @@ export const codecsOf = (rpc: Rpc.AnyWithProps): Codecs => {
   const decodeSuccess = Schema.decodeUnknownExit(success, options)
   codecs = {
     encodePayload,
+    encodePayloadSync,
     decodePayload,
     encodeExit: (value) => {
       if (Exit.isFailure(value)) return encodeFullExit(value)

@@ -10,7 +10,7 @@
  * @internal
  */
 import { Effect, Exit } from "effect"
-import type { Scope } from "effect"
+import type { Fiber, Scope } from "effect"
 import type { FromServerEncoded, RequestId } from "effect/rpc/RpcMessage"
 import type { BrokerError } from "../Broker.ts"
 import type { ServiceError } from "../ServiceError.ts"
@@ -170,18 +170,28 @@ export class UnaryCall extends PendingCall {
   }
 
   /**
-   * publishes the request and waits for the answer; a caller that goes away (even while the request
-   * is published, where an answer from this process may already have come) stops the call
+   * publishes the request and waits for the answer; a caller that goes away stops the call. While it
+   * waits, the wait's own cleanup says so. While the request is published (where an answer from this
+   * process may already have come), the fiber's end does: an interrupted fiber always ends, and an
+   * observer costs nothing when the publish returns first
    */
-  run(publish: Effect.Effect<void, BrokerError>): Effect.Effect<unknown, unknown> {
-    const waited = Effect.suspend(() =>
-      this.result !== undefined ? this.result : Effect.callback<unknown, unknown>((resume) => {
-        this.resume = resume
-      })
-    )
-    return Effect.onInterrupt(
-      Effect.flatMap(Effect.catch(publish, (error) => Effect.die(wire.serviceErrorDefect(this.unsent(error)))), () => waited),
-      () => this.cancel()
+  run(fiber: Fiber.Fiber<unknown, unknown>, publish: Effect.Effect<void, BrokerError>): Effect.Effect<unknown, unknown> {
+    const gone = () => {
+      if (!this.done) Effect.runFork(this.cancel())
+    }
+    const leave = fiber.addObserver(gone)
+    return Effect.flatMap(
+      Effect.catch(publish, (error) => {
+        leave()
+        return Effect.die(wire.serviceErrorDefect(this.unsent(error)))
+      }),
+      () => {
+        leave()
+        return this.result !== undefined ? this.result : Effect.callback<unknown, unknown>((resume) => {
+          this.resume = resume
+          return Effect.suspend(() => this.cancel())
+        })
+      }
     )
   }
 }
