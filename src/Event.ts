@@ -42,7 +42,6 @@ import {
   Effect,
   Exit,
   Fiber,
-  FiberSet,
   Layer,
   Option,
   Pull,
@@ -57,6 +56,7 @@ import { Broker } from "./Broker.ts"
 import * as CallContext from "./CallContext.ts"
 import * as DeadLetterQueue from "./internal/deadLetterQueue.ts"
 import * as internal from "./internal/events.ts"
+import * as Runner from "./internal/runner.ts"
 import * as Settler from "./internal/settler.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
@@ -328,29 +328,30 @@ export const handle = <Source extends string, Type extends string, S extends Sch
       const plan = planOf(event, options, instance)
       yield* declare(broker, event, plan)
       const settle = Settler.make(broker, plan, codecOf(event).decode, options.retry ?? defaultRetry)
-      const process = (delivery: Delivery): Effect.Effect<void, never, Exclude<R, Scope.Scope>> => {
-        const decoded = settle.decode(delivery)
-        if (decoded._tag === "Invalid") return settle.invalid(delivery, decoded.issue)
-        const { metadata, payload } = decoded
-        return Effect.scoped(handler(payload, metadata)).pipe(
-          Effect.provideService(CallContext.CallContext, metadata.context),
-          Effect.matchCauseEffect({
-            onSuccess: () => delivery.ack,
-            onFailure: (cause) => settle.failCause(delivery, cause)
-          })
-        )
-      }
       const consumer = yield* broker.consume(plan.queue, {
         prefetch: plan.concurrency,
         tag: `${plan.label} ${instance.instanceId}`
       })
-      // each event in a fiber of its own, started at once. At most `concurrency` run at a time: the
-      // consumer's prefetch, which the broker keeps for events as for requests (an event is unacked
-      // until its handler ends), is the one limit; no count of our own beside it
-      const handlers = yield* FiberSet.make<void>()
-      const start = (delivery: Delivery) => Effect.asVoid(FiberSet.run(handlers, process(delivery)))
+      // each event a run of its own on the instance runner, started at once. At most `concurrency` run
+      // at a time: the consumer's prefetch, which the broker keeps for events as for requests (an event
+      // is unacked until its handler ends), is the one limit
+      const lane = Runner.lane(yield* Effect.context<never>())
+      const name = runName(instance, event)
+      const start = (delivery: Delivery): Effect.Effect<void> => {
+        const decoded = settle.decode(delivery)
+        if (decoded._tag === "Invalid") return settle.invalid(delivery, decoded.issue)
+        const { metadata, payload } = decoded
+        return Effect.sync(() => {
+          // the handler's services are the entrypoint's, which the lane's runs get
+          const run = handler(payload, metadata) as Effect.Effect<X, E, Scope.Scope>
+          lane.start(
+            { name, context: metadata.context, span: undefined },
+            run,
+            (exit) => Exit.isSuccess(exit) ? delivery.ack : settle.failCause(delivery, exit.cause)
+          )
+        })
+      }
       const fiber = yield* Stream.runForEach(consumer.deliveries, start).pipe(
-        Effect.andThen(FiberSet.awaitEmpty(handlers)),
         Effect.catchCause((cause) =>
           Cause.hasInterruptsOnly(cause)
             ? Effect.void
@@ -358,8 +359,11 @@ export const handle = <Source extends string, Type extends string, S extends Sch
         ),
         Effect.forkScoped
       )
-      // added last, so it runs first: running handlers finish before the consumer is closed
-      yield* Effect.addFinalizer(() => drain(consumer, fiber, plan.drainTimeout))
+      // added last, so it runs first: running handlers finish (or are stopped and their events put
+      // back) before the consumer is closed
+      yield* Effect.addFinalizer(() =>
+        Effect.andThen(consumer.cancel, Effect.andThen(lane.drain(plan.drainTimeout), Fiber.interrupt(fiber)))
+      )
     })))
 
 /**
@@ -391,6 +395,7 @@ export const subscribe = <Source extends string, Type extends string, S extends 
       const plan = planOf(event, options, instance)
       yield* declare(broker, event, plan)
       const settle = Settler.make(broker, plan, codecOf(event).decode, options.retry ?? defaultRetry)
+      const name = runName(instance, event)
       let current: Consumer | undefined
 
       const toReceived = (delivery: Delivery): Effect.Effect<Received<S["Type"]> | undefined> => {
@@ -411,12 +416,9 @@ export const subscribe = <Source extends string, Type extends string, S extends 
           ack,
           fail,
           handle: <X2, E2, R2>(f: (payload: S["Type"]) => Effect.Effect<X2, E2, R2>) =>
-            Effect.scoped(f(decoded.payload)).pipe(
-              Effect.provideService(CallContext.CallContext, decoded.metadata.context),
-              Effect.exit,
-              Effect.flatMap((exit) =>
-                Exit.isSuccess(exit) ? ack : once(settle.failCause(delivery, exit.cause))
-              )
+            Effect.flatMap(
+              Runner.run({ name, context: decoded.metadata.context, span: undefined }, f(decoded.payload)),
+              (exit) => Exit.isSuccess(exit) ? ack : once(settle.failCause(delivery, exit.cause))
             )
         })
       }
@@ -528,6 +530,9 @@ const codecOf = (event: Any): Codec => {
   return codec
 }
 
+/** the name of a handler's run, as a span's: `<service>.event:<source>.<type>` */
+const runName = (instance: Service.Instance, event: Any): string => `${instance.service}.event:${event.source}.${event.type}`
+
 const entrypointName = (event: Any, options: Options): string => {
   const name = options.name === undefined ? "" : ` ${options.name}`
   return `event ${event.source}.${event.type} (${options.delivery ?? "pool"}${name})`
@@ -578,7 +583,6 @@ const declare = (broker: Broker["Service"], event: Any, plan: Plan): Effect.Effe
     yield* broker.bindQueue(plan.queue, exchange, event.type)
   })
 
-/** stop taking events, let the running ones finish within the deadline; the rest go back to the queue */
+/** a Stream subscription stops taking events; its stream may settle what it holds within the deadline */
 const drain = <A, E>(consumer: Consumer, fiber: Fiber.Fiber<A, E>, timeout: Duration.Input): Effect.Effect<void> =>
   Effect.andThen(consumer.cancel, Effect.asVoid(Effect.timeoutOption(Fiber.await(fiber), timeout)))
-

@@ -21,7 +21,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Exit, Layer, Option, Scope, Stream } from "effect"
+import { Duration, Effect, Exit, Layer, Option, Scope, Stream } from "effect"
 import type { Fiber } from "effect"
 import { Headers } from "effect/http"
 import type { Rpc, RpcGroup } from "effect/rpc"
@@ -32,7 +32,7 @@ import { Broker } from "./Broker.ts"
 import * as BrokerRpcServer from "./BrokerRpcServer.ts"
 import * as CallContext from "./CallContext.ts"
 import * as Discovery from "./Discovery.ts"
-import * as Spans from "./internal/spans.ts"
+import * as Runner from "./internal/runner.ts"
 import * as wire from "./internal/wire.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
 import { RemoteDefect } from "./ServiceError.ts"
@@ -260,7 +260,7 @@ const unaryRunner = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
     for (const tag of rpcs.keys()) {
       spanOf.set(tag, { name: `${service}.${tag}`, attributes: { "rpc.system.name": "effect_rpc", "rpc.method": tag } })
     }
-    const spans = Spans.make(base)
+    const lane = Runner.lane(base)
     let nextRequest = 0
     const handle = (request: BrokerRpcServer.UnaryRequest): Effect.Effect<unknown, unknown> => {
       const tag = request.rpc._tag
@@ -273,42 +273,21 @@ const unaryRunner = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
         return made.uninterruptible ? Effect.uninterruptible(inner) : inner
       }))
     }
-    // the request's context, scope and server span go in the fiber's context as it starts: no effect
-    // per service (see internal/spans.ts)
+    // each request on the instance runner: its scope, `CallContext` and server span (internal/runner.ts)
     const start = (
       request: BrokerRpcServer.UnaryRequest,
       onExit?: (exit: Exit.Exit<unknown, unknown>) => Effect.Effect<void>
     ): Fiber.Fiber<unknown, unknown> => {
-      const scope = Scope.makeUnsafe()
       const named = spanOf.get(request.rpc._tag)
-      const name = named?.name ?? `${service}.${request.rpc._tag}`
-      const span = spans.start(name, request.span, named?.attributes)
-      const requestContext = Context.add(Context.add(base, CallContext.CallContext, request.context), Scope.Scope, scope)
-      const handled = handle(request)
-      const fiber = span === undefined
-        // tracing is off: withSpan makes what it makes then
-        ? Effect.runForkWith(requestContext)(
-          withOnExit(Effect.withSpan(handled, name, { kind: "server", parent: request.span, captureStackTrace: false }), onExit)
-        )
-        // the span ends with the handler, before its answer is encoded and sent (as withSpan's would)
-        : Effect.runForkWith(spans.provide(requestContext, span))(Effect.onExit(handled, (exit) => {
-          spans.end(span, exit)
-          return onExit === undefined ? Effect.void : onExit(exit)
-        }))
-      fiber.addObserver((exit) => {
-        const close = Scope.closeUnsafe(scope, exit)
-        if (close !== undefined) Effect.runForkWith(base)(Effect.uninterruptible(close))
-      })
-      return fiber
+      return lane.start({
+        name: named?.name ?? `${service}.${request.rpc._tag}`,
+        context: request.context,
+        span: { kind: "server", parent: request.span, attributes: named?.attributes }
+      }, handle(request), onExit)
     }
     const runner: BrokerRpcServer.UnaryRunner = { service, rpcs, start }
     return runner
   })
-
-const withOnExit = <A, E>(
-  effect: Effect.Effect<A, E>,
-  onExit: ((exit: Exit.Exit<A, E>) => Effect.Effect<void>) | undefined
-): Effect.Effect<A, E> => onExit === undefined ? effect : Effect.onExit(effect, onExit)
 
 /** what a handler gets besides its payload, as RpcServer gives it; made when a handler reads it */
 class DirectOptions {

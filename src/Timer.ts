@@ -50,7 +50,7 @@ import { Cause, Clock, Duration, Effect, Exit, Layer, Pull, Schedule } from "eff
 import type { Scope } from "effect"
 import { Broker } from "./Broker.ts"
 import * as Lease from "./internal/lease.ts"
-import { rootRun } from "./internal/rootRun.ts"
+import * as Runner from "./internal/runner.ts"
 import * as Topology from "./internal/topology.ts"
 import * as Service from "./Service.ts"
 
@@ -147,7 +147,7 @@ const timerLoop = <A, E, R, ES, RS, EB, RB>(
   eager: boolean,
   backoff: Schedule.Schedule<unknown, Cause.Cause<E>, EB, RB> | undefined
 ): Effect.Effect<void, never, Exclude<R, Scope.Scope> | RS | RB> => {
-  const runOnce = rootRun(instance, "timer", name, effect, { span: true }).pipe(
+  const runOnce = Effect.suspend(() => Runner.run(Runner.root(instance, "timer", name, { span: true }), effect)).pipe(
     Effect.tap((exit) =>
       Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)
         ? Effect.logWarning("the timer's run failed; the timer goes on", exit.cause)

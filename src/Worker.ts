@@ -31,7 +31,7 @@ import { Cause, Clock, Duration, Effect, Exit, Layer, Pull, Schedule } from "eff
 import type { Scope } from "effect"
 import { Broker } from "./Broker.ts"
 import * as Lease from "./internal/lease.ts"
-import { rootRun } from "./internal/rootRun.ts"
+import * as Runner from "./internal/runner.ts"
 import * as Topology from "./internal/topology.ts"
 import * as Service from "./Service.ts"
 
@@ -122,7 +122,7 @@ const workerLoop = <A, E, R, ES, RS>(
   resetAfter: Duration.Duration
 ): Effect.Effect<void, never, Exclude<R, Scope.Scope> | RS> => {
   // no span: a worker's run lasts as long as the worker does
-  const runOnce = rootRun(instance, "worker", name, effect, { span: false })
+  const runOnce = Effect.suspend(() => Runner.run(Runner.root(instance, "worker", name, { span: false }), effect))
 
   return Effect.gen(function*() {
     let step: Step<Exit.Exit<A, E>, ES, RS> = yield* Schedule.toStep(restart)

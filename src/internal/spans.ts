@@ -15,17 +15,31 @@ import type { Exit } from "effect"
 import { constUndefined } from "effect/Function"
 
 /** @internal */
+export interface SpanOptions {
+  readonly kind: Tracer.SpanKind
+  /** the caller's span; none: the fiber's own parent, or none with `root` */
+  readonly parent?: Tracer.AnySpan | undefined
+  readonly root?: boolean | undefined
+  readonly attributes?: Readonly<Record<string, unknown>> | undefined
+}
+
+/** @internal */
 export interface ServerSpans {
   /** `undefined` when tracing is off: then the fiber takes `Effect.withSpan`, which knows what to do */
-  readonly start: (
-    name: string,
-    parent: Tracer.AnySpan | undefined,
-    attributes: Readonly<Record<string, unknown>> | undefined
-  ) => Tracer.Span | undefined
+  readonly start: (name: string, options: SpanOptions) => Tracer.Span | undefined
   readonly end: (span: Tracer.Span, exit: Exit.Exit<unknown, unknown>) => void
   /** the context of a fiber running within `span` */
   readonly provide: <R>(context: Context.Context<R>, span: Tracer.Span) => Context.Context<R>
 }
+
+/** @internal the options of `Effect.withSpan` that make the span `start` makes */
+export const withSpanOptions = (options: SpanOptions) => ({
+  kind: options.kind,
+  parent: options.parent,
+  root: options.root,
+  attributes: options.attributes,
+  captureStackTrace: false
+})
 
 /** @internal */
 export const make = (base: Context.Context<never>): ServerSpans => {
@@ -43,20 +57,22 @@ export const make = (base: Context.Context<never>): ServerSpans => {
   )
   const now = () => timing ? clock.currentTimeNanosUnsafe() : BigInt(0)
   return {
-    start: (name, parent, attributes) => {
+    start: (name, options) => {
       if (!enabled) return undefined
-      const parentOption = parent === undefined ? envParent : Option.some(parent)
+      const parent = options.parent
+      const parentOption = parent !== undefined ? Option.some(parent) : options.root === true ? Option.none() : envParent
       const span = tracer.span({
         name,
         parent: parentOption,
         annotations: Context.empty(),
         links: envLinks.length === 0 ? [] : envLinks.slice(),
         startTime: now(),
-        kind: "server",
-        root: false,
+        kind: options.kind,
+        root: options.root === true,
         sampled: Option.isSome(parentOption) && parentOption.value.sampled === false ? false : sampledByLevel
       })
       for (const key in envAnnotations) span.attribute(key, envAnnotations[key])
+      const attributes = options.attributes
       if (attributes !== undefined) for (const key in attributes) span.attribute(key, attributes[key])
       return span
     },

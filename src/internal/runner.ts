@@ -1,0 +1,148 @@
+/**
+ * The instance runner: how every run of a service instance goes, whatever started it (a request or
+ * command the instance answers, an event it handles, a timer's tick, a worker's life). It plays the
+ * part of Nameko's ServiceContainer and its worker threads. A run gets:
+ * - its own scope, closed when it ends;
+ * - the `CallContext` it runs in (its caller's one hop further, or a fresh root);
+ * - its span when it has one: a child of its caller's, or a root;
+ * - the run's exit handed to `onExit` (its answer, ack or dead letter) before its fiber ends.
+ *
+ * Runs that arrive (requests, events) start in fibers of their own on a `Lane`, one per entrypoint.
+ * The lane counts them, and drains them when the entrypoint stops: it waits for its runs up to a
+ * deadline and interrupts those left (each one's `onExit` then puts its message back). How many run at
+ * once is the consumer's prefetch: the broker holds the rest. Runs that a loop makes (a timer's tick,
+ * a worker's life) go in the loop's own fiber (`run`), so that stopping the loop stops them.
+ *
+ * effect/rpc's RpcServer runs what it serves itself (streams, untyped calls, rpcs with middleware):
+ * there the handler gets the same `CallContext` (see `Service`), and RpcServer makes the span.
+ *
+ * @internal
+ */
+import { Context, Deferred, Effect, Exit, Scope } from "effect"
+import { Fiber } from "effect"
+import type { Duration } from "effect"
+import * as CallContext from "../CallContext.ts"
+import * as Spans from "./spans.ts"
+
+/** what a run is: its name (the span's, `<service>.<method>` or `<service>.<kind>:<name>`), context, span */
+export interface Run {
+  readonly name: string
+  readonly context: CallContext.CallContext
+  readonly span: Spans.SpanOptions | undefined
+}
+
+/** the runs of one entrypoint, each in a fiber of its own */
+export interface Lane {
+  /** starts a run at once; `onExit` runs in its fiber, after its span ended */
+  readonly start: <A, E>(
+    run: Run,
+    effect: Effect.Effect<A, E, Scope.Scope | CallContext.CallContext>,
+    onExit?: (exit: Exit.Exit<A, E>) => Effect.Effect<void>
+  ) => Fiber.Fiber<A, E>
+  /** runs in progress */
+  readonly size: () => number
+  /** waits for the runs in progress up to `timeout`, then interrupts those left; how many that was */
+  readonly drain: (timeout: Duration.Input) => Effect.Effect<number>
+}
+
+/** a lane whose runs get `services` (the entrypoint's), read once for their spans */
+export const lane = (services: Context.Context<never>): Lane => {
+  const spans = Spans.make(services)
+  const running = new Set<Fiber.Fiber<unknown, unknown>>()
+  let idle: Deferred.Deferred<void> | undefined
+
+  const ended = (fiber: Fiber.Fiber<unknown, unknown>, scope: Scope.Closeable, exit: Exit.Exit<unknown, unknown>) => {
+    running.delete(fiber)
+    const close = Scope.closeUnsafe(scope, exit)
+    if (close !== undefined) Effect.runForkWith(services)(Effect.uninterruptible(close))
+    if (idle !== undefined && running.size === 0) Deferred.doneUnsafe(idle, Exit.void)
+  }
+
+  const start = <A, E>(
+    run: Run,
+    effect: Effect.Effect<A, E, Scope.Scope | CallContext.CallContext>,
+    onExit?: (exit: Exit.Exit<A, E>) => Effect.Effect<void>
+  ): Fiber.Fiber<A, E> => {
+    const scope = Scope.makeUnsafe()
+    // the run's services go in its fiber's context as it starts: no effect per service
+    // (`CallContext` is a reference: Context's types do not count it as a service)
+    const context = Context.add(
+      Context.add(services, CallContext.CallContext, run.context),
+      Scope.Scope,
+      scope
+    ) as Context.Context<Scope.Scope | CallContext.CallContext>
+    const span = run.span === undefined ? undefined : spans.start(run.name, run.span)
+    const body = span === undefined
+      ? run.span === undefined
+        ? withOnExit(effect, onExit)
+        // tracing is off: withSpan makes what it makes then
+        : withOnExit(Effect.withSpan(effect, run.name, Spans.withSpanOptions(run.span)), onExit)
+      // the span ends with the run, before its answer is sent (as withSpan's would)
+      : Effect.onExit(effect, (exit) => {
+        spans.end(span, exit)
+        return onExit === undefined ? Effect.void : onExit(exit)
+      })
+    const fiber = Effect.runForkWith(span === undefined ? context : spans.provide(context, span))(body)
+    running.add(fiber)
+    fiber.addObserver((exit) => ended(fiber, scope, exit))
+    return fiber
+  }
+
+  const drain = (timeout: Duration.Input): Effect.Effect<number> =>
+    Effect.suspend(() => {
+      if (running.size === 0) return Effect.succeed(0)
+      const done = idle ??= Deferred.makeUnsafe<void>()
+      return Effect.flatMap(Effect.timeoutOption(Deferred.await(done), timeout), () => {
+        const left = Array.from(running)
+        return Effect.as(Fiber.interruptAll(left), left.length)
+      })
+    })
+
+  return { start, size: () => running.size, drain }
+}
+
+/**
+ * A run in the current fiber (a timer's tick, a worker's life): its exit as a value, so that a
+ * failed run never fails the loop that makes it. Its logs carry its correlation id.
+ */
+export const run = <A, E, R>(
+  run: Run,
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<Exit.Exit<A, E>, never, Exclude<R, Scope.Scope>> =>
+  Effect.suspend(() => {
+    const scoped = Effect.provideService(Effect.scoped(effect), CallContext.CallContext, run.context)
+    const traced = run.span === undefined ? scoped : Effect.withSpan(scoped, run.name, Spans.withSpanOptions(run.span))
+    return Effect.annotateLogs(Effect.exit(traced), { correlationId: run.context.correlationId })
+  })
+
+/** a run no caller started: a fresh `CallContext` rooted at `<service>.<kind>:<name>`, a root span */
+export const root = (
+  instance: { readonly service: string; readonly instanceId: string },
+  kind: "timer" | "worker",
+  name: string,
+  options: { readonly span: boolean }
+): Run => {
+  const entry = `${instance.service}.${kind}:${name}`
+  const context = CallContext.root(entry)
+  return {
+    name: entry,
+    context,
+    span: options.span
+      ? {
+        kind: "internal",
+        root: true,
+        attributes: {
+          "mesh.service": instance.service,
+          "mesh.instance": instance.instanceId,
+          [`mesh.${kind}`]: name,
+          "mesh.correlation_id": context.correlationId
+        }
+      }
+      : undefined
+  }
+}
+
+const withOnExit = <A, E, R>(
+  effect: Effect.Effect<A, E, R>,
+  onExit: ((exit: Exit.Exit<A, E>) => Effect.Effect<void>) | undefined
+): Effect.Effect<A, E, R> => onExit === undefined ? effect : Effect.onExit(effect, onExit)
