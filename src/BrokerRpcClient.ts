@@ -23,7 +23,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Effect, Exit, Layer, Option, Schema, SchemaIssue, Scope, Stream } from "effect"
+import { Clock, Context, Effect, Exit, Layer, Option, Schema, Scope, Stream } from "effect"
 import type { Rpc, RpcGroup } from "effect/rpc"
 import { RpcClient, RpcClientError } from "effect/rpc"
 import type { FromClientEncoded, FromServerEncoded, RequestId } from "effect/rpc/RpcMessage"
@@ -37,7 +37,7 @@ import { LocalRequest } from "./internal/local.ts"
 import * as PendingCall from "./internal/pendingCall.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
-import { InvalidPayload, ServiceNotFound, TransportError } from "./ServiceError.ts"
+import { ServiceNotFound, TransportError } from "./ServiceError.ts"
 
 
 /**
@@ -92,11 +92,7 @@ export type Unary = (
   }
 ) => Effect.Effect<unknown, unknown>
 
-const formatIssue = SchemaIssue.makeFormatterDefault()
-
 const clockOf = (fiber: Fiber.Fiber<unknown, unknown>): number => fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
-
-const invalidPayload = (service: string, method: string, issue: string) => new InvalidPayload({ service, method, issue })
 
 /** a reply's answer: a success as a value (from this process), or effect/rpc's message; undefined when it is not JSON */
 const answerOf = (message: Message): PendingCall.Answer | undefined => {
@@ -273,10 +269,7 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
       // caller's InvalidPayload. Its bytes are made where it leaves the process, as effect/rpc encodes
       // (a value of the type that its encoding cannot take is a defect there, as in effect/rpc)
       const made = rpc.payloadSchema.makeOption(payload)
-      if (Option.isNone(made)) {
-        return Effect.flatMap(Effect.flip(rpc.payloadSchema.makeEffect(payload)), (issue) =>
-          Effect.fail(invalidPayload(service, rpc._tag, formatIssue(issue))))
-      }
+      if (Option.isNone(made)) return Codecs.refusedPayload(service, rpc, payload)
       const span = request.span
       const call = new PendingCall.UnaryCall(calls, service, rpc._tag, newCorrelationId(), codecs.decodeExit, request.timeoutMillis, sweeps)
       // the request as a value too, for an instance of this process on a broker that hands values over;

@@ -491,14 +491,14 @@ class LocalProperties implements Properties {
   #made: Readonly<Record<string, HeaderValue>> | undefined = undefined
   readonly #body: Body
   readonly #options: PublishOptions | undefined
-  constructor(plain: Properties, body: Body, options: PublishOptions | undefined) {
-    this.contentType = plain.contentType
-    this.correlationId = plain.correlationId
-    this.replyTo = plain.replyTo
-    this.messageId = plain.messageId
-    this.type = plain.type
-    this.expiration = plain.expiration
-    this.persistent = plain.persistent
+  constructor(options: PublishOptions | undefined, replyTo: string | undefined, body: Body) {
+    this.contentType = options?.contentType
+    this.correlationId = options?.correlationId
+    this.replyTo = options?.replyTo ?? replyTo
+    this.messageId = options?.messageId
+    this.type = options?.type
+    this.expiration = options?.expiration
+    this.persistent = options?.persistent
     this.#body = body
     this.#options = options
   }
@@ -507,10 +507,8 @@ class LocalProperties implements Properties {
   }
 }
 
-const toProperties = (options: PublishOptions | undefined, replyTo: string | undefined, body: Body): Properties => {
-  const plain = plainProperties(options, replyTo)
-  return body instanceof Uint8Array || body.headers === undefined ? plain : new LocalProperties(plain, body, options)
-}
+const toProperties = (options: PublishOptions | undefined, replyTo: string | undefined, body: Body): Properties =>
+  body instanceof Uint8Array ? plainProperties(options, replyTo) : new LocalProperties(options, replyTo, body)
 
 const plainProperties = (options: PublishOptions | undefined, replyTo: string | undefined): Properties => {
   if (options === undefined) return replyTo === undefined ? emptyProperties : { replyTo }

@@ -25,6 +25,7 @@ import type { FromServerEncoded } from "effect/rpc/RpcMessage"
 import type { Broker, BrokerError } from "./Broker.ts"
 import * as BrokerRpcClient from "./BrokerRpcClient.ts"
 import * as CallContext from "./CallContext.ts"
+import * as Codecs from "./internal/codecs.ts"
 import * as wire from "./internal/wire.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
 import type { ServiceError } from "./ServiceError.ts"
@@ -116,7 +117,7 @@ export const make = <const Name extends string, Rpcs extends Rpc.Any>(
     const service = contract.name
     const methods: Record<string, unknown> = {}
     for (const [tag, definition] of contract.group.requests) {
-      const call = (rpc as unknown as Record<string, RawMethod>)[tag]
+      const call = madeFirst(service, definition, (rpc as unknown as Record<string, RawMethod>)[tag])
       methods[tag] = isStream(definition)
         ? streamMethod(service, tag, call, options, transport.enforcesDeadlines)
         : effectMethod(
@@ -160,6 +161,20 @@ type RawMethod = (
 ) => Effect.Effect<unknown, unknown> | Stream.Stream<unknown, unknown>
 
 const isStream = (rpc: Rpc.Any): boolean => RpcSchema.isStreamSchema((rpc as Rpc.AnyWithProps).successSchema)
+
+/**
+ * A call through effect/rpc's client, its payload made by its schema first, as a unary call's is: one
+ * the schema refuses is the caller's typed `InvalidPayload` (effect/rpc's client would throw it)
+ */
+const madeFirst = (service: string, definition: Rpc.Any, raw: RawMethod): RawMethod => {
+  const rpc = definition as Rpc.AnyWithProps
+  const stream = isStream(definition)
+  return (payload, options) => {
+    if (Option.isSome(rpc.payloadSchema.makeOption(payload))) return raw(payload, options)
+    const refused = Codecs.refusedPayload(service, rpc, payload)
+    return stream ? Stream.fromEffect(refused) : refused
+  }
+}
 
 
 const defectMessage = (defect: unknown): string => {

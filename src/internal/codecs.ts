@@ -8,9 +8,10 @@
  *
  * @internal
  */
-import { Context, Exit, Schema } from "effect"
+import { Context, Effect, Exit, Schema, SchemaIssue } from "effect"
 import type { SchemaAST } from "effect"
 import { Rpc, RpcSchema } from "effect/rpc"
+import { InvalidPayload } from "../ServiceError.ts"
 
 type Parse = (u: unknown) => Exit.Exit<unknown, Schema.SchemaError>
 
@@ -76,3 +77,17 @@ export const codecsOf = (rpc: Rpc.AnyWithProps): Codecs => {
   cache.set(rpc, codecs)
   return codecs
 }
+
+const formatIssue = SchemaIssue.makeFormatterDefault()
+
+/**
+ * A payload the rpc's schema refused to make (`makeOption` said none): the caller's `InvalidPayload`,
+ * saying why. Every client path makes the payload first (effect/rpc's client would throw).
+ *
+ * @internal
+ */
+export const refusedPayload = (service: string, rpc: Rpc.AnyWithProps, payload: unknown): Effect.Effect<never, InvalidPayload> =>
+  Effect.matchEffect(rpc.payloadSchema.makeEffect(payload), {
+    onFailure: (issue) => Effect.fail(new InvalidPayload({ service, method: rpc._tag, issue: formatIssue(issue) })),
+    onSuccess: () => Effect.fail(new InvalidPayload({ service, method: rpc._tag, issue: "its schema could not make it" }))
+  })
