@@ -7,9 +7,17 @@
  * rounds and, for ratios, the median of the per-round ratios (both peers of a round ran back to back,
  * so a noisy neighbour hurts them alike). The JSON with every measurement goes to bench/results/.
  *
+ * Peers: `raw` (amqplib on a quorum queue as the mesh declares one), `raw-classic` (on a classic
+ * queue), `raw-headers` (raw with the mesh's request headers), `ours` (effect-mesh on a quorum queue)
+ * and `ours-classic` (on a classic one); for events, `raw`, `raw-events-classic`, `ours` and
+ * `ours-classic` alike. Each effect-mesh peer is compared with raw on its own queue type (column
+ * `vs`), and a "targets" block after the table says which of the goals (`targets` below) the run met.
+ *
  * `--timeout "10 seconds"` gives effect-mesh's client that timeout, so every call has a deadline.
  * `--compare <checkout>` adds a peer `ours@base` that runs effect-mesh from another checkout (a git
  * worktree of an older commit, say), measured in the same rounds: the way to see what a change bought.
+ *
+ * `--only rpc1,rpc64,events` runs the cells whose ids start so; `--rounds` is at least 3.
  *
  * RabbitMQ: `AMQP_URL` when set, else a private node of the benchmark's own (the checkout's base port + 1)
  * (`MESH_BENCH_RABBITMQ_PORT`; started with `scripts/rabbitmq.sh start` and left running). While it
@@ -24,7 +32,7 @@ import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import type { Command, EmbeddedMeasure, Impl, PublishMeasure, Reply, Request, RpcMeasure, RpcRun } from "./shared.ts"
-import { median } from "./shared.ts"
+import { baseRunId, median } from "./shared.ts"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 
@@ -182,12 +190,42 @@ interface Sample {
 interface Cell {
   readonly id: string
   readonly title: string
-  /** the baseline peer first */
+  /** in the order they run: each peer next to its baseline, so that both see the same neighbours */
   readonly impls: ReadonlyArray<string>
-  readonly baseline: string
-  readonly target?: number | undefined
+  /** the peer each peer's ratios are to; a peer without one is a baseline only */
+  readonly baselines: Readonly<Record<string, string>>
   readonly measure: (impl: string) => Promise<Sample>
 }
+
+/** effect-mesh against raw amqplib on the same queue type; raw's variants against plain raw */
+const rpcBaselines = { ours: "raw", "ours-classic": "raw-classic", "raw-classic": "raw", "raw-headers": "raw", "ours@base": "raw" }
+const eventBaselines = { ours: "raw", "ours-classic": "raw-events-classic", "raw-events-classic": "raw", "ours@base": "raw" }
+
+/**
+ * A goal of the run (issue 15, and the earlier ones still held). `rate`: calls/s over the baseline's
+ * (median of the per-round ratios, as in the table) at least `bound`; `cpu`: client + server CPU per
+ * call over the baseline's (likewise) at most `bound`; `calls`: the median calls/s at least `bound`.
+ */
+interface Target {
+  readonly cell: string
+  readonly impl: string
+  readonly kind: "rate" | "cpu" | "calls"
+  readonly bound: number
+}
+
+const targets: ReadonlyArray<Target> = [
+  // issue 15
+  { cell: "rpc1", impl: "ours-classic", kind: "rate", bound: 0.9 },
+  { cell: "rpc64", impl: "ours-classic", kind: "rate", bound: 0.9 },
+  { cell: "rpc64", impl: "ours", kind: "rate", bound: 0.95 },
+  { cell: "events", impl: "ours-classic", kind: "rate", bound: 0.9 },
+  { cell: "rpc64", impl: "ours", kind: "cpu", bound: 1.25 },
+  { cell: "rpc64", impl: "ours-classic", kind: "cpu", bound: 1.25 },
+  { cell: "embedded64", impl: "mesh", kind: "calls", bound: 300_000 },
+  // the table's earlier ones (its rpc64 one, 0.8x, is above now)
+  { cell: "rpc1", impl: "ours", kind: "rate", bound: 0.9 },
+  { cell: "events", impl: "ours", kind: "rate", bound: 0.8 }
+]
 
 const cpuDelta = (a: NodeJS.CpuUsage, b: NodeJS.CpuUsage): number => b.user - a.user + b.system - a.system
 
@@ -203,18 +241,20 @@ const main = async () => {
   const servers: Partial<Record<string, Peer>> = {}
   const clients: Partial<Record<string, Peer>> = {}
   let embedded: Peer | undefined
-  const familyOf = (impl: string) => impl === "ours" || impl === "ours@base" ? impl : "raw"
+  /** the processes a peer runs in: one raw pair serves every raw peer, each effect-mesh peer has its own */
+  const familyOf = (impl: string) => impl === "ours" || impl === "ours-classic" || impl === "ours@base" ? impl : "raw"
+  /** what the peer's processes are told to run: the base checkout runs its own `ours` */
+  const implOf = (impl: string): Impl => (impl === "ours@base" ? "ours" : impl) as Impl
 
-  const rpcCell = (id: string, title: string, method: "add" | "echo", size: number, inFlight: number, impls: ReadonlyArray<string>, durationMs: number, target?: number): Cell => ({
+  const rpcCell = (id: string, title: string, method: "add" | "echo", size: number, inFlight: number, impls: ReadonlyArray<string>, durationMs: number): Cell => ({
     id,
     title,
     impls,
-    baseline: "raw",
-    target,
+    baselines: rpcBaselines,
     measure: async (impl) => {
       const client = clients[familyOf(impl)]!
       const server = servers[familyOf(impl)]!
-      const run: RpcRun = { impl: (impl === "ours@base" ? "ours" : impl) as Impl, method, size, inFlight, warmupMs: settings.warmupMs, durationMs }
+      const run: RpcRun = { impl: implOf(impl), method, size, inFlight, warmupMs: settings.warmupMs, durationMs }
       await client.call({ _tag: "RpcWarmup", run })
       const before = await server.call<NodeJS.CpuUsage>({ _tag: "Cpu" })
       const broker = brokerCpu()
@@ -236,12 +276,12 @@ const main = async () => {
   const publish = async (impl: string, count: number) => {
     const client = clients[familyOf(impl)]!
     const server = servers[familyOf(impl)]!
-    const before = await server.call<NodeJS.CpuUsage>({ _tag: "ExpectEvents", impl: impl as Impl, count })
+    const before = await server.call<NodeJS.CpuUsage>({ _tag: "ExpectEvents", impl: implOf(impl), count })
     const broker = brokerCpu()
     const t0 = performance.now()
     const published = await client.call<PublishMeasure>({
       _tag: "Publish",
-      run: { impl: (impl === "ours@base" ? "ours" : impl) as Impl, count, inFlight: eventsInFlight }
+      run: { impl: implOf(impl), count, inFlight: eventsInFlight }
     })
     const after = await server.call<NodeJS.CpuUsage>({ _tag: "AwaitEvents" })
     const elapsedMs = performance.now() - t0
@@ -254,7 +294,7 @@ const main = async () => {
     id: `embedded${inFlight}`,
     title: `embedded broker, add, ${inFlight} in flight (one process)`,
     impls: ["direct", "rpctest", "mesh"],
-    baseline: "direct",
+    baselines: { rpctest: "direct", mesh: "direct" },
     measure: async (impl) => {
       if (!(await settleBroker())) console.error("the RabbitMQ node was still busy after 10 s; measuring anyway")
       const m = await embedded!.call<EmbeddedMeasure>({
@@ -272,19 +312,19 @@ const main = async () => {
   })
 
   const withBase = (impls: ReadonlyArray<string>) => flags.compare === undefined ? impls : [...impls, "ours@base"]
-  const rpcImpls = withBase(["raw", "ours", "raw-classic", "raw-headers"])
+  const rpcImpls = withBase(["raw", "ours", "raw-classic", "ours-classic", "raw-headers"])
+  const payloadImpls = withBase(["raw", "ours", "raw-classic", "ours-classic"])
   const cells: Array<Cell> = [
-    rpcCell("rpc1", "RPC add, 1 in flight", "add", 0, 1, rpcImpls, settings.durationMs, 0.9),
-    rpcCell("rpc64", "RPC add, 64 in flight", "add", 0, 64, rpcImpls, settings.durationMs, 0.8),
-    rpcCell("payload-100B", "RPC echo 100 B, 1 in flight", "echo", 100, 1, withBase(["raw", "ours"]), settings.payloadMs),
-    rpcCell("payload-10KB", "RPC echo 10 KB, 1 in flight", "echo", 10_000, 1, withBase(["raw", "ours"]), settings.payloadMs),
-    rpcCell("payload-1MB", "RPC echo 1 MB, 1 in flight", "echo", 1_000_000, 1, withBase(["raw", "ours"]), settings.payloadMs),
+    rpcCell("rpc1", "RPC add, 1 in flight", "add", 0, 1, rpcImpls, settings.durationMs),
+    rpcCell("rpc64", "RPC add, 64 in flight", "add", 0, 64, rpcImpls, settings.durationMs),
+    rpcCell("payload-100B", "RPC echo 100 B, 1 in flight", "echo", 100, 1, payloadImpls, settings.payloadMs),
+    rpcCell("payload-10KB", "RPC echo 10 KB, 1 in flight", "echo", 10_000, 1, payloadImpls, settings.payloadMs),
+    rpcCell("payload-1MB", "RPC echo 1 MB, 1 in flight", "echo", 1_000_000, 1, payloadImpls, settings.payloadMs),
     {
       id: "events",
       title: `events publish → handled, ${eventsInFlight} publishes in flight, pool`,
-      impls: withBase(["raw", "ours"]),
-      baseline: "raw",
-      target: 0.8,
+      impls: withBase(["raw", "ours", "raw-events-classic", "ours-classic"]),
+      baselines: eventBaselines,
       measure: async (impl: string) => {
         await publish(impl, settings.eventsWarmup)
         const { brokerCpu, elapsedMs, published, serverCpu } = await publish(impl, settings.events)
@@ -304,14 +344,14 @@ const main = async () => {
 
   if (cells.some((cell) => !cell.id.startsWith("embedded"))) {
     const url = brokerUrl()
-    for (const family of ["raw", "ours"]) {
+    for (const family of ["raw", "ours", "ours-classic"]) {
       servers[family] = await start(["server", family, runId, url])
       clients[family] = await start(["client", family, runId, url])
     }
     if (flags.compare !== undefined) {
       // a run id of its own: the two versions must not share the service's queue
-      servers["ours@base"] = await start(["server", "ours", `${runId}b`, url], flags.compare)
-      clients["ours@base"] = await start(["client", "ours", `${runId}b`, url], flags.compare)
+      servers["ours@base"] = await start(["server", "ours", baseRunId(runId), url], flags.compare)
+      clients["ours@base"] = await start(["client", "ours", baseRunId(runId), url], flags.compare)
     }
   }
   if (cells.some((cell) => cell.id.startsWith("embedded"))) embedded = await start(["embedded", "ours", runId])
@@ -327,7 +367,7 @@ const main = async () => {
         let byImpl = samples.get(cell.id)
         if (byImpl === undefined) samples.set(cell.id, byImpl = new Map())
         byImpl.set(impl, [...(byImpl.get(impl) ?? []), sample])
-        console.error(`round ${round + 1}/${rounds} ${cell.id.padEnd(13)} ${impl.padEnd(11)} ${fmtRate(sample.rate)}/s`)
+        console.error(`round ${round + 1}/${rounds} ${cell.id.padEnd(13)} ${impl.padEnd(18)} ${fmtRate(sample.rate)}/s`)
       }
     }
   }
@@ -336,13 +376,15 @@ const main = async () => {
   for (const peer of [...peers].reverse()) await peer.exit()
 
   const summary = cells.map((cell) => summarize(cell, samples.get(cell.id) ?? new Map()))
-  console.log(table(summary, { quick, rounds, load: [environment.loadStart[0], loadEnd[0]] }))
+  const checked = checkTargets(summary)
+  console.log(table(summary, checked, { quick, rounds, load: [environment.loadStart[0], loadEnd[0]] }))
+  console.log(`\n${targetsBlock(checked)}`)
   const results = join(root, "bench", "results")
   mkdirSync(results, { recursive: true })
   const file = join(results, `${stamp}${quick ? "-quick" : ""}.json`)
   writeFileSync(
     file,
-    JSON.stringify({ settings: { quick, rounds, ...settings, eventsInFlight }, environment: { ...environment, loadEnd }, summary, samples: Object.fromEntries([...samples].map(([id, m]) => [id, Object.fromEntries(m)])) }, null, 2)
+    JSON.stringify({ settings: { quick, rounds, ...settings, eventsInFlight }, environment: { ...environment, loadEnd }, summary, targets: checked, samples: Object.fromEntries([...samples].map(([id, m]) => [id, Object.fromEntries(m)])) }, null, 2)
   )
   console.log(`\nwrote ${file}`)
   if (flags["cpu-prof"] === true) console.log(`profiles in ${profileDir} (summarize: node bench/profile.ts <file>)`)
@@ -352,6 +394,8 @@ const main = async () => {
 
 interface Row {
   readonly impl: string
+  /** the peer its ratios are to, `undefined` for a baseline only */
+  readonly baseline: string | undefined
   readonly rate: number
   readonly p50Ms: number
   readonly p99Ms: number
@@ -368,21 +412,23 @@ interface Row {
 interface Summary {
   readonly id: string
   readonly title: string
-  readonly baseline: string
-  readonly target: number | undefined
   readonly rows: ReadonlyArray<Row>
 }
 
+const totalCpu = (s: Sample) => s.clientCpuMicros + (s.serverCpuMicros ?? 0)
+
 const summarize = (cell: Cell, byImpl: Map<string, Array<Sample>>): Summary => {
-  const base = byImpl.get(cell.baseline) ?? []
-  const totalCpu = (s: Sample) => s.clientCpuMicros + (s.serverCpuMicros ?? 0)
   const rows = cell.impls.filter((impl) => byImpl.has(impl)).map((impl): Row => {
     const mine = byImpl.get(impl) ?? []
-    const paired = impl === cell.baseline || base.length !== mine.length ? [] : mine.map((s, i) => [s, base[i]] as const)
+    const baseline = cell.baselines[impl]
+    const base = baseline === undefined ? [] : byImpl.get(baseline) ?? []
+    // round i of one peer with round i of its baseline: they ran back to back
+    const paired = base.length !== mine.length ? [] : mine.map((s, i) => [s, base[i]] as const)
     const ratios = paired.map(([s, b]) => s.rate / b.rate)
     const cpuRatios = paired.map(([s, b]) => totalCpu(s) / totalCpu(b))
     return {
       impl,
+      baseline: base.length === 0 ? undefined : baseline,
       rate: median(mine.map((s) => s.rate)),
       p50Ms: median(mine.map((s) => s.p50Ms ?? Number.NaN)),
       p99Ms: median(mine.map((s) => s.p99Ms ?? Number.NaN)),
@@ -395,26 +441,83 @@ const summarize = (cell: Cell, byImpl: Map<string, Array<Sample>>): Summary => {
       cpuRatio: cpuRatios.length === 0 ? undefined : median(cpuRatios)
     }
   })
-  return { id: cell.id, title: cell.title, baseline: cell.baseline, target: cell.target, rows }
+  return { id: cell.id, title: cell.title, rows }
 }
+
+interface Checked extends Target {
+  /** the goal in words, with the baseline it is measured against */
+  readonly goal: string
+  /** the measured figure and what it came from */
+  readonly figures: string
+  /** `undefined`: the cell ran but this peer (or its baseline) did not */
+  readonly met: boolean | undefined
+}
+
+/** the targets whose cell ran, checked against the run's medians */
+const checkTargets = (summary: ReadonlyArray<Summary>): ReadonlyArray<Checked> =>
+  targets.flatMap((target): ReadonlyArray<Checked> => {
+    const cell = summary.find((s) => s.id === target.cell)
+    if (cell === undefined) return []
+    const row = cell.rows.find((r) => r.impl === target.impl)
+    const base = cell.rows.find((r) => r.impl === row?.baseline)
+    const vs = row?.baseline ?? "its baseline"
+    switch (target.kind) {
+      case "calls":
+        return [{
+          ...target,
+          goal: `${target.impl} ≥ ${fmtRate(target.bound)} calls/s`,
+          figures: row === undefined ? "not measured" : `${fmtRate(row.rate)} calls/s`,
+          met: row === undefined ? undefined : row.rate >= target.bound
+        }]
+      case "rate":
+        return [{
+          ...target,
+          goal: `${target.impl} ≥ ${fmtRatio(target.bound)} ${vs} calls/s`,
+          figures: row?.ratio === undefined || base === undefined
+            ? "not measured"
+            : `${fmtRatio(row.ratio)} (${fmtRate(row.rate)} vs ${fmtRate(base.rate)} calls/s)`,
+          met: row?.ratio === undefined ? undefined : row.ratio >= target.bound
+        }]
+      case "cpu":
+        return [{
+          ...target,
+          goal: `${target.impl} client+server cpu/call ≤ ${fmtRatio(target.bound)} ${vs}'s`,
+          figures: row?.cpuRatio === undefined || base === undefined
+            ? "not measured"
+            : `${fmtRatio(row.cpuRatio)} (${fmtCpu(row.cpu)} vs ${fmtCpu(base.cpu)} µs/call)`,
+          met: row?.cpuRatio === undefined ? undefined : row.cpuRatio <= target.bound
+        }]
+    }
+  })
+
+const verdict = (met: boolean | undefined) => met === undefined ? "-" : met ? "met" : "MISSED"
 
 const fmtRate = (n: number) => Number.isNaN(n) ? "-" : n >= 100 ? Math.round(n).toLocaleString("en-US") : n.toFixed(1)
 const fmtMs = (n: number) => Number.isNaN(n) ? "-" : n < 1 ? n.toFixed(3) : n < 100 ? n.toFixed(2) : n.toFixed(0)
 const fmtCpu = (n: number) => Number.isNaN(n) ? "-" : n < 10 ? n.toFixed(2) : n.toFixed(0)
 const fmtRatio = (n: number | undefined) => n === undefined ? "" : `${n < 0.1 ? n.toPrecision(2) : n.toFixed(2)}x`
 
-const table = (summary: ReadonlyArray<Summary>, meta: { quick: boolean; rounds: number; load: ReadonlyArray<number> }): string => {
-  const header = ["scenario", "peer", "calls/s", "p50 ms", "p99 ms", "cpu µs/call client", "server", "total", "(broker)", "ratio (rounds)", "cpu ratio", "target"]
+/** columns padded to their widest cell: the first `left` ones to the left, the others to the right */
+const columns = (lines: ReadonlyArray<ReadonlyArray<string>>, left: number): Array<string> => {
+  const widths = lines[0].map((_, i) => Math.max(...lines.map((l) => l[i].length)))
+  return lines.map((l) => l.map((c, i) => i < left ? c.padEnd(widths[i]) : c.padStart(widths[i])).join("  ").trimEnd())
+}
+
+/** the row's rate target, in the table (the cpu ones are in the targets block) */
+const targetCell = (checked: ReadonlyArray<Checked>, cell: string, impl: string): string =>
+  checked
+    .filter((t) => t.cell === cell && t.impl === impl && t.kind === "rate" && t.met !== undefined)
+    .map((t) => `${verdict(t.met)} (≥${t.bound})`)
+    .join(", ")
+
+const table = (summary: ReadonlyArray<Summary>, checked: ReadonlyArray<Checked>, meta: { quick: boolean; rounds: number; load: ReadonlyArray<number> }): string => {
+  const header = ["scenario", "peer", "calls/s", "p50 ms", "p99 ms", "cpu µs/call client", "server", "total", "(broker)", "vs", "ratio (rounds)", "cpu ratio", "target"]
   const lines: Array<Array<string>> = [header]
   for (const s of summary) {
     for (const row of s.rows) {
-      const isBase = row.impl === s.baseline
-      const met = s.target === undefined || row.ratio === undefined || row.impl !== (s.baseline === "direct" ? "mesh" : "ours")
-        ? ""
-        : `${row.ratio >= s.target ? "met" : "MISSED"} (≥${s.target})`
       lines.push([
         row === s.rows[0] ? s.id : "",
-        isBase ? `${row.impl} (base)` : row.impl,
+        row.impl,
         fmtRate(row.rate),
         fmtMs(row.p50Ms),
         fmtMs(row.p99Ms),
@@ -422,26 +525,38 @@ const table = (summary: ReadonlyArray<Summary>, meta: { quick: boolean; rounds: 
         fmtCpu(row.serverCpu),
         fmtCpu(row.cpu),
         fmtCpu(row.brokerCpu),
+        row.baseline ?? "",
         row.ratio === undefined ? "" : `${fmtRatio(row.ratio)} (${fmtRatio(row.ratioRange?.[0])}–${fmtRatio(row.ratioRange?.[1])})`,
         fmtRatio(row.cpuRatio),
-        met
+        targetCell(checked, s.id, row.impl)
       ])
     }
   }
-  const widths = header.map((_, i) => Math.max(...lines.map((l) => l[i].length)))
-  const render = (l: ReadonlyArray<string>) => l.map((c, i) => i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i])).join("  ").trimEnd()
-  const embeddedRate = summary.filter((s) => s.id.startsWith("embedded")).map((s) => s.rows.find((r) => r.impl === "mesh")?.rate ?? 0)
   const notes = [
-    `${meta.rounds} rounds${meta.quick ? " (quick)" : ""}${flags.timeout === undefined ? "" : `, effect-mesh calls with a ${flags.timeout} timeout`}, medians; ratio = ours/raw (embedded: mesh/direct) per round, median (min–max); load avg ${meta.load.map((l) => l.toFixed(1)).join(" → ")}`,
-    "cpu: client and server process time per call (total = both); (broker): the RabbitMQ node's, shared with anyone else using it, not in total",
+    `${meta.rounds} rounds${meta.quick ? " (quick)" : ""}${flags.timeout === undefined ? "" : `, effect-mesh calls with a ${flags.timeout} timeout`}, medians; ratio = calls/s over those of the peer in column vs, per round, median (min–max); load avg ${meta.load.map((l) => l.toFixed(1)).join(" → ")}`,
+    ...(summary.some((s) => s.rows.some((r) => r.impl.startsWith("raw")))
+      ? ["queues: raw, raw-headers, ours: quorum; raw-classic, raw-events-classic, ours-classic: classic"]
+      : []),
+    "cpu: client and server process time per call (total = both; cpu ratio: total over vs's, per round, median); (broker): the RabbitMQ node's, shared with anyone else using it, not in total",
     ...summary.map((s) => `${s.id}: ${s.title}`),
-    ...(embeddedRate.length === 0 ? [] : [`embedded target ≥ 100,000 calls/s: ${Math.max(...embeddedRate) >= 100_000 ? "met" : "MISSED"} (best ${fmtRate(Math.max(...embeddedRate))})`]),
     ...summary.filter((s) => s.id.startsWith("embedded")).map((s) => {
       const rate = (impl: string) => s.rows.find((r) => r.impl === impl)?.rate ?? Number.NaN
       return `${s.id}: mesh = ${(rate("mesh") / rate("rpctest")).toFixed(2)}x effect/rpc alone (RpcTest: no broker, no serialization)`
     })
   ]
-  return [render(lines[0]), ...lines.slice(1).map(render), "", ...notes].join("\n")
+  return [...columns(lines, 2), "", ...notes].join("\n")
+}
+
+/** every target whose cell ran, one a line: met or MISSED, with the figures it was judged on */
+const targetsBlock = (checked: ReadonlyArray<Checked>): string => {
+  if (checked.length === 0) return "targets: none of their cells ran"
+  const lines = checked.map((t) => [`  ${t.cell}`, t.goal, t.figures, verdict(t.met)])
+  const missed = checked.filter((t) => t.met === false).length
+  return [
+    "targets (ratios: median of the per-round ratios, as in the table; calls/s and µs/call: medians)",
+    ...columns(lines, 3),
+    `${checked.length - missed} of ${checked.length} met${missed === 0 ? "" : `, ${missed} MISSED`}`
+  ].join("\n")
 }
 
 try {

@@ -1,12 +1,14 @@
 /**
  * The same work through effect-mesh: `Service.make` + `ServiceClient` on `AmqpBroker` for RPC,
  * `Event.publish` + `Event.handle(..., { delivery: "pool" })` for events, and the embedded broker
- * (`MemoryBroker`) in one process.
+ * (`MemoryBroker`) in one process. A peer runs on one queue type, `quorum` (`ours`) or `classic`
+ * (`ours-classic`), with a service and event source of its own, and says the type explicitly for
+ * both its request queue and its subscription: the mesh's defaults are not what is measured.
  */
 import { Duration, Effect, Exit, Layer, ManagedRuntime, Scope } from "effect"
 import { RpcTest } from "effect/rpc"
 import { AmqpBroker, Event, MeshTest, Service, ServiceClient } from "effect-mesh"
-import type { EmbeddedMeasure, EmbeddedRun, Names, PublishMeasure, PublishRun, RpcMeasure, RpcRun } from "./shared.ts"
+import type { EmbeddedMeasure, EmbeddedRun, Names, PublishMeasure, PublishRun, QueueType, RpcMeasure, RpcRun } from "./shared.ts"
 import { BenchRpcs, cpuMicros, handlers, Latencies, payloadOf, serverConcurrency } from "./shared.ts"
 
 export interface OursServer {
@@ -14,17 +16,19 @@ export interface OursServer {
   readonly close: () => Promise<void>
 }
 
-export const server = async (url: string, n: Names): Promise<OursServer> => {
+export const server = async (url: string, n: Names, queueType: QueueType): Promise<OursServer> => {
+  const { contract, event } = n.ours[queueType]
   let expected = 0
   let handled = 0
   let done: (() => void) | undefined
   const onEvent = Effect.sync(() => {
     if (++handled === expected) done?.()
   })
-  const ServiceLive = Service.make(n.contract, {
+  const ServiceLive = Service.make(contract, {
     handlers,
+    queueType,
     concurrency: serverConcurrency,
-    entrypoints: [Event.handle(n.event, { delivery: "pool", concurrency: serverConcurrency }, () => onEvent)]
+    entrypoints: [Event.handle(event, { delivery: "pool", queueType, concurrency: serverConcurrency }, () => onEvent)]
   })
   const runtime = ManagedRuntime.make(ServiceLive.pipe(Layer.provideMerge(AmqpBroker.layer({ url }))))
   await runtime.runPromise(Effect.void)
@@ -77,11 +81,12 @@ export interface OursClient {
   readonly close: () => Promise<void>
 }
 
-export const client = async (url: string, n: Names): Promise<OursClient> => {
+export const client = async (url: string, n: Names, queueType: QueueType): Promise<OursClient> => {
+  const { contract, event } = n.ours[queueType]
   const runtime = ManagedRuntime.make(ServiceClient.layer.pipe(Layer.provideMerge(AmqpBroker.layer({ url }))))
   // `npm run bench -- --timeout 10s` sets it: every call then has a deadline, as real clients do
   const timeout = process.env["BENCH_CALL_TIMEOUT"]
-  const calc = await runtime.runPromise(ServiceClient.make(n.contract, timeout === undefined ? undefined : { timeout: Duration.fromInputUnsafe(timeout as Duration.Input) }))
+  const calc = await runtime.runPromise(ServiceClient.make(contract, timeout === undefined ? undefined : { timeout: Duration.fromInputUnsafe(timeout as Duration.Input) }))
   const sum = await runtime.runPromise(calc.add({ a: 1, b: 2 }))
   if (sum !== 3) throw new Error(`add returned ${sum}`)
   return {
@@ -97,7 +102,7 @@ export const client = async (url: string, n: Names): Promise<OursClient> => {
       const start = performance.now()
       let next = 0
       const publisher = Effect.gen(function*() {
-        while (next < run.count) yield* Event.publish(n.event, { seq: next++, note })
+        while (next < run.count) yield* Event.publish(event, { seq: next++, note })
       })
       return runtime.runPromise(
         Effect.all(Array.from({ length: run.inFlight }, () => publisher), { concurrency: "unbounded", discard: true }).pipe(
@@ -120,8 +125,8 @@ export interface Embedded {
  * serialization, no broker), the floor of anything built on effect/rpc.
  */
 export const embedded = async (n: Names): Promise<Embedded> => {
-  const runtime = ManagedRuntime.make(MeshTest.layer(Service.make(n.contract, { handlers, concurrency: serverConcurrency })))
-  const calc = await runtime.runPromise(ServiceClient.make(n.contract))
+  const runtime = ManagedRuntime.make(MeshTest.layer(Service.make(n.ours.quorum.contract, { handlers, concurrency: serverConcurrency })))
+  const calc = await runtime.runPromise(ServiceClient.make(n.ours.quorum.contract))
   const scope = await Effect.runPromise(Scope.make())
   const rpc = await Effect.runPromise(
     RpcTest.makeClient(BenchRpcs).pipe(Effect.provide(BenchRpcs.toLayer(handlers)), Scope.provide(scope))

@@ -1,16 +1,17 @@
 /**
  * One process of the benchmark, driven by the orchestrator (`bench/index.ts`) over IPC:
  *
- *   node bench/peer.ts server|client ours|raw <runId> <amqpUrl>
+ *   node bench/peer.ts server|client ours|ours-classic|raw <runId> <amqpUrl>
  *   node bench/peer.ts embedded ours <runId>
  *
- * A server serves the RPC contract and handles events; a client calls and publishes. Each reports its
- * own CPU time (`process.cpuUsage`) for the stretch the orchestrator measures.
+ * A server serves the RPC contract and handles events; a client calls and publishes. `ours` runs
+ * effect-mesh on quorum queues, `ours-classic` on classic ones; `raw` serves and calls every raw
+ * queue. Each reports its own CPU time (`process.cpuUsage`) for the stretch the orchestrator measures.
  */
 import * as ours from "./ours.ts"
 import * as raw from "./raw.ts"
-import type { Command, Reply, Request } from "./shared.ts"
-import { names } from "./shared.ts"
+import type { Command, QueueType, Reply, Request } from "./shared.ts"
+import { baseRunId, names } from "./shared.ts"
 
 const [role, family, runId, url = ""] = process.argv.slice(2)
 if (process.send === undefined || runId === undefined) {
@@ -18,6 +19,8 @@ if (process.send === undefined || runId === undefined) {
   process.exit(2)
 }
 const n = names(runId)
+/** the mesh peer's queue type; `undefined` for raw */
+const queueType: QueueType | undefined = family === "ours" ? "quorum" : family === "ours-classic" ? "classic" : undefined
 
 const send = (reply: Reply): void => {
   process.send?.(reply)
@@ -30,7 +33,7 @@ const unsupported = (command: Command): Promise<never> =>
 
 const makeHandler = async (): Promise<{ readonly handle: Handler; readonly close: () => Promise<void> }> => {
   if (role === "server") {
-    const server = family === "ours" ? await ours.server(url, n) : await raw.server(url, n)
+    const server = queueType !== undefined ? await ours.server(url, n, queueType) : await raw.server(url, n, names(baseRunId(runId)))
     let events: Promise<void> | undefined
     return {
       handle: (command) => {
@@ -50,7 +53,7 @@ const makeHandler = async (): Promise<{ readonly handle: Handler; readonly close
     }
   }
   if (role === "client") {
-    const client = family === "ours" ? await ours.client(url, n) : await raw.client(url, n)
+    const client = queueType !== undefined ? await ours.client(url, n, queueType) : await raw.client(url, n)
     return {
       handle: (command) => {
         switch (command._tag) {

@@ -2,13 +2,15 @@
  * The floor: what a careful hand-written amqplib program does for the same work.
  *
  * RPC: a durable quorum queue with a delivery limit and dead-lettering, like the service queues
- * `Service.make` declares (and, for reference, a plain classic queue; and `raw-headers`, whose requests
- * carry headers like effect-mesh's); the server parses the JSON
- * request, publishes the JSON reply to the caller's direct reply-to address, then acks. The client
- * publishes `mandatory` requests with a correlation id and matches replies on `amq.rabbitmq.reply-to`.
- * Events: a durable topic exchange and a quorum queue as `Event.handle` declares them, persistent
- * messages published on a confirm channel, a consumer that parses each event and acks it. Every
- * connection has `noDelay`.
+ * `Service.make({ queueType: "quorum" })` declares, and a durable classic queue with dead-lettering
+ * like `queueType: "classic"` declares (`raw-classic`); `raw-headers` uses the quorum queue with
+ * requests that carry headers like effect-mesh's. The server parses the JSON request, publishes the
+ * JSON reply to the caller's direct reply-to address, then acks. The client publishes `mandatory`
+ * requests with a correlation id and matches replies on `amq.rabbitmq.reply-to`.
+ * Events: a durable topic exchange and a queue as `Event.handle` declares them, quorum (`raw`) or
+ * classic (`raw-events-classic`), each source with an exchange of its own; persistent messages
+ * published on a confirm channel, a consumer (the mesh's prefetch) that parses each event and acks it.
+ * Every connection has `noDelay`.
  */
 import amqp from "amqplib"
 import type { Impl, Names, PublishMeasure, PublishRun, RpcMeasure, RpcRun } from "./shared.ts"
@@ -24,6 +26,14 @@ const quorum = (deadQueue: string, deliveryLimit: number): amqp.Options.AssertQu
   arguments: { "x-queue-type": "quorum", "x-delivery-limit": deliveryLimit }
 })
 
+/** a classic queue as the mesh declares one: durable, dead-lettering, its type said explicitly */
+const classic = (deadQueue: string): amqp.Options.AssertQueue => ({
+  durable: true,
+  deadLetterExchange: "",
+  deadLetterRoutingKey: deadQueue,
+  arguments: { "x-queue-type": "classic" }
+})
+
 const waitDrain = (channel: amqp.Channel): Promise<void> =>
   new Promise((resolve) => channel.once("drain", () => resolve()))
 
@@ -32,16 +42,21 @@ export interface RawServer {
   readonly close: () => Promise<void>
 }
 
-export const server = async (url: string, n: Names): Promise<RawServer> => {
+/** `base`: the names `--compare`'s peers use, whose queues this server removes too when it stops */
+export const server = async (url: string, n: Names, base: Names): Promise<RawServer> => {
   const connection = await amqp.connect(url, { noDelay: true })
   const setup = await connection.createChannel()
   await setup.assertQueue(n.raw.rpcDeadQueue, { durable: true })
   await setup.assertQueue(n.raw.rpcQueue, quorum(n.raw.rpcDeadQueue, 4))
-  await setup.assertQueue(n.raw.rpcClassicQueue, { durable: false, autoDelete: true })
+  await setup.assertQueue(n.raw.rpcClassicQueue, classic(n.raw.rpcDeadQueue))
   await setup.assertExchange(n.raw.eventExchange, "topic", { durable: true })
   await setup.assertQueue(n.raw.eventDeadQueue, { durable: true })
   await setup.assertQueue(n.raw.eventQueue, quorum(n.raw.eventDeadQueue, 9))
   await setup.bindQueue(n.raw.eventQueue, n.raw.eventExchange, "tick")
+  await setup.assertExchange(n.raw.eventClassicExchange, "topic", { durable: true })
+  await setup.assertQueue(n.raw.eventClassicDeadQueue, { durable: true })
+  await setup.assertQueue(n.raw.eventClassicQueue, classic(n.raw.eventClassicDeadQueue))
+  await setup.bindQueue(n.raw.eventClassicQueue, n.raw.eventClassicExchange, "tick")
 
   const serveRpc = async (queue: string) => {
     const channel = await connection.createChannel()
@@ -58,17 +73,22 @@ export const server = async (url: string, n: Names): Promise<RawServer> => {
   await serveRpc(n.raw.rpcQueue)
   await serveRpc(n.raw.rpcClassicQueue)
 
+  // one count for both queues: the orchestrator measures one peer at a time
   let expected = 0
   let handled = 0
   let done: (() => void) | undefined
-  const events = await connection.createChannel()
-  await events.prefetch(serverConcurrency)
-  await events.consume(n.raw.eventQueue, (message) => {
-    if (message === null) return
-    JSON.parse(message.content.toString("utf8"))
-    events.ack(message)
-    if (++handled === expected) done?.()
-  })
+  const handleEvents = async (queue: string) => {
+    const channel = await connection.createChannel()
+    await channel.prefetch(serverConcurrency)
+    await channel.consume(queue, (message) => {
+      if (message === null) return
+      JSON.parse(message.content.toString("utf8"))
+      channel.ack(message)
+      if (++handled === expected) done?.()
+    })
+  }
+  await handleEvents(n.raw.eventQueue)
+  await handleEvents(n.raw.eventClassicQueue)
 
   return {
     expectEvents: (count) => {
@@ -78,12 +98,24 @@ export const server = async (url: string, n: Names): Promise<RawServer> => {
         done = resolve
       })
     },
-    // the raw server stops last: it also removes what the mesh declared for this run
+    // the raw server stops last: it also removes what the mesh declared for this run, the compared
+    // checkout's included (deleting a queue or exchange that is not there is no error)
     close: async () => {
-      for (const queue of [n.raw.rpcQueue, n.raw.rpcDeadQueue, n.raw.eventQueue, n.raw.eventDeadQueue, ...n.oursQueues]) {
-        await setup.deleteQueue(queue)
+      const queues = [
+        n.raw.rpcQueue,
+        n.raw.rpcClassicQueue,
+        n.raw.rpcDeadQueue,
+        n.raw.eventQueue,
+        n.raw.eventDeadQueue,
+        n.raw.eventClassicQueue,
+        n.raw.eventClassicDeadQueue,
+        ...n.oursQueues,
+        ...base.oursQueues
+      ]
+      for (const queue of queues) await setup.deleteQueue(queue)
+      for (const exchange of [n.raw.eventExchange, n.raw.eventClassicExchange, ...n.oursExchanges, ...base.oursExchanges]) {
+        await setup.deleteExchange(exchange)
       }
-      for (const exchange of [n.raw.eventExchange, ...n.oursExchanges]) await setup.deleteExchange(exchange)
       await connection.close()
     }
   }
@@ -160,13 +192,14 @@ export const client = async (url: string, n: Names): Promise<RawClient> => {
       new Promise((resolve, reject) => {
         const cpu = process.cpuUsage()
         const start = performance.now()
+        const exchange = run.impl === "raw-events-classic" ? n.raw.eventClassicExchange : n.raw.eventExchange
         const note = payloadOf(40)
         let sent = 0
         let confirmed = 0
         const pump = () => {
           while (sent < run.count && sent - confirmed < run.inFlight) {
             const body = Buffer.from(JSON.stringify({ seq: sent++, note }))
-            confirms.publish(n.raw.eventExchange, "tick", body, { persistent: true, contentType, type: "tick" }, (error) => {
+            confirms.publish(exchange, "tick", body, { persistent: true, contentType, type: "tick" }, (error) => {
               if (error !== null && error !== undefined) {
                 reject(error instanceof Error ? error : new Error(String(error)))
                 return

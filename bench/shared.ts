@@ -14,33 +14,54 @@ export class BenchRpcs extends RpcGroup.make(
   Rpc.make("echo", { payload: { data: Schema.String }, success: Schema.String })
 ) {}
 
-/** names carry the run id, so runs on a shared broker never meet */
-export const names = (runId: string) => {
-  const service = `bench-${runId}`
+/** the names of one mesh service of the benchmark: its contract and the event it publishes and handles */
+const meshNames = (service: string) => {
+  const subscription = topology.eventSubscription(service, "tick", "pool", service, undefined)
   return {
     service,
     contract: ServiceContract.make(service, BenchRpcs),
     event: Event.make(service, "tick", Schema.Struct({ seq: Schema.Number, note: Schema.String })),
     /** what the mesh declares for the service and its subscription, deleted after the run */
-    oursQueues: [
+    queues: [
       topology.rpcQueue(service),
       topology.rpcDeadLetterQueue(service),
-      topology.eventSubscription(service, "tick", "pool", service, undefined),
-      topology.eventDeadLetterQueue(topology.eventSubscription(service, "tick", "pool", service, undefined))
+      subscription,
+      topology.eventDeadLetterQueue(subscription)
     ],
-    oursExchanges: [topology.eventExchange(service)],
+    exchanges: [topology.eventExchange(service)]
+  }
+}
+
+export type MeshNames = ReturnType<typeof meshNames>
+
+/** names carry the run id, so runs on a shared broker never meet */
+export const names = (runId: string) => {
+  // a service (and event source) per queue type: both sets of queues exist side by side, and an event
+  // published for one subscription never lands in the other's queue
+  const quorum = meshNames(`bench-${runId}`)
+  const classic = meshNames(`bench-${runId}-classic`)
+  return {
+    ours: { quorum, classic } satisfies Record<QueueType, MeshNames>,
+    oursQueues: [...quorum.queues, ...classic.queues],
+    oursExchanges: [...quorum.exchanges, ...classic.exchanges],
     raw: {
       rpcQueue: `bench.raw.rpc.${runId}`,
       rpcDeadQueue: `bench.raw.rpc.${runId}.dead`,
       rpcClassicQueue: `bench.raw.rpc-classic.${runId}`,
       eventExchange: `bench.raw.events.${runId}`,
       eventQueue: `bench.raw.events.${runId}.tick`,
-      eventDeadQueue: `bench.raw.events.${runId}.tick.dead`
+      eventDeadQueue: `bench.raw.events.${runId}.tick.dead`,
+      eventClassicExchange: `bench.raw.events-classic.${runId}`,
+      eventClassicQueue: `bench.raw.events-classic.${runId}.tick`,
+      eventClassicDeadQueue: `bench.raw.events-classic.${runId}.tick.dead`
     }
   }
 }
 
 export type Names = ReturnType<typeof names>
+
+/** the run id of `--compare`'s peers: the other checkout's service must not share this one's queue */
+export const baseRunId = (runId: string): string => `${runId}b`
 
 /** the handlers, for the services and for the direct baseline */
 export const handlers = {
@@ -55,7 +76,14 @@ export const serverConcurrency = 64
 
 // ---- processes ----
 
-export type Impl = "ours" | "raw" | "raw-classic" | "raw-headers"
+/** the queue types a mesh peer declares its service's queue and its subscription's with */
+export type QueueType = "classic" | "quorum"
+
+/**
+ * what a cell measures: `ours` and `ours-classic` are effect-mesh on a quorum and on a classic queue;
+ * `raw` is amqplib on a quorum queue, `raw-classic` (rpc) and `raw-events-classic` on a classic one
+ */
+export type Impl = "ours" | "ours-classic" | "raw" | "raw-classic" | "raw-headers" | "raw-events-classic"
 
 export interface RpcRun {
   readonly impl: Impl
