@@ -1,6 +1,17 @@
 import { Effect } from "effect"
 import type { Scope } from "effect"
-import type { Broker, BrokerError, Consumer, Delivery, Incoming, LocalBody, Message, QueueInfo, ReplyQueue } from "effect-mesh/Broker"
+import type {
+  Broker,
+  BrokerError,
+  Consumer,
+  Delivery,
+  Incoming,
+  LocalBody,
+  Message,
+  QueueInfo,
+  QueueType,
+  ReplyQueue
+} from "effect-mesh/Broker"
 import { bytesOf } from "effect-mesh/Broker"
 import { describe, expect, it } from "tstyche"
 
@@ -27,6 +38,12 @@ describe("Broker", () => {
     expect<Extract<Incoming, { readonly _tag: "Lost" }>>().type.toBe<{ readonly _tag: "Lost" }>()
     const message = (incoming: Incoming): Message | undefined => incoming._tag === "Lost" ? undefined : incoming.message
     expect(message).type.toBe<(incoming: Incoming) => Message | undefined>()
+  })
+
+  it("declares a queue of a type, classic or quorum", () => {
+    expect<QueueType>().type.toBe<"classic" | "quorum">()
+    expect(broker.declareQueue("q", { type: "quorum", deliveryLimit: 5 })).type.toBe<Effect.Effect<string, BrokerError>>()
+    expect(broker.declareQueue).type.not.toBeCallableWith("q", { type: "stream" })
   })
 
   it("checks a queue", () => {

@@ -24,6 +24,14 @@ describe("Service.make: discovery options", () => {
     expect(Service.make).type.not.toBeCallableWith(Calculator, { handlers, publishes: [{ source: "x" }] })
   })
 
+  it("takes the request queue's type, classic or quorum, without changing the Layer's type", () => {
+    expect(Service.make(Calculator, { handlers, queueType: "quorum" })).type.toBe<Layer.Layer<never, BrokerError, Broker>>()
+    expect(Service.make(Calculator, { handlers, queueType: "classic" })).type.toBe<Layer.Layer<never, BrokerError, Broker>>()
+    expect(Service.make).type.not.toBeCallableWith(Calculator, { handlers, queueType: "stream" })
+    expect(Event.handle).type.toBeCallableWith(Computed, { queueType: "classic" }, () => Effect.void)
+    expect(Event.handle).type.not.toBeCallableWith(Computed, { queueType: "lazy" }, () => Effect.void)
+  })
+
   it("contractOf and isService accept anything", () => {
     expect(Service.contractOf(42)).type.toBe<Option.Option<ServiceContract.ServiceContract<string, Rpc.Any>>>()
     const u: unknown = Layer.empty

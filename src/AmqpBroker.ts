@@ -37,6 +37,7 @@ import {
   type ExchangeType,
   type HeaderValue,
   headersOf,
+  invalidQueueOptions,
   type Incoming,
   type Properties,
   type PublishOptions,
@@ -159,6 +160,8 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
 
     const declareQueue = (name: string, options?: QueueOptions) =>
       Effect.flatMap(readySession, (session) => {
+        const invalid = invalidQueueOptions(name, options)
+        if (invalid !== undefined) return Effect.fail(new BrokerError({ reason: "Precondition", message: invalid }))
         // named here rather than by the broker: RabbitMQ refuses to declare its `amq.gen-` names again
         // after a reconnect, and ours can be
         const actual = name === "" ? `mesh.gen-${globalThis.crypto.randomUUID()}` : name
@@ -984,14 +987,14 @@ const queueArguments = (options: QueueOptions | undefined): Amqp.QueueOptions =>
   if (options === undefined) return { durable: false, exclusive: false, autoDelete: false }
   const args: Record<string, HeaderValue> = {}
   const result: Amqp.QueueOptions = {
-    // quorum queues (delivery limits) are always durable
-    durable: options.durable === true || options.deliveryLimit !== undefined,
+    // quorum queues are always durable
+    durable: options.durable === true || options.type === "quorum",
     exclusive: options.exclusive === true,
     autoDelete: options.autoDelete === true,
     arguments: args
   }
+  if (options.type !== undefined) args["x-queue-type"] = options.type
   if (options.deliveryLimit !== undefined) {
-    args["x-queue-type"] = "quorum"
     // RabbitMQ dead-letters when the count of *re*deliveries exceeds the limit; ours counts deliveries
     args["x-delivery-limit"] = Math.max(0, Math.floor(options.deliveryLimit) - 1)
   }

@@ -229,13 +229,38 @@ export interface QueueOptions {
   /** only one consumer receives messages at a time; the next takes over when it goes away */
   readonly singleActiveConsumer?: boolean | undefined
   /**
+   * RabbitMQ's queue type (`x-queue-type`), said explicitly when given: a queue of another type (or
+   * declared without one) by that name is then refused with reason `Precondition`. A quorum queue is
+   * replicated on a cluster and always durable; a classic one lives on one node. Unset: the broker's
+   * default (classic), not checked.
+   */
+  readonly type?: QueueType | undefined
+  /**
    * after this many deliveries without an ack, a message is dead-lettered (or dropped) instead of
-   * being redelivered again. Makes the queue a quorum queue on RabbitMQ.
+   * being redelivered again. Quorum queues only: on any other queue the declaration is refused.
    */
   readonly deliveryLimit?: number | undefined
   /** delete the queue after it has had no consumers for this many milliseconds */
   readonly expires?: number | undefined
 }
+
+/**
+ * A queue's type on RabbitMQ: `classic` (on one node) or `quorum` (replicated).
+ *
+ * @since 0.1.0
+ */
+export type QueueType = "classic" | "quorum"
+
+/**
+ * Why a queue's options cannot be declared as given, or `undefined` when they can: a delivery limit
+ * needs a quorum queue. Both brokers refuse such a declaration alike.
+ *
+ * @since 0.1.0
+ */
+export const invalidQueueOptions = (name: string, options: QueueOptions | undefined): string | undefined =>
+  options?.deliveryLimit !== undefined && options.type !== "quorum"
+    ? `queue '${name}': a delivery limit needs a quorum queue (type: "quorum")`
+    : undefined
 
 /**
  * @since 0.1.0

@@ -28,13 +28,14 @@ import { constVoid } from "effect/Function"
 import type { RpcGroup, RpcSerialization } from "effect/rpc"
 import { Rpc, RpcServer } from "effect/rpc"
 import type { FromClientEncoded, FromServerEncoded } from "effect/rpc/RpcMessage"
-import type { BrokerError, Delivery, LocalBody } from "./Broker.ts"
+import type { BrokerError, Delivery, LocalBody, QueueType } from "./Broker.ts"
 import { Broker } from "./Broker.ts"
 import * as CallContext from "./CallContext.ts"
 import * as Admission from "./internal/admission.ts"
 import * as Codecs from "./internal/codecs.ts"
 import * as DeadLetterQueue from "./internal/deadLetterQueue.ts"
 import * as Deadlines from "./internal/deadlines.ts"
+import * as QueueTypes from "./internal/queueType.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
 import type { ServiceError } from "./ServiceError.ts"
@@ -51,7 +52,9 @@ export interface Options {
   readonly drainTimeout: Duration.Input
   /** unique per running instance: stream acks are routed to it */
   readonly instanceId: string
-  /** after this many deliveries a request goes to the service's dead-letter queue */
+  /** the request queue's type (default `classic`; `Service.make` reads `MESH_QUEUE_TYPE` too) */
+  readonly queueType?: QueueType | undefined
+  /** on a quorum queue, after this many deliveries a request goes to the service's dead-letter queue */
   readonly deliveryLimit?: number | undefined
   /** the largest request body taken, in bytes (default 1 MiB); a larger one is refused undecoded */
   readonly maxMessageSize?: number | undefined
@@ -174,12 +177,13 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     const queue = topology.rpcQueue(service)
     const deadQueue = topology.rpcDeadLetterQueue(service)
     yield* DeadLetterQueue.declare(broker, deadQueue)
+    const queueType = options.queueType ?? QueueTypes.defaults.requests
     yield* broker.declareQueue(queue, {
       durable: true,
       deadLetterExchange: topology.deadLetterExchange,
       deadLetterRoutingKey: deadQueue,
-      deliveryLimit: options.deliveryLimit ?? 5
-    })
+      ...QueueTypes.options(queueType, options.deliveryLimit ?? 5)
+    }).pipe(Effect.catch(QueueTypes.refused(queue, queueType)))
     yield* broker.bindQueue(queue, topology.rpcExchange, topology.rpcRoutingKey(service))
     const controlQueue = yield* broker.declareQueue("", { exclusive: true, autoDelete: true })
     yield* broker.bindQueue(controlQueue, topology.controlExchange, topology.controlServiceKey(service))

@@ -51,11 +51,12 @@ import {
   Stream
 } from "effect"
 import type { Scope } from "effect"
-import type { BrokerError, Consumer, Delivery, QueueOptions } from "./Broker.ts"
+import type { BrokerError, Consumer, Delivery, QueueOptions, QueueType } from "./Broker.ts"
 import { Broker } from "./Broker.ts"
 import * as CallContext from "./CallContext.ts"
 import * as DeadLetterQueue from "./internal/deadLetterQueue.ts"
 import * as internal from "./internal/events.ts"
+import * as QueueTypes from "./internal/queueType.ts"
 import * as Runner from "./internal/runner.ts"
 import * as Settler from "./internal/settler.ts"
 import * as topology from "./internal/topology.ts"
@@ -138,8 +139,14 @@ export interface CommonOptions {
    */
   readonly retry?: Schedule.Schedule<unknown, unknown> | undefined
   /**
-   * deliveries of one event (crashes and shutdowns included) before the broker dead-letters it, on
-   * durable queues (default 10)
+   * the type of the subscription's durable queue (pool, singleton and reliable broadcast): `quorum`
+   * (the default), replicated on a cluster and with a delivery limit, or `classic`, faster on one
+   * node and without one; unset, `MESH_QUEUE_TYPE` decides. See the README's "Queues"
+   */
+  readonly queueType?: QueueType | undefined
+  /**
+   * on a quorum queue, deliveries of one event (crashes and shutdowns included) before the broker
+   * dead-letters it (default 10)
    */
   readonly deliveryLimit?: number | undefined
   /** how long a stopping instance lets running handlers finish (default 10 seconds) */
@@ -325,7 +332,8 @@ export const handle = <Source extends string, Type extends string, S extends Sch
   Service.entrypoint(entrypointName(event, options), (instance) =>
     Layer.effectDiscard(Effect.gen(function*() {
       const broker = yield* Broker
-      const plan = planOf(event, options, instance)
+      const queueType = yield* QueueTypes.resolve(options.queueType, QueueTypes.defaults.events)
+      const plan = planOf(event, options, instance, queueType)
       yield* declare(broker, event, plan)
       const settle = Settler.make(broker, plan, codecOf(event).decode, options.retry ?? defaultRetry)
       const consumer = yield* broker.consume(plan.queue, {
@@ -392,7 +400,8 @@ export const subscribe = <Source extends string, Type extends string, S extends 
   Service.entrypoint(entrypointName(event, options), (instance) =>
     Layer.effectDiscard(Effect.gen(function*() {
       const broker = yield* Broker
-      const plan = planOf(event, options, instance)
+      const queueType = yield* QueueTypes.resolve(options.queueType, QueueTypes.defaults.events)
+      const plan = planOf(event, options, instance, queueType)
       yield* declare(broker, event, plan)
       const settle = Settler.make(broker, plan, codecOf(event).decode, options.retry ?? defaultRetry)
       const name = runName(instance, event)
@@ -549,12 +558,16 @@ interface Plan {
   readonly maxMessageSize: number
 }
 
-const planOf = (event: Any, options: Options, instance: Service.Instance): Plan => {
+const planOf = (event: Any, options: Options, instance: Service.Instance, queueType: QueueType): Plan => {
   const delivery = options.delivery ?? "pool"
   const subscription = topology.eventSubscription(event.source, event.type, delivery, instance.service, options.name)
   const deadQueue = topology.eventDeadLetterQueue(subscription)
   const deadLettering = { deadLetterExchange: topology.deadLetterExchange, deadLetterRoutingKey: deadQueue }
-  const durable: QueueOptions = { durable: true, deliveryLimit: options.deliveryLimit ?? 10, ...deadLettering }
+  const durable: QueueOptions = {
+    durable: true,
+    ...QueueTypes.options(queueType, options.deliveryLimit ?? 10),
+    ...deadLettering
+  }
   const reliable = options.delivery === "broadcast" ? options.reliable : undefined
   const queue = delivery !== "broadcast"
     ? subscription
@@ -579,7 +592,10 @@ const declare = (broker: Broker["Service"], event: Any, plan: Plan): Effect.Effe
     yield* topology.declareCommon(broker)
     yield* topology.ensureExchange(broker, exchange)
     yield* DeadLetterQueue.declare(broker, plan.deadQueue)
-    yield* broker.declareQueue(plan.queue, plan.queueOptions)
+    const type = plan.queueOptions.type
+    yield* broker.declareQueue(plan.queue, plan.queueOptions).pipe(
+      Effect.catch((error) => type === undefined ? Effect.fail(error) : QueueTypes.refused(plan.queue, type)(error))
+    )
     yield* broker.bindQueue(plan.queue, exchange, event.type)
   })
 

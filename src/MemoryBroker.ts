@@ -27,6 +27,7 @@ import {
   type ExchangeType,
   type HeaderValue,
   headersOf,
+  invalidQueueOptions,
   type Incoming,
   type Message,
   type Properties,
@@ -475,6 +476,7 @@ const sameQueueOptions = (a: QueueOptions, b: QueueOptions): boolean =>
   a.deadLetterRoutingKey === b.deadLetterRoutingKey &&
   a.messageTtl === b.messageTtl &&
   a.maxLength === b.maxLength &&
+  a.type === b.type &&
   a.deliveryLimit === b.deliveryLimit &&
   a.expires === b.expires
 
@@ -567,6 +569,8 @@ class BrokerState {
 
   declareQueue(name: string, options: QueueOptions = {}): Effect.Effect<string, BrokerError> {
     if (this.closed) return closedError()
+    const invalid = invalidQueueOptions(name, options)
+    if (invalid !== undefined) return fail("Precondition", invalid)
     const existing = name === "" ? undefined : this.queues.get(name)
     if (existing !== undefined) {
       if (!sameQueueOptions(existing.options, options)) {

@@ -27,11 +27,12 @@ import { Headers } from "effect/http"
 import type { Rpc, RpcGroup } from "effect/rpc"
 import { Rpc as RpcModule, RpcSchema, RpcServer } from "effect/rpc"
 import { RequestId } from "effect/rpc/RpcMessage"
-import type { BrokerError } from "./Broker.ts"
+import type { BrokerError, QueueType } from "./Broker.ts"
 import { Broker } from "./Broker.ts"
 import * as BrokerRpcServer from "./BrokerRpcServer.ts"
 import * as CallContext from "./CallContext.ts"
 import * as Discovery from "./Discovery.ts"
+import * as QueueTypes from "./internal/queueType.ts"
 import * as Runner from "./internal/runner.ts"
 import * as wire from "./internal/wire.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
@@ -49,7 +50,12 @@ export interface Options<Handlers, EX, RX> {
   readonly drainTimeout?: Duration.Input | undefined
   /** send the stack of a handler's defect to callers (off by default) */
   readonly exposeStackTraces?: boolean | undefined
-  /** deliveries of one request before it goes to the service's dead-letter queue (default 5) */
+  /**
+   * the type of the service's request queue (it carries its commands too): `classic` (the default) or
+   * `quorum`, replicated on a cluster; unset, `MESH_QUEUE_TYPE` decides. See the README's "Queues"
+   */
+  readonly queueType?: QueueType | undefined
+  /** on a quorum queue, deliveries of one request before it goes to the dead-letter queue (default 5) */
   readonly deliveryLimit?: number | undefined
   /**
    * the largest request body (and command) taken from the broker, in bytes (default 1 MiB, as the HTTP
@@ -221,6 +227,7 @@ const rpcLayer = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
       concurrency: options.concurrency ?? 64,
       drainTimeout: options.drainTimeout ?? BrokerRpcServer.defaultDrainTimeout,
       instanceId: instance.instanceId,
+      queueType: yield* QueueTypes.resolve(options.queueType, QueueTypes.defaults.requests),
       deliveryLimit: options.deliveryLimit,
       maxMessageSize: options.maxMessageSize,
       unary

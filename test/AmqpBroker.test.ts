@@ -237,7 +237,7 @@ describe("AmqpBroker faults", () => {
         yield* broker.declareExchange(exchange, "direct")
         const queue = yield* broker.declareQueue(`t.fault.q.${id}`)
         yield* broker.bindQueue(queue, exchange, "k")
-        const quorum = yield* broker.declareQueue(`t.fault.qq.${id}`, { durable: true, deliveryLimit: 3 })
+        const quorum = yield* broker.declareQueue(`t.fault.qq.${id}`, { durable: true, type: "quorum", deliveryLimit: 3 })
         const consumer = yield* broker.consume(queue, { prefetch: 10 })
         const quorumConsumer = yield* broker.consume(quorum, { prefetch: 10 })
         const received = yield* Queue.unbounded<string>()
