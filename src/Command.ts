@@ -66,16 +66,26 @@ export const send = <
     )
     const id = crypto.randomUUID()
     const context = yield* internal.nextContext(service, method, id)
-    yield* broker.publish(topology.rpcExchange, topology.rpcRoutingKey(service), wire.encodeJson(encoded.value), {
-      mandatory: true,
-      confirm: true,
-      persistent: true,
-      contentType: wire.contentType,
-      type: method,
-      correlationId: id,
-      messageId: id,
-      headers: { ...CallContext.toHeaders(context), [internal.header.command]: "true" }
-    }).pipe(
+    // a producer's span, which the instance's span of the command is a child of
+    yield* Effect.useSpan(
+      `${service}.${method} send`,
+      { kind: "producer", attributes: { "messaging.system": "rabbitmq", "messaging.operation.type": "send", "rpc.method": method } },
+      (span) =>
+        broker.publish(topology.rpcExchange, topology.rpcRoutingKey(service), wire.encodeJson(encoded.value), {
+          mandatory: true,
+          confirm: true,
+          persistent: true,
+          contentType: wire.contentType,
+          type: method,
+          correlationId: id,
+          messageId: id,
+          headers: {
+            ...CallContext.toHeaders(context),
+            [internal.header.command]: "true",
+            [wire.header.traceparent]: wire.traceparent(span.traceId, span.spanId, span.sampled)
+          }
+        })
+    ).pipe(
       Effect.mapError((e) =>
         e.reason === "Unroutable"
           ? new ServiceNotFound({ service })

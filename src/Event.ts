@@ -48,7 +48,8 @@ import {
   Schedule,
   Schema,
   SchemaIssue,
-  Stream
+  Stream,
+  Tracer
 } from "effect"
 import type { Scope } from "effect"
 import type { BrokerError, Consumer, Delivery, QueueOptions, QueueType } from "./Broker.ts"
@@ -58,6 +59,7 @@ import * as DeadLetterQueue from "./internal/deadLetterQueue.ts"
 import * as internal from "./internal/events.ts"
 import * as QueueTypes from "./internal/queueType.ts"
 import * as Runner from "./internal/runner.ts"
+import type * as Spans from "./internal/spans.ts"
 import * as Settler from "./internal/settler.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
@@ -300,15 +302,24 @@ const publishMade = (
   const exchange = codec.exchange
   const id = crypto.randomUUID()
   const context = internal.nextContextOf(parent, event.source, event.type, id)
-  const send = broker.publish(exchange, event.type, wire.encodeJson(encoded.value), {
-    confirm: true,
-    persistent: true,
-    contentType: wire.contentType,
-    type: event.type,
-    messageId: id,
-    correlationId: context.correlationId,
-    headers: CallContext.toHeaders(context)
-  })
+  // the publish has a span of its own (a producer's), which the handlers' spans are children of
+  const send = Effect.useSpan(
+    `${event.source}.${event.type} publish`,
+    { kind: "producer", attributes: messagingAttributes(event, id, "publish") },
+    (span) =>
+      broker.publish(exchange, event.type, wire.encodeJson(encoded.value), {
+        confirm: true,
+        persistent: true,
+        contentType: wire.contentType,
+        type: event.type,
+        messageId: id,
+        correlationId: context.correlationId,
+        headers: {
+          ...CallContext.toHeaders(context),
+          [wire.header.traceparent]: wire.traceparent(span.traceId, span.spanId, span.sampled)
+        }
+      })
+  )
   const ready = codec.declaredOn === broker || topology.isDeclared(broker, exchange)
   if (ready) codec.declaredOn = broker
   return Effect.mapError(
@@ -353,7 +364,7 @@ export const handle = <Source extends string, Type extends string, S extends Sch
           // the handler's services are the entrypoint's, which the lane's runs get
           const run = handler(payload, metadata) as Effect.Effect<X, E, Scope.Scope>
           lane.start(
-            { name, context: metadata.context, span: undefined },
+            { name, context: metadata.context, span: consumerSpan(event, delivery, metadata), settledInSpan: true },
             run,
             (exit) => Exit.isSuccess(exit) ? delivery.ack : settle.failCause(delivery, exit.cause)
           )
@@ -426,7 +437,10 @@ export const subscribe = <Source extends string, Type extends string, S extends 
           fail,
           handle: <X2, E2, R2>(f: (payload: S["Type"]) => Effect.Effect<X2, E2, R2>) =>
             Effect.flatMap(
-              Runner.run({ name, context: decoded.metadata.context, span: undefined }, f(decoded.payload)),
+              Runner.run(
+                { name, context: decoded.metadata.context, span: consumerSpan(event, delivery, decoded.metadata) },
+                f(decoded.payload)
+              ),
               (exit) => Exit.isSuccess(exit) ? ack : once(settle.failCause(delivery, exit.cause))
             )
         })
@@ -537,6 +551,24 @@ const codecOf = (event: Any): Codec => {
     codecs.set(event, codec)
   }
   return codec
+}
+
+/** OpenTelemetry's messaging attributes of an event's spans */
+const messagingAttributes = (event: Any, id: string, operation: "publish" | "process") => ({
+  "messaging.system": "rabbitmq",
+  "messaging.operation.type": operation,
+  "messaging.destination.name": `${event.source}.${event.type}`,
+  "messaging.message.id": id
+})
+
+/** a handler's span: a consumer's, the child of its publish's span when the event names it */
+const consumerSpan = (event: Any, delivery: Delivery, metadata: Metadata): Spans.SpanOptions => {
+  const parent = wire.parseTraceparent(wire.stringHeader(delivery.properties.headers, wire.header.traceparent))
+  return {
+    kind: "consumer",
+    parent: parent === undefined ? undefined : Tracer.externalSpan(parent),
+    attributes: { ...messagingAttributes(event, metadata.messageId, "process"), "mesh.event.attempt": metadata.attempt }
+  }
 }
 
 /** the name of a handler's run, as a span's: `<service>.event:<source>.<type>` */

@@ -29,6 +29,11 @@ export interface Run {
   readonly name: string
   readonly context: CallContext.CallContext
   readonly span: Spans.SpanOptions | undefined
+  /**
+   * the span ends after `onExit` (an event's ack, retry or dead letter: its span events), rather than
+   * with the handler, before its answer is sent (a request's, as `withSpan` would)
+   */
+  readonly settledInSpan?: boolean | undefined
 }
 
 /** the runs of one entrypoint, each in a fiber of its own */
@@ -79,8 +84,11 @@ export const lane = (services: Context.Context<never>): Lane => {
         : withOnExit(Effect.withSpan(effect, run.name, Spans.withSpanOptions(run.span)), onExit)
       // the span ends with the run, before its answer is sent (as withSpan's would)
       : Effect.onExit(effect, (exit) => {
-        spans.end(span, exit)
-        return onExit === undefined ? Effect.void : onExit(exit)
+        if (onExit === undefined || run.settledInSpan !== true) {
+          spans.end(span, exit)
+          return onExit === undefined ? Effect.void : onExit(exit)
+        }
+        return Effect.ensuring(onExit(exit), Effect.sync(() => spans.end(span, exit)))
       })
     const fiber = Effect.runForkWith(span === undefined ? context : spans.provide(context, span))(body)
     running.add(fiber)

@@ -195,6 +195,7 @@ export const make = (
       const firstFailure = numberHeader(headers?.[internal.header.firstFailure]) ?? now
       const delay = yield* delayAfter(retry, failures, error, firstFailure, now)
       if (Option.isNone(delay)) {
+        yield* spanEvent("mesh.event.dead_lettered", { "mesh.event.attempts": failures, "error.message": message })
         yield* Effect.logWarning(`${plan.label}: an event failed ${failures} time(s) and was dead-lettered: ${message}`)
         return yield* replaceWith(
           delivery,
@@ -208,6 +209,7 @@ export const make = (
         [internal.header.firstFailure]: firstFailure,
         [internal.header.error]: message
       }
+      yield* spanEvent("mesh.event.retry", { "mesh.event.attempt": failures, "mesh.event.retry_delay_ms": millis, "error.message": message })
       yield* Effect.logDebug(`${plan.label}: an event failed (${message}); retrying in ${millis} ms`)
       if (millis === 0) {
         const again = broker.publish("", plan.queue, delivery.body, republished(delivery, extra))
@@ -231,6 +233,13 @@ export const make = (
 
   return { decode, invalid, failCause }
 }
+
+/** an event on the handler's span (a retry, a dead letter), when there is one */
+const spanEvent = (name: string, attributes: Record<string, unknown>): Effect.Effect<void> =>
+  Effect.matchEffect(Effect.currentSpan, {
+    onFailure: () => Effect.void,
+    onSuccess: (span) => Effect.map(Clock.currentTimeNanos, (now) => span.event(name, now, attributes))
+  })
 
 /** how long an unused retry queue outlives its delay */
 const retryQueueLease = 60_000
