@@ -364,7 +364,13 @@ export const handle = <Source extends string, Type extends string, S extends Sch
           // the handler's services are the entrypoint's, which the lane's runs get
           const run = handler(payload, metadata) as Effect.Effect<X, E, Scope.Scope>
           lane.start(
-            { name, context: metadata.context, span: consumerSpan(event, delivery, metadata), settledInSpan: true },
+            {
+              service: instance.service,
+              name,
+              context: metadata.context,
+              span: consumerSpan(event, delivery, metadata),
+              settledInSpan: true
+            },
             run,
             (exit) => Exit.isSuccess(exit) ? delivery.ack : settle.failCause(delivery, exit.cause)
           )
@@ -438,7 +444,12 @@ export const subscribe = <Source extends string, Type extends string, S extends 
           handle: <X2, E2, R2>(f: (payload: S["Type"]) => Effect.Effect<X2, E2, R2>) =>
             Effect.flatMap(
               Runner.run(
-                { name, context: decoded.metadata.context, span: consumerSpan(event, delivery, decoded.metadata) },
+                {
+                  service: instance.service,
+                  name,
+                  context: decoded.metadata.context,
+                  span: consumerSpan(event, delivery, decoded.metadata)
+                },
                 f(decoded.payload)
               ),
               (exit) => Exit.isSuccess(exit) ? ack : once(settle.failCause(delivery, exit.cause))

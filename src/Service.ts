@@ -287,6 +287,7 @@ const unaryRunner = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
     ): Fiber.Fiber<unknown, unknown> => {
       const named = spanOf.get(request.rpc._tag)
       return lane.start({
+        service,
         name: named?.name ?? `${service}.${request.rpc._tag}`,
         context: request.context,
         span: { kind: "server", parent: request.span, attributes: named?.attributes }

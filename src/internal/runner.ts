@@ -18,7 +18,7 @@
  *
  * @internal
  */
-import { Context, Deferred, Effect, Exit, Scope } from "effect"
+import { Context, Deferred, Effect, Exit, Option, References, Scope, Tracer } from "effect"
 import { Fiber } from "effect"
 import type { Duration } from "effect"
 import * as CallContext from "../CallContext.ts"
@@ -26,6 +26,8 @@ import * as Spans from "./spans.ts"
 
 /** what a run is: its name (the span's, `<service>.<method>` or `<service>.<kind>:<name>`), context, span */
 export interface Run {
+  /** the service whose instance runs it */
+  readonly service: string
   readonly name: string
   readonly context: CallContext.CallContext
   readonly span: Spans.SpanOptions | undefined
@@ -53,6 +55,7 @@ export interface Lane {
 /** a lane whose runs get `services` (the entrypoint's), read once for their spans */
 export const lane = (services: Context.Context<never>): Lane => {
   const spans = Spans.make(services)
+  const baseAnnotations = Context.get(services, References.CurrentLogAnnotations)
   const running = new Set<Fiber.Fiber<unknown, unknown>>()
   let idle: Deferred.Deferred<void> | undefined
 
@@ -77,6 +80,8 @@ export const lane = (services: Context.Context<never>): Lane => {
       scope
     ) as Context.Context<Scope.Scope | CallContext.CallContext>
     const span = run.span === undefined ? undefined : spans.start(run.name, run.span)
+    // every log line of the run says whose run it is, and of which call and trace
+    const logged = Context.add(context, References.CurrentLogAnnotations, annotationsOf(baseAnnotations, run, span))
     const body = span === undefined
       ? run.span === undefined
         ? withOnExit(effect, onExit)
@@ -90,7 +95,7 @@ export const lane = (services: Context.Context<never>): Lane => {
         }
         return Effect.ensuring(onExit(exit), Effect.sync(() => spans.end(span, exit)))
       })
-    const fiber = Effect.runForkWith(span === undefined ? context : spans.provide(context, span))(body)
+    const fiber = Effect.runForkWith(span === undefined ? logged : spans.provide(logged, span))(body)
     running.add(fiber)
     fiber.addObserver((exit) => ended(fiber, scope, exit))
     return fiber
@@ -119,8 +124,14 @@ export const run = <A, E, R>(
 ): Effect.Effect<Exit.Exit<A, E>, never, Exclude<R, Scope.Scope>> =>
   Effect.suspend(() => {
     const scoped = Effect.provideService(Effect.scoped(effect), CallContext.CallContext, run.context)
-    const traced = run.span === undefined ? scoped : Effect.withSpan(scoped, run.name, Spans.withSpanOptions(run.span))
-    return Effect.annotateLogs(Effect.exit(traced), { correlationId: run.context.correlationId })
+    // its logs say whose run it is, and of which call and trace (the span's, once it is made)
+    const logged = Effect.withFiber((fiber) => {
+      const span = Option.getOrUndefined(Option.filter(Context.getOption(fiber.context, Tracer.ParentSpan), isSpan))
+      const annotations = annotationsOf(fiber.getRef(References.CurrentLogAnnotations), run, span)
+      return Effect.provideService(scoped, References.CurrentLogAnnotations, annotations)
+    })
+    const traced = run.span === undefined ? logged : Effect.withSpan(logged, run.name, Spans.withSpanOptions(run.span))
+    return Effect.exit(traced)
   })
 
 /** a run no caller started: a fresh `CallContext` rooted at `<service>.<kind>:<name>`, a root span */
@@ -133,6 +144,7 @@ export const root = (
   const entry = `${instance.service}.${kind}:${name}`
   const context = CallContext.root(entry)
   return {
+    service: instance.service,
     name: entry,
     context,
     span: options.span
@@ -149,6 +161,30 @@ export const root = (
       : undefined
   }
 }
+
+/** the log annotations of a run, on top of those its instance's services have */
+const annotationsOf = (
+  base: Readonly<Record<string, unknown>>,
+  run: Run,
+  span: Tracer.Span | undefined
+): Record<string, unknown> => {
+  const stack = run.context.callIdStack
+  const own: Record<string, unknown> = {
+    service: run.service,
+    run: run.name,
+    correlationId: run.context.correlationId
+  }
+  if (stack.length > 0) own["callId"] = stack[stack.length - 1]
+  if (span !== undefined) own["traceId"] = span.traceId
+  return isEmpty(base) ? own : { ...base, ...own }
+}
+
+const isEmpty = (record: Readonly<Record<string, unknown>>): boolean => {
+  for (const _ in record) return false
+  return true
+}
+
+const isSpan = (span: Tracer.AnySpan): span is Tracer.Span => span._tag === "Span"
 
 const withOnExit = <A, E, R>(
   effect: Effect.Effect<A, E, R>,
