@@ -59,6 +59,7 @@ describe("Discovery", () => {
 describe("MeshConfig", () => {
   it("the broker Layer reads Config; a file needs a FileSystem", () => {
     expect(MeshConfig.layerBroker).type.toBe<Layer.Layer<Broker, BrokerError | Config.ConfigError>>()
+    expect(MeshConfig.layerLogger).type.toBe<Layer.Layer<never, Config.ConfigError>>()
     expect(MeshConfig.loadFile("mesh.yaml")).type.toBe<
       Effect.Effect<MeshConfig.File, MeshConfig.MeshConfigError, FileSystem.FileSystem>
     >()

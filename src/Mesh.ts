@@ -134,7 +134,7 @@ export const layer = <const S extends Services>(
 /**
  * `layer` as the configuration says: the config file (`config`, or `MESH_CONFIG`) over the
  * environment; RabbitMQ when `AMQP_URL` is set, else the embedded broker; HTTP when `port` or
- * `HTTP_PORT` is set. The file's settings also reach the services and the program.
+ * `HTTP_PORT` is set; logs as `LOG_FORMAT` and `LOG_LEVEL` say (`MeshConfig.layerLogger`). The file's settings also reach the services and the program.
  *
  * @since 0.1.0
  */
@@ -156,7 +156,8 @@ export const layerConfig = <const S extends Services>(
       ...options?.http,
       port
     }))
-    return make(services, MeshConfig.layerBroker, Option.getOrUndefined(http))
+    // the loggers first: the services' runs log as the configuration says
+    return make(services, MeshConfig.layerBroker, Option.getOrUndefined(http)).pipe(Layer.provideMerge(MeshConfig.layerLogger))
   })).pipe(Layer.provideMerge(configFile(options?.config)))
 
 // ---- internal ----

@@ -17,7 +17,7 @@
  *
  * @since 0.1.0
  */
-import { Config, ConfigProvider, Effect, FileSystem, Layer, Option, Redacted, Schema } from "effect"
+import { Config, ConfigProvider, Effect, FileSystem, Layer, Logger, Option, Redacted, References, Schema } from "effect"
 import { Yaml } from "effect/encoding"
 import * as AmqpBroker from "./AmqpBroker.ts"
 import type { Broker, BrokerError } from "./Broker.ts"
@@ -146,6 +146,34 @@ export const layer = (path: Option.Option<string>): Layer.Layer<never, MeshConfi
  * @since 0.1.0
  */
 export const amqpUrl: Config.Config<Option.Option<Redacted.Redacted<string>>> = Config.option(Config.Redacted("AMQP_URL"))
+
+/**
+ * How logs are written, from the configuration: `LOG_FORMAT` is `pretty` (effect's
+ * `Logger.consolePretty`), `json` (one JSON object per line: `Logger.consoleJson`, with the run's
+ * annotations: service, run, correlation id, call id, trace id), `logfmt` or `structured`; `LOG_LEVEL`
+ * (`Debug`, `Info`, `Warn`, ...) the least level written. What is not set stays as it is: the loggers
+ * a program installed itself (an OTLP logger, say), effect's default level.
+ *
+ * @since 0.1.0
+ */
+export const layerLogger: Layer.Layer<never, Config.ConfigError> = Layer.unwrap(Effect.gen(function*() {
+  const format = yield* Config.option(Config.Literals(["pretty", "json", "logfmt", "structured"], "LOG_FORMAT"))
+  const level = yield* Config.option(Config.LogLevel("LOG_LEVEL"))
+  const loggers = Option.match(format, {
+    onNone: () => Layer.empty,
+    onSome: (format) =>
+      Logger.layer([
+        format === "json"
+          ? Logger.consoleJson
+          : format === "logfmt"
+          ? Logger.consoleLogFmt
+          : format === "structured"
+          ? Logger.consoleStructured
+          : Logger.consolePretty()
+      ])
+  })
+  return Option.isNone(level) ? loggers : Layer.merge(loggers, Layer.succeed(References.MinimumLogLevel, level.value))
+}))
 
 /**
  * The broker the configuration asks for: RabbitMQ (`AmqpBroker.layerConfig`) when `AMQP_URL` is set,

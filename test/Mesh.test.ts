@@ -4,7 +4,7 @@
  * port is configured, called over a real socket with node's fetch.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Exit, Layer, Schema } from "effect"
+import { ConfigProvider, Console, Effect, Exit, Layer, Schema } from "effect"
 import { Rpc, RpcGroup } from "effect/rpc"
 import { Broker, Discovery, HttpEntrypoint, Mesh, Service, ServiceClient, ServiceContract } from "effect-mesh"
 import { writeFileSync } from "node:fs"
@@ -79,6 +79,35 @@ describe("Mesh.layerConfig", () => {
         Effect.provide(Mesh.layerConfig([plainLive(contract)]).pipe(Layer.provide(config({}))))
       )
       assert.deepStrictEqual(result, { greeting: "hello ada", broker: "memory" })
+    }))
+
+  it.live("LOG_FORMAT=json: the services' log lines are JSON, with their run's annotations; LOG_LEVEL drops the lesser", () =>
+    Effect.gen(function*() {
+      const contract = greeter()
+      const written: Array<string> = []
+      const testConsole: Console.Console = Object.assign(Object.create(console), {
+        log: (...args: ReadonlyArray<unknown>) => void written.push(args.map(String).join(" "))
+      })
+      const logging = Service.make(contract, {
+        handlers: {
+          greet: ({ name }) =>
+            Effect.andThen(Effect.logDebug("not written"), Effect.as(Effect.logWarning(`greeting ${name}`), `hello ${name}`))
+        }
+      })
+      const result = yield* callGreet(contract).pipe(
+        Effect.provide(Mesh.layerConfig([logging]).pipe(Layer.provide(config({ LOG_FORMAT: "json", LOG_LEVEL: "Info" })))),
+        Effect.provideService(Console.Console, testConsole)
+      )
+      assert.strictEqual(result.greeting, "hello ada")
+      const lines = written.flatMap((line) => {
+        const parsed: unknown = JSON.parse(line)
+        return typeof parsed === "object" && parsed !== null ? [parsed as Record<string, unknown>] : []
+      })
+      const greeting = lines.find((l) => JSON.stringify(l.message).includes("greeting ada"))
+      assert.isDefined(greeting, written.join("\n"))
+      assert.strictEqual(greeting!["level"], "WARN")
+      assert.include(greeting!["annotations"] as object, { service: contract.name, run: `${contract.name}.greet` })
+      assert.isFalse(written.some((line) => line.includes("not written")))
     }))
 
   it.live("with AMQP_URL: RabbitMQ", () =>
