@@ -35,6 +35,7 @@ import * as Admission from "./internal/admission.ts"
 import * as Codecs from "./internal/codecs.ts"
 import * as DeadLetterQueue from "./internal/deadLetterQueue.ts"
 import * as Deadlines from "./internal/deadlines.ts"
+import * as Metrics from "./internal/metrics.ts"
 import * as QueueTypes from "./internal/queueType.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
@@ -161,6 +162,9 @@ interface RunningRequest {
   fiber: Fiber.Fiber<unknown, unknown> | undefined
   /** the request came as a value: a success is answered as one */
   readonly local: boolean
+  /** its method's metrics, and when it began (`performance.now()`) */
+  readonly metrics: Metrics.RunMetrics
+  readonly startedAt: number
 }
 
 /**
@@ -202,7 +206,21 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     const deadlines = yield* Deadlines.make
     const clock = yield* Clock.Clock
 
-    const forget = (clientId: number, call: RunningRequest) => {
+    // a method's metrics, made once (internal/metrics.ts)
+    const metricsByMethod = new Map<string, Metrics.RunMetrics>()
+    const metricsOf = (method: string): Metrics.RunMetrics => {
+      let metrics = metricsByMethod.get(method)
+      if (metrics === undefined) {
+        metrics = Metrics.rpcServer(service, method)
+        metricsByMethod.set(method, metrics)
+      }
+      return metrics
+    }
+    const services = yield* Effect.context<never>()
+
+    /** the call is over, with this outcome: it leaves the calls, its deadline is not watched */
+    const forget = (clientId: number, call: RunningRequest, outcome: Exit.Exit<unknown, unknown>) => {
+      call.metrics.end(outcome, (performance.now() - call.startedAt) / 1000, services)
       calls.delete(clientId)
       if (call.timer !== undefined) deadlines.remove(call.timer)
       if (idle !== undefined && calls.size === 0) Deferred.doneUnsafe(idle, Exit.void)
@@ -226,7 +244,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
 
     // the reply is published first; only then is the request acked, on its own channel
     const finish = (clientId: number, call: RunningRequest, message: Answer) => {
-      forget(clientId, call)
+      forget(clientId, call, outcomeOfAnswer(message))
       if (call.command) return settleCommand(call, message)
       return publishReply(call.replyTo, call.requestId, message).pipe(
         Effect.matchCauseEffect({
@@ -325,7 +343,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       Effect.suspend(() => {
         const call = calls.get(clientId)
         if (call === undefined) return Effect.void
-        forget(clientId, call)
+        forget(clientId, call, pastDeadline)
         const settle = call.command
           ? Effect.andThen(
             Effect.logWarning(`${service}: command ${call.requestId} (${method}) ran past its deadline; dead-lettered`),
@@ -368,6 +386,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       const clientId = nextClientId++
       const { replyTo, requestId } = admitted
       // correlation ids are unique per caller process and beyond (BrokerRpcClient): the key of a call
+      const metrics = metricsOf(admitted.rpc._tag)
       const call: RunningRequest = {
         delivery,
         replyTo,
@@ -375,8 +394,11 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
         command,
         timer: undefined,
         fiber: undefined,
-        local: admitted.local !== undefined
+        local: admitted.local !== undefined,
+        metrics,
+        startedAt: performance.now()
       }
+      metrics.begin(services)
       calls.set(clientId, call)
       return { call, clientId }
     }
@@ -462,7 +484,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
         },
         end: (clientId: number) => {
           const call = calls.get(clientId)
-          if (call !== undefined) forget(clientId, call)
+          if (call !== undefined) forget(clientId, call, interrupted)
           return Effect.void
         },
         clientIds: Effect.sync(() => new Set(calls.keys())),
@@ -505,7 +527,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
         yield* Effect.logInfo(`${service}: ${left.length} request(s) still running at shutdown go back to the queue`)
       }
       for (const [clientId, call] of left) {
-        forget(clientId, call)
+        forget(clientId, call, interrupted)
         yield* call.delivery.nack(true)
         // RpcServer's calls stop when it does; a unary call's fiber is stopped here
         if (call.fiber !== undefined) call.fiber.interruptUnsafe()
@@ -514,6 +536,22 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
 
     return { protocol, drain }
   })
+
+/** how a call ended, for its metrics: an answer's Exit (a success, or its failure's first reason) */
+const outcomeOfAnswer = (message: Answer): Exit.Exit<unknown, unknown> => {
+  if (message._tag === "LocalBody") return Exit.void
+  if (message._tag !== "Exit") return interrupted
+  const exit = message.exit
+  if (exit._tag === "Success") return Exit.void
+  for (const reason of exit.cause) {
+    if (reason._tag === "Fail") return Exit.fail(reason.error)
+    if (reason._tag === "Die") return Exit.die(reason.defect)
+  }
+  return interrupted
+}
+
+const interrupted: Exit.Exit<unknown, unknown> = Exit.interrupt()
+const pastDeadline: Exit.Exit<unknown, unknown> = Exit.fail({ _tag: "CallTimeout" })
 
 /**
  * The default drain deadline.

@@ -43,6 +43,7 @@ import {
   Exit,
   Fiber,
   Layer,
+  Metric,
   Option,
   Pull,
   Schedule,
@@ -57,6 +58,7 @@ import { Broker } from "./Broker.ts"
 import * as CallContext from "./CallContext.ts"
 import * as DeadLetterQueue from "./internal/deadLetterQueue.ts"
 import * as internal from "./internal/events.ts"
+import * as Metrics from "./internal/metrics.ts"
 import * as QueueTypes from "./internal/queueType.ts"
 import * as Runner from "./internal/runner.ts"
 import type * as Spans from "./internal/spans.ts"
@@ -323,7 +325,10 @@ const publishMade = (
   const ready = codec.declaredOn === broker || topology.isDeclared(broker, exchange)
   if (ready) codec.declaredOn = broker
   return Effect.mapError(
-    ready ? send : Effect.andThen(topology.ensureExchange(broker, exchange), send),
+    Effect.andThen(
+      ready ? send : Effect.andThen(topology.ensureExchange(broker, exchange), send),
+      Metric.update(codec.sent, 1)
+    ),
     (e) => eventError(event, "Transport", e.message)
   )
 }
@@ -356,6 +361,7 @@ export const handle = <Source extends string, Type extends string, S extends Sch
       // is unacked until its handler ends), is the one limit
       const lane = Runner.lane(yield* Effect.context<never>())
       const name = runName(instance, event)
+      const metrics = Metrics.eventProcess(instance.service, `${event.source}.${event.type}`)
       const start = (delivery: Delivery): Effect.Effect<void> => {
         const decoded = settle.decode(delivery)
         if (decoded._tag === "Invalid") return settle.invalid(delivery, decoded.issue)
@@ -369,7 +375,8 @@ export const handle = <Source extends string, Type extends string, S extends Sch
               name,
               context: metadata.context,
               span: consumerSpan(event, delivery, metadata),
-              settledInSpan: true
+              settledInSpan: true,
+              metrics
             },
             run,
             (exit) => Exit.isSuccess(exit) ? delivery.ack : settle.failCause(delivery, exit.cause)
@@ -422,6 +429,7 @@ export const subscribe = <Source extends string, Type extends string, S extends 
       yield* declare(broker, event, plan)
       const settle = Settler.make(broker, plan, codecOf(event).decode, options.retry ?? defaultRetry)
       const name = runName(instance, event)
+      const metrics = Metrics.eventProcess(instance.service, `${event.source}.${event.type}`)
       let current: Consumer | undefined
 
       const toReceived = (delivery: Delivery): Effect.Effect<Received<S["Type"]> | undefined> => {
@@ -448,7 +456,8 @@ export const subscribe = <Source extends string, Type extends string, S extends 
                   service: instance.service,
                   name,
                   context: decoded.metadata.context,
-                  span: consumerSpan(event, delivery, decoded.metadata)
+                  span: consumerSpan(event, delivery, decoded.metadata),
+                  metrics
                 },
                 f(decoded.payload)
               ),
@@ -545,6 +554,8 @@ interface Codec {
   readonly exchange: string
   /** the broker this event was last published on with its exchange declared: the check of every publish */
   declaredOn: object | undefined
+  /** counts its publishes the broker confirmed */
+  readonly sent: Metric.Metric<number, unknown>
 }
 
 const codecs = new WeakMap<Any, Codec>()
@@ -557,7 +568,8 @@ const codecOf = (event: Any): Codec => {
       encode: Schema.encodeUnknownExit(json),
       decode: Schema.decodeUnknownExit(json),
       exchange: topology.eventExchange(event.source),
-      declaredOn: undefined
+      declaredOn: undefined,
+      sent: Metrics.eventSent(`${event.source}.${event.type}`)
     }
     codecs.set(event, codec)
   }
@@ -599,6 +611,7 @@ interface Plan {
   readonly concurrency: number
   readonly drainTimeout: Duration.Input
   readonly maxMessageSize: number
+  readonly metrics: Metrics.EventSettling
 }
 
 const planOf = (event: Any, options: Options, instance: Service.Instance, queueType: QueueType): Plan => {
@@ -625,7 +638,8 @@ const planOf = (event: Any, options: Options, instance: Service.Instance, queueT
     durable: delivery !== "broadcast" || reliable !== undefined,
     concurrency: Math.max(1, options.concurrency ?? 16),
     drainTimeout: options.drainTimeout ?? defaultDrainTimeout,
-    maxMessageSize: options.maxMessageSize ?? wire.defaultMaxMessageSize
+    maxMessageSize: options.maxMessageSize ?? wire.defaultMaxMessageSize,
+    metrics: Metrics.eventSettling(instance.service, `${event.source}.${event.type}`)
   }
 }
 

@@ -22,6 +22,7 @@ import { NodeFileSystem } from "@effect/platform-node"
 import { Config, Effect, Layer, Option, Schema } from "effect"
 import type { ServeError } from "effect/http/HttpServerError"
 import { HttpRouter } from "effect/http"
+import { PrometheusMetrics } from "effect/observability"
 import type { Broker, BrokerError } from "./Broker.ts"
 import * as Discovery from "./Discovery.ts"
 import * as HttpGateway from "./HttpGateway.ts"
@@ -199,7 +200,9 @@ const withHttp = (all: AnyServices, layers: ReadonlyArray<AnyServices>, options:
     const url = yield* HttpGateway.url
     yield* Effect.logWithLevel(yield* Discovery.LogLevel)(`mesh: HTTP on ${url}`)
   }))
-  return Layer.mergeAll(all, gateways, announce).pipe(Layer.provide(HttpGateway.layer({ ...http, contracts })))
+  // the process's metrics (internal/metrics.ts, and any of the program's own) for Prometheus to scrape
+  const metrics = PrometheusMetrics.layerHttp({ path: "/metrics" })
+  return Layer.mergeAll(all, gateways, announce, metrics).pipe(Layer.provide(HttpGateway.layer({ ...http, contracts })))
 }
 
 /** nothing listens: a service that registers routes fails the Layer instead of running without them */

@@ -26,6 +26,7 @@ import type { Broker, BrokerError } from "./Broker.ts"
 import * as BrokerRpcClient from "./BrokerRpcClient.ts"
 import * as CallContext from "./CallContext.ts"
 import * as Codecs from "./internal/codecs.ts"
+import * as Metrics from "./internal/metrics.ts"
 import * as wire from "./internal/wire.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
 import type { ServiceError } from "./ServiceError.ts"
@@ -291,8 +292,10 @@ const effectMethod = (
   const onFailure = toCallError(service, method)
   const retry = options?.retry as Schedule.Schedule<unknown, unknown> | undefined
   const retryable = retryableOf(options)
+  const measured = Metrics.rpcClient(service, method)
   return (payload: unknown, call?: CallOptions): Effect.Effect<unknown, unknown> => {
     const attempt = Effect.withFiber((fiber) => {
+      const startedAt = performance.now()
       const prepared = prepare(fiber, service, method, clientTimeout, call)
       const timeoutMillis = prepared.remaining === undefined ? undefined : Math.max(0, prepared.remaining)
       const result = Effect.catchCause(
@@ -301,9 +304,14 @@ const effectMethod = (
           : raw(payload, { headers: prepared.headers }) as Effect.Effect<unknown, unknown>,
         timeoutMillis === undefined ? onFailure : toCallError(service, method, timeoutMillis)
       )
-      return enforced || timeoutMillis === undefined
+      const bounded = enforced || timeoutMillis === undefined
         ? result
         : Effect.timeoutOrElse(result, { duration: timeoutMillis, orElse: () => timedOut(service, method, timeoutMillis) })
+      // its duration and outcome, as the caller saw them (each attempt of a retried call)
+      return Effect.onExit(bounded, (exit) => {
+        measured(exit, (performance.now() - startedAt) / 1000, fiber.context)
+        return Effect.void
+      })
     })
     if (retry === undefined) return attempt
     // only retryable failures reach the schedule: a contract error never waits for a retry delay

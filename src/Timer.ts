@@ -50,6 +50,7 @@ import { Cause, Clock, Duration, Effect, Exit, Layer, Pull, Schedule } from "eff
 import type { Scope } from "effect"
 import { Broker } from "./Broker.ts"
 import * as Lease from "./internal/lease.ts"
+import * as Metrics from "./internal/metrics.ts"
 import * as Runner from "./internal/runner.ts"
 import * as Topology from "./internal/topology.ts"
 import * as Service from "./Service.ts"
@@ -147,7 +148,8 @@ const timerLoop = <A, E, R, ES, RS, EB, RB>(
   eager: boolean,
   backoff: Schedule.Schedule<unknown, Cause.Cause<E>, EB, RB> | undefined
 ): Effect.Effect<void, never, Exclude<R, Scope.Scope> | RS | RB> => {
-  const runOnce = Effect.suspend(() => Runner.run(Runner.root(instance, "timer", name, { span: true }), effect)).pipe(
+  const metrics = Metrics.loopRuns(instance.service, `${instance.service}.timer:${name}`)
+  const runOnce = Effect.suspend(() => Runner.run(Runner.root(instance, "timer", name, { span: true, metrics }), effect)).pipe(
     Effect.tap((exit) =>
       Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)
         ? Effect.logWarning("the timer's run failed; the timer goes on", exit.cause)

@@ -31,6 +31,7 @@ import { Cause, Clock, Duration, Effect, Exit, Layer, Pull, Schedule } from "eff
 import type { Scope } from "effect"
 import { Broker } from "./Broker.ts"
 import * as Lease from "./internal/lease.ts"
+import * as Metrics from "./internal/metrics.ts"
 import * as Runner from "./internal/runner.ts"
 import * as Topology from "./internal/topology.ts"
 import * as Service from "./Service.ts"
@@ -122,7 +123,8 @@ const workerLoop = <A, E, R, ES, RS>(
   resetAfter: Duration.Duration
 ): Effect.Effect<void, never, Exclude<R, Scope.Scope> | RS> => {
   // no span: a worker's run lasts as long as the worker does
-  const runOnce = Effect.suspend(() => Runner.run(Runner.root(instance, "worker", name, { span: false }), effect))
+  const metrics = Metrics.loopRuns(instance.service, `${instance.service}.worker:${name}`)
+  const runOnce = Effect.suspend(() => Runner.run(Runner.root(instance, "worker", name, { span: false, metrics }), effect))
 
   return Effect.gen(function*() {
     let step: Step<Exit.Exit<A, E>, ES, RS> = yield* Schedule.toStep(restart)

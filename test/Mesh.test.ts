@@ -119,7 +119,7 @@ describe("Mesh.layerConfig", () => {
       assert.deepStrictEqual(result, { greeting: "hello ada", broker: "amqp" })
     }))
 
-  it.live("with HTTP_PORT: the services' routes, POST /rpc/<service>/<method> and the log line; the program calls too", () =>
+  it.live("with HTTP_PORT: the services' routes, POST /rpc/<service>/<method>, /metrics and the log line; the program calls too", () =>
     Effect.gen(function*() {
       const contract = greeter()
       const port = yield* freePort
@@ -132,7 +132,21 @@ describe("Mesh.layerConfig", () => {
         assert.deepStrictEqual(rpc, { status: 200, body: "hello alan" })
         const invalid = yield* postJson(`${base}/rpc/${contract.name}/greet`, { name: 1 })
         assert.strictEqual(invalid.status, 400)
-        return yield* callGreet(contract)
+        const called = yield* callGreet(contract)
+        // the process's metrics, for Prometheus: the calls above, on both sides, by method and outcome
+        const metrics = yield* Effect.promise(async () => {
+          const response = await fetch(`${base}/metrics`)
+          return { status: response.status, type: response.headers.get("content-type") ?? "", text: await response.text() }
+        })
+        assert.strictEqual(metrics.status, 200)
+        assert.include(metrics.type, "text/plain")
+        const count = (name: string) =>
+          metrics.text.split("\n").find((line) =>
+            line.startsWith(`${name}_count{`) && line.includes(`rpc_service="${contract.name}"`) && line.includes(`outcome="success"`)
+          )
+        assert.match(count("rpc_server_call_duration") ?? "", / 2$/, metrics.text)
+        assert.match(count("rpc_client_call_duration") ?? "", / 2$/, metrics.text)
+        return called
       }).pipe(
         Effect.provide(
           Mesh.layerConfig([greeterLive(contract)], { http: { disableLogger: true } }).pipe(

@@ -22,6 +22,7 @@ import { Context, Deferred, Effect, Exit, Option, References, Scope, Tracer } fr
 import { Fiber } from "effect"
 import type { Duration } from "effect"
 import * as CallContext from "../CallContext.ts"
+import type * as Metrics from "./metrics.ts"
 import * as Spans from "./spans.ts"
 
 /** what a run is: its name (the span's, `<service>.<method>` or `<service>.<kind>:<name>`), context, span */
@@ -36,6 +37,8 @@ export interface Run {
    * with the handler, before its answer is sent (a request's, as `withSpan` would)
    */
   readonly settledInSpan?: boolean | undefined
+  /** what it reports as it begins and ends (internal/metrics.ts) */
+  readonly metrics?: Metrics.RunMetrics | undefined
 }
 
 /** the runs of one entrypoint, each in a fiber of its own */
@@ -59,8 +62,15 @@ export const lane = (services: Context.Context<never>): Lane => {
   const running = new Set<Fiber.Fiber<unknown, unknown>>()
   let idle: Deferred.Deferred<void> | undefined
 
-  const ended = (fiber: Fiber.Fiber<unknown, unknown>, scope: Scope.Closeable, exit: Exit.Exit<unknown, unknown>) => {
+  const ended = (
+    fiber: Fiber.Fiber<unknown, unknown>,
+    scope: Scope.Closeable,
+    run: Run,
+    startedAt: number,
+    exit: Exit.Exit<unknown, unknown>
+  ) => {
     running.delete(fiber)
+    run.metrics?.end(exit, (performance.now() - startedAt) / 1000, services)
     const close = Scope.closeUnsafe(scope, exit)
     if (close !== undefined) Effect.runForkWith(services)(Effect.uninterruptible(close))
     if (idle !== undefined && running.size === 0) Deferred.doneUnsafe(idle, Exit.void)
@@ -72,6 +82,8 @@ export const lane = (services: Context.Context<never>): Lane => {
     onExit?: (exit: Exit.Exit<A, E>) => Effect.Effect<void>
   ): Fiber.Fiber<A, E> => {
     const scope = Scope.makeUnsafe()
+    const startedAt = run.metrics === undefined ? 0 : performance.now()
+    run.metrics?.begin(services)
     // the run's services go in its fiber's context as it starts: no effect per service
     // (`CallContext` is a reference: Context's types do not count it as a service)
     const context = Context.add(
@@ -97,7 +109,7 @@ export const lane = (services: Context.Context<never>): Lane => {
       })
     const fiber = Effect.runForkWith(span === undefined ? logged : spans.provide(logged, span))(body)
     running.add(fiber)
-    fiber.addObserver((exit) => ended(fiber, scope, exit))
+    fiber.addObserver((exit) => ended(fiber, scope, run, startedAt, exit))
     return fiber
   }
 
@@ -131,7 +143,16 @@ export const run = <A, E, R>(
       return Effect.provideService(scoped, References.CurrentLogAnnotations, annotations)
     })
     const traced = run.span === undefined ? logged : Effect.withSpan(logged, run.name, Spans.withSpanOptions(run.span))
-    return Effect.exit(traced)
+    const metrics = run.metrics
+    if (metrics === undefined) return Effect.exit(traced)
+    return Effect.withFiber((fiber) => {
+      const startedAt = performance.now()
+      metrics.begin(fiber.context)
+      return Effect.map(Effect.exit(traced), (exit) => {
+        metrics.end(exit, (performance.now() - startedAt) / 1000, fiber.context)
+        return exit
+      })
+    })
   })
 
 /** a run no caller started: a fresh `CallContext` rooted at `<service>.<kind>:<name>`, a root span */
@@ -139,7 +160,7 @@ export const root = (
   instance: { readonly service: string; readonly instanceId: string },
   kind: "timer" | "worker",
   name: string,
-  options: { readonly span: boolean }
+  options: { readonly span: boolean; readonly metrics?: Metrics.RunMetrics | undefined }
 ): Run => {
   const entry = `${instance.service}.${kind}:${name}`
   const context = CallContext.root(entry)
@@ -147,6 +168,7 @@ export const root = (
     service: instance.service,
     name: entry,
     context,
+    metrics: options.metrics,
     span: options.span
       ? {
         kind: "internal",

@@ -7,12 +7,13 @@
  *
  * @internal
  */
-import { Cause, Clock, Duration, Effect, Exit, Option, Pull, Schedule, Schema, SchemaIssue } from "effect"
+import { Cause, Clock, Duration, Effect, Exit, Metric, Option, Pull, Schedule, Schema, SchemaIssue } from "effect"
 import type { BrokerError, Delivery, HeaderValue, PublishOptions } from "../Broker.ts"
 import type { Broker } from "../Broker.ts"
 import * as CallContext from "../CallContext.ts"
 import type { DeathReason, Metadata } from "../Event.ts"
 import * as internal from "./events.ts"
+import type * as Metrics from "./metrics.ts"
 import * as topology from "./topology.ts"
 import * as wire from "./wire.ts"
 
@@ -25,6 +26,8 @@ export interface Target {
   /** retry queues survive a broker restart when the subscription's queue does */
   readonly durable: boolean
   readonly maxMessageSize: number
+  /** counts its retries and dead letters */
+  readonly metrics: Metrics.EventSettling
 }
 
 const formatIssue = SchemaIssue.makeFormatterDefault()
@@ -179,7 +182,10 @@ export const make = (
 
   const invalid = (delivery: Delivery, issue: string) =>
     Effect.andThen(
-      Effect.logWarning(`${plan.label}: an event with an invalid payload was dead-lettered: ${issue}`),
+      Effect.andThen(
+        Metric.update(plan.metrics.deadLetter, 1),
+        Effect.logWarning(`${plan.label}: an event with an invalid payload was dead-lettered: ${issue}`)
+      ),
       replaceWith(delivery, deadLetter(delivery, "invalid-payload", issue, 0), "dead-letter an invalid event")
     )
 
@@ -195,6 +201,7 @@ export const make = (
       const firstFailure = numberHeader(headers?.[internal.header.firstFailure]) ?? now
       const delay = yield* delayAfter(retry, failures, error, firstFailure, now)
       if (Option.isNone(delay)) {
+        yield* Metric.update(plan.metrics.deadLetter, 1)
         yield* spanEvent("mesh.event.dead_lettered", { "mesh.event.attempts": failures, "error.message": message })
         yield* Effect.logWarning(`${plan.label}: an event failed ${failures} time(s) and was dead-lettered: ${message}`)
         return yield* replaceWith(
@@ -209,6 +216,7 @@ export const make = (
         [internal.header.firstFailure]: firstFailure,
         [internal.header.error]: message
       }
+      yield* Metric.update(plan.metrics.retry, 1)
       yield* spanEvent("mesh.event.retry", { "mesh.event.attempt": failures, "mesh.event.retry_delay_ms": millis, "error.message": message })
       yield* Effect.logDebug(`${plan.label}: an event failed (${message}); retrying in ${millis} ms`)
       if (millis === 0) {

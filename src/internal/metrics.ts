@@ -1,0 +1,152 @@
+/**
+ * The mesh's metrics, with effect's `Metric`: what every instance and client counts and times, named
+ * and labelled after OpenTelemetry's RPC and messaging conventions where they have a name for it
+ * (durations in seconds). Exported as any effect metric is: `PrometheusMetrics` (the HTTP edge's
+ * `/metrics`), `OtlpMetrics`.
+ *
+ * - `rpc.server.call.duration`, `rpc.client.call.duration` (histograms): `rpc.system`, `rpc.service`,
+ *   `rpc.method` and `outcome` (`success`, the error's tag, `defect` or `interrupted`);
+ * - `rpc.server.active_calls`: requests an instance is running;
+ * - `messaging.process.duration` (histogram), `messaging.client.sent.messages`,
+ *   `mesh.event.retries`, `mesh.event.dead_letters`: per `messaging.destination.name` (and service);
+ * - `mesh.run.duration` (histogram) of timers' ticks and workers' lives, by `mesh.run` and `outcome`.
+ *
+ * A run's series are made once per outcome and kept: updating one is a map lookup and a sync update.
+ *
+ * @internal
+ */
+import { Cause, Exit, Metric } from "effect"
+import type { Context } from "effect"
+
+const seconds = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+const serverDuration = Metric.histogram("rpc.server.call.duration", {
+  description: "the time an instance took to run a request or command, in seconds",
+  boundaries: seconds
+})
+const clientDuration = Metric.histogram("rpc.client.call.duration", {
+  description: "the time a call took, from the caller's side, in seconds",
+  boundaries: seconds
+})
+const activeCalls = Metric.counter("rpc.server.active_calls", {
+  description: "requests and commands an instance is running"
+})
+const processDuration = Metric.histogram("messaging.process.duration", {
+  description: "the time an event handler took, in seconds",
+  boundaries: seconds
+})
+const sent = Metric.counter("messaging.client.sent.messages", {
+  description: "events published (confirmed by the broker)",
+  incremental: true
+})
+const retries = Metric.counter("mesh.event.retries", { description: "event deliveries scheduled for a retry", incremental: true })
+const deadLetters = Metric.counter("mesh.event.dead_letters", {
+  description: "events dead-lettered: failed past their retries, or invalid",
+  incremental: true
+})
+const runDuration = Metric.histogram("mesh.run.duration", {
+  description: "the time a timer's tick or a worker's life took, in seconds",
+  boundaries: seconds
+})
+
+/** how a run ended: `success`, its error's tag (or `error`), `defect` or `interrupted` */
+export const outcomeOf = (exit: Exit.Exit<unknown, unknown>): string => {
+  if (Exit.isSuccess(exit)) return "success"
+  for (const reason of exit.cause.reasons) {
+    if (Cause.isFailReason(reason)) {
+      const error = reason.error
+      const tag = typeof error === "object" && error !== null && "_tag" in error ? error._tag : undefined
+      return typeof tag === "string" ? tag : "error"
+    }
+    if (Cause.isDieReason(reason)) return "defect"
+  }
+  return "interrupted"
+}
+
+/** what a run reports: that it began, and how and how fast it ended */
+export interface RunMetrics {
+  readonly begin: (context: Context.Context<never>) => void
+  readonly end: (exit: Exit.Exit<unknown, unknown>, seconds: number, context: Context.Context<never>) => void
+}
+
+/** a histogram's series by outcome, made on first use */
+const byOutcome = (histogram: Metric.Histogram<number>, attributes: Record<string, string>) => {
+  const series = new Map<string, Metric.Metric<number, unknown>>()
+  return (outcome: string): Metric.Metric<number, unknown> => {
+    let metric = series.get(outcome)
+    if (metric === undefined) {
+      metric = Metric.withAttributes(histogram, { ...attributes, outcome })
+      series.set(outcome, metric)
+    }
+    return metric
+  }
+}
+
+const rpcAttributes = (service: string, method: string) => ({
+  "rpc.system": "effect_mesh",
+  "rpc.service": service,
+  "rpc.method": method
+})
+
+/** an instance's runs of one method: duration by outcome, and those in progress */
+export const rpcServer = (service: string, method: string): RunMetrics => {
+  const attributes = rpcAttributes(service, method)
+  const active = Metric.withAttributes(activeCalls, attributes)
+  const duration = byOutcome(serverDuration, attributes)
+  return {
+    begin: (context) => active.updateUnsafe(1, context),
+    end: (exit, seconds, context) => {
+      active.updateUnsafe(-1, context)
+      duration(outcomeOf(exit)).updateUnsafe(seconds, context)
+    }
+  }
+}
+
+/** a caller's calls of one method: duration by outcome */
+export const rpcClient = (service: string, method: string) => {
+  const duration = byOutcome(clientDuration, rpcAttributes(service, method))
+  return (exit: Exit.Exit<unknown, unknown>, seconds: number, context: Context.Context<never>): void =>
+    duration(outcomeOf(exit)).updateUnsafe(seconds, context)
+}
+
+const eventAttributes = (destination: string, service?: string) =>
+  service === undefined
+    ? { "messaging.system": "rabbitmq", "messaging.destination.name": destination }
+    : { "messaging.system": "rabbitmq", "messaging.destination.name": destination, "mesh.service": service }
+
+/** a subscription's handler runs: duration by outcome */
+export const eventProcess = (service: string, destination: string): RunMetrics => {
+  const duration = byOutcome(processDuration, eventAttributes(destination, service))
+  return {
+    begin: () => undefined,
+    end: (exit, seconds, context) => duration(outcomeOf(exit)).updateUnsafe(seconds, context)
+  }
+}
+
+/** a subscription's retries and dead letters */
+export interface EventSettling {
+  readonly retry: Metric.Metric<number, unknown>
+  readonly deadLetter: Metric.Metric<number, unknown>
+}
+
+/** a subscription's retries and dead letters */
+export const eventSettling = (service: string, destination: string): EventSettling => {
+  const attributes = eventAttributes(destination, service)
+  return {
+    retry: Metric.withAttributes(retries, attributes),
+    deadLetter: Metric.withAttributes(deadLetters, attributes)
+  }
+}
+
+/** the events of one destination its publishers sent */
+export const eventSent = (destination: string): Metric.Metric<number, unknown> =>
+  Metric.withAttributes(sent, eventAttributes(destination))
+
+/** a timer's ticks or a worker's lives: duration by outcome */
+export const loopRuns = (service: string, run: string): RunMetrics => {
+  const duration = byOutcome(runDuration, { "mesh.service": service, "mesh.run": run })
+  return {
+    begin: () => undefined,
+    end: (exit, seconds, context) => duration(outcomeOf(exit)).updateUnsafe(seconds, context)
+  }
+}
