@@ -206,17 +206,23 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     const deadlines = yield* Deadlines.make
     const clock = yield* Clock.Clock
 
-    // a method's metrics, made once (internal/metrics.ts)
-    const metricsByMethod = new Map<string, Metrics.RunMetrics>()
+    // a method's metrics, made once (internal/metrics.ts); its count of calls in progress goes with
+    // the instance
+    const services = yield* Effect.context<never>()
+    const metricsByMethod = new Map<string, ReturnType<typeof Metrics.rpcServer>>()
     const metricsOf = (method: string): Metrics.RunMetrics => {
       let metrics = metricsByMethod.get(method)
       if (metrics === undefined) {
-        metrics = Metrics.rpcServer(service, method)
+        metrics = Metrics.rpcServer(service, method, services)
         metricsByMethod.set(method, metrics)
       }
       return metrics
     }
-    const services = yield* Effect.context<never>()
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        for (const metrics of metricsByMethod.values()) metrics.remove()
+      })
+    )
 
     /** the call is over, with this outcome: it leaves the calls, its deadline is not watched */
     const forget = (clientId: number, call: RunningRequest, outcome: Exit.Exit<unknown, unknown>) => {

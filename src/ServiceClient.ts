@@ -16,7 +16,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Duration, Effect, Option, Queue, Result, Schedule, Stream } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Option, Queue, Result, Schedule, Stream } from "effect"
 import type { Fiber, Layer } from "effect"
 import type { Rpc } from "effect/rpc"
 import type { RpcClient } from "effect/rpc"
@@ -114,6 +114,7 @@ export const make = <const Name extends string, Rpcs extends Rpc.Any>(
 ): Effect.Effect<ServiceClient<Rpcs>, never, Transport> =>
   Effect.gen(function*() {
     const transport = yield* BrokerRpcClient.Transport
+    const services = yield* Effect.context<never>()
     const rpc = yield* transport.client(contract.name, contract.group)
     const service = contract.name
     const methods: Record<string, unknown> = {}
@@ -127,7 +128,8 @@ export const make = <const Name extends string, Rpcs extends Rpc.Any>(
           call,
           options,
           transport.enforcesDeadlines,
-          unaryFor(transport, service, definition)
+          unaryFor(transport, service, definition),
+          services
         )
     }
     return methods as ServiceClient<Rpcs>
@@ -286,7 +288,8 @@ const effectMethod = (
   raw: RawMethod,
   options: Options | undefined,
   enforced: boolean,
-  unary: ((payload: unknown, prepared: Prepared) => Effect.Effect<unknown, unknown>) | undefined
+  unary: ((payload: unknown, prepared: Prepared) => Effect.Effect<unknown, unknown>) | undefined,
+  services: Context.Context<never>
 ) => {
   const clientTimeout = toMillis(options?.timeout)
   const onFailure = toCallError(service, method)
@@ -309,7 +312,8 @@ const effectMethod = (
         : Effect.timeoutOrElse(result, { duration: timeoutMillis, orElse: () => timedOut(service, method, timeoutMillis) })
       // its duration and outcome, as the caller saw them (each attempt of a retried call)
       return Effect.onExit(bounded, (exit) => {
-        measured(exit, (performance.now() - startedAt) / 1000, fiber.context)
+        // the metrics of the client's own services (its caller's fiber has more to search through)
+        measured(exit, (performance.now() - startedAt) / 1000, services)
         return Effect.void
       })
     })

@@ -11,6 +11,7 @@ import { Rpc, RpcGroup } from "effect/rpc"
 import { TestClock } from "effect/testing"
 import { Broker, CallContext, MemoryBroker, Service, ServiceClient, ServiceContract, Timer } from "effect-mesh"
 import { captureLogs } from "./fixtures/logs.ts"
+import { recordingTracer } from "./fixtures/tracing.ts"
 
 const instance: Service.Instance = { service: "reports", instanceId: "instance-1" }
 
@@ -207,14 +208,7 @@ describe("Timer", () => {
     }))
 
   it.effect("each run is a root span named after the service and the timer", () => {
-    const spans: Array<Tracer.Span> = []
-    const tracer = Tracer.make({
-      span(options) {
-        const span = new Tracer.NativeSpan(options)
-        spans.push(span)
-        return span
-      }
-    })
+    const { spans, tracer } = recordingTracer()
     return Effect.gen(function*() {
       yield* start(Timer.make("sweep", Schedule.spaced("1 second"), Effect.void))
       yield* TestClock.adjust("2 seconds")

@@ -28,7 +28,7 @@ const clientDuration = Metric.histogram("rpc.client.call.duration", {
   description: "the time a call took, from the caller's side, in seconds",
   boundaries: seconds
 })
-const activeCalls = Metric.counter("rpc.server.active_calls", {
+const activeCalls = Metric.gauge("rpc.server.active_calls", {
   description: "requests and commands an instance is running"
 })
 const processDuration = Metric.histogram("messaging.process.duration", {
@@ -88,17 +88,33 @@ const rpcAttributes = (service: string, method: string) => ({
   "rpc.method": method
 })
 
-/** an instance's runs of one method: duration by outcome, and those in progress */
-export const rpcServer = (service: string, method: string): RunMetrics => {
+/**
+ * An instance's runs of one method: their duration by outcome, and how many are in progress. That count
+ * is the instance's own, read by the registry when metrics are read (a gauge with a `get`), rather than
+ * an update of the registry as each run begins and ends; `remove` takes it away with the instance.
+ */
+export const rpcServer = (
+  service: string,
+  method: string,
+  context: Context.Context<never>
+): RunMetrics & { readonly remove: () => void } => {
   const attributes = rpcAttributes(service, method)
-  const active = Metric.withAttributes(activeCalls, attributes)
   const duration = byOutcome(serverDuration, attributes)
+  let active = 0
+  const registration = Metric.registerUnsafe(Metric.withAttributes(activeCalls, attributes), context, {
+    get: () => ({ value: active }),
+    update: () => undefined,
+    modify: () => undefined
+  })
   return {
-    begin: (context) => active.updateUnsafe(1, context),
+    begin: () => {
+      active++
+    },
     end: (exit, seconds, context) => {
-      active.updateUnsafe(-1, context)
+      active--
       duration(outcomeOf(exit)).updateUnsafe(seconds, context)
-    }
+    },
+    remove: () => registration.remove()
   }
 }
 
