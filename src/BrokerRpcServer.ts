@@ -206,23 +206,10 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     const deadlines = yield* Deadlines.make
     const clock = yield* Clock.Clock
 
-    // a method's metrics, made once (internal/metrics.ts); its count of calls in progress goes with
-    // the instance
+    // each method's metrics, made once (internal/metrics.ts); removed with the instance
     const services = yield* Effect.context<never>()
-    const metricsByMethod = new Map<string, ReturnType<typeof Metrics.rpcServer>>()
-    const metricsOf = (method: string): Metrics.RunMetrics => {
-      let metrics = metricsByMethod.get(method)
-      if (metrics === undefined) {
-        metrics = Metrics.rpcServer(service, method, services)
-        metricsByMethod.set(method, metrics)
-      }
-      return metrics
-    }
-    yield* Effect.addFinalizer(() =>
-      Effect.sync(() => {
-        for (const metrics of metricsByMethod.values()) metrics.remove()
-      })
-    )
+    const metrics = Metrics.rpcServers(service, services)
+    yield* Effect.addFinalizer(() => Effect.sync(metrics.remove))
 
     /** the call is over, with this outcome: it leaves the calls, its deadline is not watched */
     const forget = (clientId: number, call: RunningRequest, outcome: Exit.Exit<unknown, unknown>) => {
@@ -250,7 +237,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
 
     // the reply is published first; only then is the request acked, on its own channel
     const finish = (clientId: number, call: RunningRequest, message: Answer) => {
-      forget(clientId, call, outcomeOfAnswer(message))
+      forget(clientId, call, Metrics.outcomeOfAnswer(message))
       if (call.command) return settleCommand(call, message)
       return publishReply(call.replyTo, call.requestId, message).pipe(
         Effect.matchCauseEffect({
@@ -349,7 +336,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       Effect.suspend(() => {
         const call = calls.get(clientId)
         if (call === undefined) return Effect.void
-        forget(clientId, call, pastDeadline)
+        forget(clientId, call, Metrics.pastDeadline)
         const settle = call.command
           ? Effect.andThen(
             Effect.logWarning(`${service}: command ${call.requestId} (${method}) ran past its deadline; dead-lettered`),
@@ -392,7 +379,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       const clientId = nextClientId++
       const { replyTo, requestId } = admitted
       // correlation ids are unique per caller process and beyond (BrokerRpcClient): the key of a call
-      const metrics = metricsOf(admitted.rpc._tag)
+      const callMetrics = metrics.of(admitted.rpc._tag)
       const call: RunningRequest = {
         delivery,
         replyTo,
@@ -401,10 +388,10 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
         timer: undefined,
         fiber: undefined,
         local: admitted.local !== undefined,
-        metrics,
+        metrics: callMetrics,
         startedAt: performance.now()
       }
-      metrics.begin(services)
+      callMetrics.begin(services)
       calls.set(clientId, call)
       return { call, clientId }
     }
@@ -490,7 +477,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
         },
         end: (clientId: number) => {
           const call = calls.get(clientId)
-          if (call !== undefined) forget(clientId, call, interrupted)
+          if (call !== undefined) forget(clientId, call, Metrics.interrupted)
           return Effect.void
         },
         clientIds: Effect.sync(() => new Set(calls.keys())),
@@ -533,7 +520,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
         yield* Effect.logInfo(`${service}: ${left.length} request(s) still running at shutdown go back to the queue`)
       }
       for (const [clientId, call] of left) {
-        forget(clientId, call, interrupted)
+        forget(clientId, call, Metrics.interrupted)
         yield* call.delivery.nack(true)
         // RpcServer's calls stop when it does; a unary call's fiber is stopped here
         if (call.fiber !== undefined) call.fiber.interruptUnsafe()
@@ -542,22 +529,6 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
 
     return { protocol, drain }
   })
-
-/** how a call ended, for its metrics: an answer's Exit (a success, or its failure's first reason) */
-const outcomeOfAnswer = (message: Answer): Exit.Exit<unknown, unknown> => {
-  if (message._tag === "LocalBody") return Exit.void
-  if (message._tag !== "Exit") return interrupted
-  const exit = message.exit
-  if (exit._tag === "Success") return Exit.void
-  for (const reason of exit.cause) {
-    if (reason._tag === "Fail") return Exit.fail(reason.error)
-    if (reason._tag === "Die") return Exit.die(reason.defect)
-  }
-  return interrupted
-}
-
-const interrupted: Exit.Exit<unknown, unknown> = Exit.interrupt()
-const pastDeadline: Exit.Exit<unknown, unknown> = Exit.fail({ _tag: "CallTimeout" })
 
 /**
  * The default drain deadline.

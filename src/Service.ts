@@ -255,16 +255,15 @@ const unaryRunner = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
   options: Options<Handlers, EX, RX>
 ) =>
   Effect.gen(function*() {
-    const rpcs = new Map<string, Rpc.Any>()
-    for (const [tag, rpc] of contract.group.requests) {
-      const props = rpc as unknown as Rpc.AnyWithProps
-      if (props.middlewares.size === 0 && !RpcSchema.isStreamSchema(props.successSchema)) rpcs.set(tag, rpc)
-    }
     const base = yield* Effect.context<never>()
     const service = contract.name
     const exposeStackTraces = options.exposeStackTraces === true
+    const rpcs = new Map<string, Rpc.Any>()
     const spanOf = new Map<string, { readonly name: string; readonly attributes: Record<string, unknown> }>()
-    for (const tag of rpcs.keys()) {
+    for (const [tag, rpc] of contract.group.requests) {
+      const props = rpc as unknown as Rpc.AnyWithProps
+      if (props.middlewares.size > 0 || RpcSchema.isStreamSchema(props.successSchema)) continue
+      rpcs.set(tag, rpc)
       spanOf.set(tag, { name: `${service}.${tag}`, attributes: { "rpc.system.name": "effect_rpc", "rpc.method": tag } })
     }
     const lane = Runner.lane(base)
@@ -293,8 +292,7 @@ const unaryRunner = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
         span: { kind: "server", parent: request.span, attributes: named?.attributes }
       }, handle(request), onExit)
     }
-    const runner: BrokerRpcServer.UnaryRunner = { service, rpcs, start }
-    return runner
+    return { service, rpcs, start } satisfies BrokerRpcServer.UnaryRunner
   })
 
 /** what a handler gets besides its payload, as RpcServer gives it; made when a handler reads it */

@@ -119,7 +119,9 @@ export const make = <const Name extends string, Rpcs extends Rpc.Any>(
     const service = contract.name
     const methods: Record<string, unknown> = {}
     for (const [tag, definition] of contract.group.requests) {
-      const call = madeFirst(service, definition, (rpc as unknown as Record<string, RawMethod>)[tag])
+      const raw = (rpc as unknown as Record<string, RawMethod>)[tag]
+      const call = Codecs.madeFirst(service, definition as unknown as Rpc.AnyWithProps, raw, (refused) =>
+        isStream(definition) ? Stream.fromEffect(refused) : refused)
       methods[tag] = isStream(definition)
         ? streamMethod(service, tag, call, options, transport.enforcesDeadlines)
         : effectMethod(
@@ -164,21 +166,6 @@ type RawMethod = (
 ) => Effect.Effect<unknown, unknown> | Stream.Stream<unknown, unknown>
 
 const isStream = (rpc: Rpc.Any): boolean => RpcSchema.isStreamSchema((rpc as Rpc.AnyWithProps).successSchema)
-
-/**
- * A call through effect/rpc's client, its payload made by its schema first, as a unary call's is: one
- * the schema refuses is the caller's typed `InvalidPayload` (effect/rpc's client would throw it)
- */
-const madeFirst = (service: string, definition: Rpc.Any, raw: RawMethod): RawMethod => {
-  const rpc = definition as Rpc.AnyWithProps
-  const stream = isStream(definition)
-  return (payload, options) => {
-    if (Option.isSome(rpc.payloadSchema.makeOption(payload))) return raw(payload, options)
-    const refused = Codecs.refusedPayload(service, rpc, payload)
-    return stream ? Stream.fromEffect(refused) : refused
-  }
-}
-
 
 const defectMessage = (defect: unknown): string => {
   if (typeof defect === "string") return defect
@@ -310,12 +297,9 @@ const effectMethod = (
       const bounded = enforced || timeoutMillis === undefined
         ? result
         : Effect.timeoutOrElse(result, { duration: timeoutMillis, orElse: () => timedOut(service, method, timeoutMillis) })
-      // its duration and outcome, as the caller saw them (each attempt of a retried call)
-      return Effect.onExit(bounded, (exit) => {
-        // the metrics of the client's own services (its caller's fiber has more to search through)
-        measured(exit, (performance.now() - startedAt) / 1000, services)
-        return Effect.void
-      })
+      // its duration and outcome as the caller saw them (each attempt of a retried call), in the
+      // client's own services' metrics (its caller's fiber has more to search through)
+      return Effect.onExit(bounded, (exit) => measured(exit, startedAt, services))
     })
     if (retry === undefined) return attempt
     // only retryable failures reach the schedule: a contract error never waits for a retry delay

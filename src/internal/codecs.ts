@@ -8,7 +8,7 @@
  *
  * @internal
  */
-import { Context, Effect, Exit, Schema, SchemaIssue } from "effect"
+import { Context, Effect, Exit, Option, Schema, SchemaIssue } from "effect"
 import type { SchemaAST } from "effect"
 import { Rpc, RpcSchema } from "effect/rpc"
 import { InvalidPayload } from "../ServiceError.ts"
@@ -91,3 +91,19 @@ export const refusedPayload = (service: string, rpc: Rpc.AnyWithProps, payload: 
     onFailure: (issue) => Effect.fail(new InvalidPayload({ service, method: rpc._tag, issue: formatIssue(issue) })),
     onSuccess: () => Effect.fail(new InvalidPayload({ service, method: rpc._tag, issue: "its schema could not make it" }))
   })
+
+/**
+ * A call through effect/rpc's client, its payload made by its schema first, as a unary call's is: one
+ * the schema refuses is the caller's typed `InvalidPayload` (effect/rpc's client would throw it), as
+ * the method's result (`refused`: an effect, or a stream of it).
+ *
+ * @internal
+ */
+export const madeFirst = <O, A>(
+  service: string,
+  rpc: Rpc.AnyWithProps,
+  call: (payload: unknown, options: O) => A,
+  refused: (failure: Effect.Effect<never, InvalidPayload>) => A
+) =>
+(payload: unknown, options: O): A =>
+  Option.isSome(rpc.payloadSchema.makeOption(payload)) ? call(payload, options) : refused(refusedPayload(service, rpc, payload))

@@ -15,8 +15,10 @@
  *
  * @internal
  */
-import { Cause, Exit, Metric } from "effect"
+import { Cause, Effect, Exit, Metric } from "effect"
 import type { Context } from "effect"
+import type { FromServerEncoded } from "effect/rpc/RpcMessage"
+import type { LocalBody } from "../Broker.ts"
 
 const seconds = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 
@@ -118,11 +120,48 @@ export const rpcServer = (
   }
 }
 
-/** a caller's calls of one method: duration by outcome */
+/** an instance's rpc metrics, each method's made when first used; `remove` takes them with the instance */
+export const rpcServers = (service: string, context: Context.Context<never>) => {
+  const byMethod = new Map<string, ReturnType<typeof rpcServer>>()
+  return {
+    of: (method: string): RunMetrics => {
+      let metrics = byMethod.get(method)
+      if (metrics === undefined) {
+        metrics = rpcServer(service, method, context)
+        byMethod.set(method, metrics)
+      }
+      return metrics
+    },
+    remove: (): void => {
+      for (const metrics of byMethod.values()) metrics.remove()
+    }
+  }
+}
+
+/** a call that ended without an answer: stopped, or past its deadline */
+export const interrupted: Exit.Exit<unknown, unknown> = Exit.interrupt()
+export const pastDeadline: Exit.Exit<unknown, unknown> = Exit.fail({ _tag: "CallTimeout" })
+
+/** how a call ended, from its answer: a success, or its failure's first reason (as `outcomeOf` reads it) */
+export const outcomeOfAnswer = (answer: FromServerEncoded | LocalBody): Exit.Exit<unknown, unknown> => {
+  if (answer._tag === "LocalBody") return Exit.void
+  if (answer._tag !== "Exit") return interrupted
+  const exit = answer.exit
+  if (exit._tag === "Success") return Exit.void
+  for (const reason of exit.cause) {
+    if (reason._tag === "Fail") return Exit.fail(reason.error)
+    if (reason._tag === "Die") return Exit.die(reason.defect)
+  }
+  return interrupted
+}
+
+/** a caller's calls of one method: duration (since `startedAt`, `performance.now()`) by outcome */
 export const rpcClient = (service: string, method: string) => {
   const duration = byOutcome(clientDuration, rpcAttributes(service, method))
-  return (exit: Exit.Exit<unknown, unknown>, seconds: number, context: Context.Context<never>): void =>
-    duration(outcomeOf(exit)).updateUnsafe(seconds, context)
+  return (exit: Exit.Exit<unknown, unknown>, startedAt: number, context: Context.Context<never>): Effect.Effect<void> => {
+    duration(outcomeOf(exit)).updateUnsafe((performance.now() - startedAt) / 1000, context)
+    return Effect.void
+  }
 }
 
 const eventAttributes = (destination: string, service?: string) =>
