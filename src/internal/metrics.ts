@@ -1,7 +1,7 @@
 /**
  * The mesh's metrics, with effect's `Metric`: what every instance and client counts and times, named
  * and labelled after OpenTelemetry's RPC and messaging conventions where they have a name for it
- * (durations in seconds). Exported as any effect metric is: `PrometheusMetrics` (the HTTP edge's
+ * (durations in seconds). Exported as every effect metric is: `PrometheusMetrics` (the HTTP edge's
  * `/metrics`), `OtlpMetrics`.
  *
  * - `rpc.server.call.duration`, `rpc.client.call.duration` (histograms): `rpc.system`, `rpc.service`,
