@@ -1,8 +1,8 @@
 import { Context, Effect, Layer, Schema, Stream } from "effect"
 import type { Config } from "effect"
 import type { ServeError } from "effect/http/HttpServerError"
-import { HttpEntrypoint, Mesh, Service, ServiceClient } from "effect-mesh"
-import type { MeshConfig, ServiceError } from "effect-mesh"
+import { Health, HttpEntrypoint, Mesh, MeshConfig, Service, ServiceClient } from "effect-mesh"
+import type { ServiceError } from "effect-mesh"
 import type { HttpRouter } from "effect/http"
 import type { Broker, BrokerError } from "effect-mesh/Broker"
 import { describe, expect, it } from "tstyche"
@@ -106,5 +106,35 @@ describe("Mesh.layer", () => {
       Layer.Layer<Broker | ServiceClient.Transport, BrokerError | ServeError | Mesh.MeshError, never>
     >()
     expect(Mesh.layer).type.not.toBeCallableWith([CalculatorLive], { http: { contracts: [Calculator] } })
+  })
+
+  it("serves /metrics, /healthz and /readyz on a port of their own, with the same type", () => {
+    expect(Mesh.layer([CalculatorLive], { metrics: { port: 9464 } })).type.toBe<
+      Layer.Layer<Broker | ServiceClient.Transport, BrokerError | ServeError | Mesh.MeshError, never>
+    >()
+    expect(Mesh.layerConfig([CalculatorLive], { metricsPort: 9464 })).type.toBe<
+      Layer.Layer<
+        Broker | ServiceClient.Transport,
+        BrokerError | ServeError | Mesh.MeshError | MeshConfig.MeshConfigError | Config.ConfigError,
+        never
+      >
+    >()
+    expect(Mesh.layer).type.not.toBeCallableWith([CalculatorLive], { metrics: { host: "0.0.0.0" } })
+  })
+})
+
+describe("Health", () => {
+  it("reports readiness as a value; its routes need the router and Health", () => {
+    expect(Effect.flatMap(Health.Health, (health) => health.readiness)).type.toBe<
+      Effect.Effect<Health.Readiness, never, Health.Health>
+    >()
+    expect(Health.layer).type.toBe<Layer.Layer<Health.Health, never, Broker>>()
+    expect(Health.layerRoutes).type.toBe<Layer.Layer<never, never, HttpRouter.HttpRouter | Health.Health>>()
+  })
+})
+
+describe("MeshConfig.layerOtlp", () => {
+  it("needs nothing; fails only with a config error", () => {
+    expect(MeshConfig.layerOtlp("orders")).type.toBe<Layer.Layer<never, Config.ConfigError>>()
   })
 })

@@ -18,7 +18,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Channel, Config, Deferred, Duration, Effect, Exit, FiberSet, Layer, Queue, Redacted, Schedule, Scheduler, Semaphore, Stream } from "effect"
+import { Cause, Channel, Config, Deferred, Duration, Effect, Exit, FiberSet, Layer, Metric, Queue, Redacted, Schedule, Scheduler, Semaphore, Stream } from "effect"
 import type { Scope } from "effect"
 import { identity } from "effect/Function"
 import type { NonEmptyReadonlyArray } from "effect/Array"
@@ -47,6 +47,7 @@ import {
   type Returned
 } from "./Broker.ts"
 import * as Amqp from "./internal/amqplib.ts"
+import * as Metrics from "./internal/metrics.ts"
 
 /**
  * Options of the RabbitMQ broker.
@@ -316,6 +317,7 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
       }
       if (consumer.closed) return
       const delivery = new AmqpDelivery(channel, raw)
+      if (delivery.redelivered) consumer.redelivered()
       if (!consumer.cancelled && consumer.options.take?.(delivery) === true) return
       if (!Queue.offerUnsafe(consumer.mailbox, [delivery])) {
         // arrived after a cancel: hand it back at once rather than hold it until the scope closes
@@ -409,7 +411,7 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
         const mailbox = yield* Queue.unbounded<NonEmptyReadonlyArray<Delivery>, BrokerError | Cause.Done>().pipe(
           Effect.provideService(Scheduler.Scheduler, wakeInline)
         )
-        const consumer = new ConsumerState(queue, options, mailbox)
+        const consumer = new ConsumerState(queue, options, mailbox, Metrics.redelivery("rabbitmq", queue, yield* Effect.context()))
         yield* Effect.acquireRelease(
           Effect.sync(() => state.consumers.add(consumer)).pipe(
             Effect.andThen(attachConsumer(consumer, session)),
@@ -652,6 +654,7 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
           state.session = next
           const recovered = yield* Effect.exit(recover(next))
           if (Exit.isSuccess(recovered)) {
+            yield* Metric.update(Metrics.reconnects, 1)
             yield* Effect.logInfo("reconnected to RabbitMQ; topology, consumers and reply queues restored")
           } else if (!next.down) {
             // something other than the connection failed: start over on a fresh connection
@@ -696,6 +699,7 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
 
     return Broker.of({
       kind: "amqp",
+      ready: Effect.sync(() => state.ready),
       declareExchange,
       declareQueue,
       deleteQueue,
@@ -828,14 +832,18 @@ class ConsumerState {
   readonly queue: string
   readonly options: ConsumeOptions
   readonly mailbox: Queue.Queue<NonEmptyReadonlyArray<Delivery>, BrokerError | Cause.Done>
+  /** counts a redelivered delivery (internal/metrics.ts) */
+  readonly redelivered: () => void
   constructor(
     queue: string,
     options: ConsumeOptions,
-    mailbox: Queue.Queue<NonEmptyReadonlyArray<Delivery>, BrokerError | Cause.Done>
+    mailbox: Queue.Queue<NonEmptyReadonlyArray<Delivery>, BrokerError | Cause.Done>,
+    redelivered: () => void
   ) {
     this.queue = queue
     this.options = options
     this.mailbox = mailbox
+    this.redelivered = redelivered
   }
 }
 

@@ -363,6 +363,11 @@ export interface QueueInfo {
 export class Broker extends Context.Service<Broker, {
   /** a short name for logs: "memory" or "amqp" */
   readonly kind: string
+  /**
+   * whether it serves: connected, with every consumer and reply queue attached (false while RabbitMQ is
+   * away or being recovered, and once the broker is shut down); what `/readyz` reports
+   */
+  readonly ready: Effect.Effect<boolean>
   readonly declareExchange: (
     name: string,
     type: ExchangeType,

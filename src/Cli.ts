@@ -19,7 +19,8 @@
  * `mesh run` uses the embedded broker, which only the services of that one process share, so `call`,
  * `emit`, `describe` and `dlq` refuse to run without it. `mesh run` is `Mesh.layerConfig`: with a port
  * (`--port`, or `HTTP_PORT`) it serves HTTP, and it refuses to start services that declare HTTP routes
- * without one. Failures print one line on stderr and exit non-zero: 1 when the mesh answered with an
+ * without one; `/metrics`, `/healthz` and `/readyz` are on that port and, with `--metrics-port` (or
+ * `METRICS_PORT`), on one of their own; `OTEL_EXPORTER_OTLP_ENDPOINT` exports traces, metrics and logs. Failures print one line on stderr and exit non-zero: 1 when the mesh answered with an
  * error, 2 for bad input or configuration.
  *
  * @since 0.1.0
@@ -86,11 +87,19 @@ const runCommand = Command.make(
     port: Flag.Int("port").pipe(
       Flag.withDescription("serve HTTP on this port (default: $HTTP_PORT; 0 picks a free one): the services' routes, the gateways"),
       Flag.optional
+    ),
+    metricsPort: Flag.Int("metrics-port").pipe(
+      Flag.withDescription("serve /metrics, /healthz and /readyz on this port (default: $METRICS_PORT)"),
+      Flag.optional
     )
   },
-  Effect.fnUntraced(function*({ modules, port }) {
+  Effect.fnUntraced(function*({ modules, port, metricsPort }) {
     const file = yield* loadConfig
-    return yield* serve(modules, { file, port: Option.getOrUndefined(port) }).pipe(withConfig(file))
+    return yield* serve(modules, {
+      file,
+      port: Option.getOrUndefined(port),
+      metricsPort: Option.getOrUndefined(metricsPort)
+    }).pipe(withConfig(file))
   })
 ).pipe(
   Command.withDescription("Start the service Layers a module exports; SIGTERM / SIGINT drain and stop them"),
@@ -596,7 +605,7 @@ const forceOnSecondSignal = Effect.acquireRelease(
 
 const serve = (
   modules: ReadonlyArray<string>,
-  options: { readonly file: MeshConfig.File | undefined; readonly port: number | undefined }
+  options: { readonly file: MeshConfig.File | undefined; readonly port: number | undefined; readonly metricsPort: number | undefined }
 ) =>
   Effect.gen(function*() {
     const loaded = (yield* Effect.forEach(modules, load)).flat()
@@ -616,7 +625,11 @@ const serve = (
     }
     // imported here: the HTTP stack it brings costs every other command ~150 ms of start-up
     const { MeshError, layerConfig } = yield* Effect.promise(() => import("./Mesh.ts"))
-    const mesh = layerConfig(loaded.map((l) => l.layer), { config: options.file?.path, port: options.port })
+    const mesh = layerConfig(loaded.map((l) => l.layer), {
+      config: options.file?.path,
+      port: options.port,
+      metricsPort: options.metricsPort
+    })
     const names = loaded.map((l) => l.service ?? l.exportName).join(", ")
     yield* Effect.scoped(Effect.gen(function*() {
       yield* forceOnSecondSignal

@@ -10,12 +10,13 @@
  *
  * @since 0.1.0
  */
-import { Effect, Exit, Option, SchemaIssue } from "effect"
+import { Effect, Exit, Metric, Option, SchemaIssue } from "effect"
 import type { Rpc } from "effect/rpc"
 import { Broker } from "./Broker.ts"
 import * as CallContext from "./CallContext.ts"
 import * as Codecs from "./internal/codecs.ts"
 import * as internal from "./internal/events.ts"
+import * as Metrics from "./internal/metrics.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
@@ -92,4 +93,5 @@ export const send = <
           : new TransportError({ service, method, message: e.message })
       )
     )
+    yield* Metric.update(Metrics.commandSent(service, method), 1)
   })

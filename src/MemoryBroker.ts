@@ -37,6 +37,7 @@ import {
   type ReplyQueue,
   type ReplyQueueOptions
 } from "./Broker.ts"
+import * as Metrics from "./internal/metrics.ts"
 
 /**
  * Builds a broker that lives as long as the surrounding scope. When the scope closes, every
@@ -79,10 +80,10 @@ export const makeWith = (options?: Options): Effect.Effect<Broker["Service"], ne
   yield* Effect.addFinalizer(() => Effect.sync(() => state.close()))
 
   const consume = (queue: string, options: ConsumeOptions): Effect.Effect<Consumer, BrokerError, Scope.Scope> =>
-    Effect.flatMap(mailboxOf<Delivery>(), (mailbox) =>
+    Effect.flatMap(Effect.zip(mailboxOf<Delivery>(), Effect.context<never>()), ([mailbox, context]) =>
       Effect.map(
         Effect.acquireRelease(
-          Effect.suspend(() => state.addConsumer(queue, options, mailbox)),
+          Effect.suspend(() => state.addConsumer(queue, options, mailbox, Metrics.redelivery("memory", queue, context))),
           (consumer) => Effect.sync(() => state.closeConsumer(consumer))
         ),
         (consumer): Consumer => ({
@@ -111,6 +112,7 @@ export const makeWith = (options?: Options): Effect.Effect<Broker["Service"], ne
 
   const broker = Broker.of({
     kind: "memory",
+    ready: Effect.sync(() => !state.closed),
     declareExchange: (name, type, options) => Effect.suspend(() => state.declareExchange(name, type, options)),
     declareQueue: (name, options) => Effect.suspend(() => state.declareQueue(name, options)),
     deleteQueue: (name) => Effect.suspend(() => state.deleteQueueByName(name)),
@@ -388,14 +390,18 @@ class ConsumerState {
   readonly tag: string | undefined
   readonly take: ((delivery: Delivery) => boolean) | undefined
   readonly unacked = new Set<MemoryDelivery>()
+  /** counts a redelivered delivery (internal/metrics.ts) */
+  readonly redelivered: () => void
   cancelled = false
   closed = false
 
   constructor(
     queue: QueueState,
     mailbox: Queue.Queue<NonEmptyReadonlyArray<Delivery>, Cause.Done>,
-    options: ConsumeOptions
+    options: ConsumeOptions,
+    redelivered: () => void
   ) {
+    this.redelivered = redelivered
     this.queue = queue
     this.mailbox = mailbox
     // as in AMQP, a prefetch of 0 means no limit
@@ -799,6 +805,7 @@ class BrokerState {
 
   deliver(consumer: ConsumerState, entry: Entry): void {
     const delivery = new MemoryDelivery(this, consumer, entry)
+    if (entry.redelivered) consumer.redelivered()
     entry.deliveries++
     consumer.unacked.add(delivery)
     // what `take` does not take goes to the stream
@@ -863,12 +870,13 @@ class BrokerState {
   addConsumer(
     queueName: string,
     options: ConsumeOptions,
-    mailbox: Queue.Queue<NonEmptyReadonlyArray<Delivery>, Cause.Done>
+    mailbox: Queue.Queue<NonEmptyReadonlyArray<Delivery>, Cause.Done>,
+    redelivered: () => void
   ): Effect.Effect<ConsumerState, BrokerError> {
     if (this.closed) return closedError()
     const queue = this.queues.get(queueName)
     if (queue === undefined) return fail("NotFound", `no queue '${queueName}'`)
-    const consumer = new ConsumerState(queue, mailbox, options)
+    const consumer = new ConsumerState(queue, mailbox, options, redelivered)
     queue.consumers.push(consumer)
     queue.open.add(consumer)
     queue.idleDeadline = undefined

@@ -14,7 +14,11 @@
  * Without a port nothing listens, and services that declare HTTP routes fail the Layer with
  * `MeshError` rather than run without them. The services and the program both get the broker and
  * `ServiceClient`'s transport, so handlers and the program call services alike. The server's address
- * is logged (`mesh: HTTP on <url>`) at `Discovery.LogLevel`, as instances log their start.
+ * is logged (`mesh: HTTP on <url>`) at `Discovery.LogLevel`, as instances log their start. The HTTP
+ * edge also serves `/metrics` (Prometheus), `/healthz` and `/readyz` (`Health`); `METRICS_PORT` (or
+ * `metrics` / `metricsPort`) serves those three on a port of their own, up before the services and down
+ * after them. With `OTEL_EXPORTER_OTLP_ENDPOINT` set, traces, metrics and logs are exported over OTLP
+ * (`MeshConfig.layerOtlp`).
  *
  * @since 0.1.0
  */
@@ -25,6 +29,7 @@ import { HttpRouter } from "effect/http"
 import { PrometheusMetrics } from "effect/observability"
 import type { Broker, BrokerError } from "./Broker.ts"
 import * as Discovery from "./Discovery.ts"
+import * as Health from "./Health.ts"
 import * as HttpGateway from "./HttpGateway.ts"
 import * as Hub from "./Hub.ts"
 import * as MemoryBroker from "./MemoryBroker.ts"
@@ -102,6 +107,8 @@ export interface Options {
   readonly broker?: Layer.Layer<Broker, BrokerError> | undefined
   /** serve HTTP; without it nothing listens. `contracts` defaults to the services' own */
   readonly http?: HttpOptions | undefined
+  /** serve `/metrics`, `/healthz` and `/readyz` on a port of their own (the HTTP edge serves them too) */
+  readonly metrics?: HttpGateway.ServerOptions | undefined
 }
 
 /**
@@ -116,6 +123,8 @@ export interface ConfigOptions {
   readonly port?: number | undefined
   /** the rest of the HTTP edge's options; the host defaults to `HTTP_HOST` */
   readonly http?: Omit<HttpOptions, "port"> | undefined
+  /** the metrics port (default: `METRICS_PORT`; without either, none); on `HTTP_HOST` too */
+  readonly metricsPort?: number | undefined
 }
 
 // ---- layers ----
@@ -130,7 +139,7 @@ export const layer = <const S extends Services>(
   services: S,
   options?: Options
 ): Layer.Layer<Provided, ServicesError<S> | BrokerError | ServeError | MeshError, ServicesRequirements<S>> =>
-  make(services, options?.broker ?? MemoryBroker.layer, options?.http)
+  make(services, options?.broker ?? MemoryBroker.layer, options?.http, options?.metrics)
 
 /**
  * `layer` as the configuration says: the config file (`config`, or `MESH_CONFIG`) over the
@@ -151,14 +160,17 @@ export const layerConfig = <const S extends Services>(
     const port = options?.port === undefined
       ? yield* Config.option(Config.Port("HTTP_PORT"))
       : Option.some(options.port)
-    const host = yield* Config.option(Config.String("HTTP_HOST"))
-    const http = Option.map(port, (port): HttpOptions => ({
-      host: Option.getOrUndefined(host),
-      ...options?.http,
-      port
-    }))
-    // the loggers first: the services' runs log as the configuration says
-    return make(services, MeshConfig.layerBroker, Option.getOrUndefined(http)).pipe(Layer.provideMerge(MeshConfig.layerLogger))
+    const metricsPort = options?.metricsPort === undefined
+      ? yield* Config.option(Config.Port("METRICS_PORT"))
+      : Option.some(options.metricsPort)
+    const host = Option.getOrUndefined(yield* Config.option(Config.String("HTTP_HOST")))
+    const http = Option.map(port, (port): HttpOptions => ({ host, ...options?.http, port }))
+    const metrics = Option.map(metricsPort, (port): HttpGateway.ServerOptions => ({ host, port }))
+    // the loggers and exporters first: the services' runs log and trace as the configuration says
+    return make(services, MeshConfig.layerBroker, Option.getOrUndefined(http), Option.getOrUndefined(metrics)).pipe(
+      Layer.provideMerge(MeshConfig.layerLogger),
+      Layer.provideMerge(MeshConfig.layerOtlp(serviceNames(services)))
+    )
   })).pipe(Layer.provideMerge(configFile(options?.config)))
 
 // ---- internal ----
@@ -172,15 +184,32 @@ const configFile = (path: string | undefined): Layer.Layer<never, MeshConfig.Mes
     (file) => Option.isNone(file) ? Layer.empty : MeshConfig.layer(file)
   )).pipe(Layer.provide(NodeFileSystem.layer))
 
+const layersOf = (services: Services): ReadonlyArray<AnyServices> =>
+  (Array.isArray(services) ? services : [services]) as ReadonlyArray<AnyServices>
+
+/** the OpenTelemetry service name of a process: its services' names (`effect-mesh` without any) */
+const serviceNames = (services: Services): string => {
+  const names = layersOf(services).flatMap((l) => Option.toArray(Service.contractOf(l))).map((c) => c.name)
+  return names.length === 0 ? "effect-mesh" : names.join(",")
+}
+
 const make = <S extends Services, EB>(
   services: S,
   broker: Layer.Layer<Broker, EB>,
-  http: HttpOptions | undefined
+  http: HttpOptions | undefined,
+  metrics: HttpGateway.ServerOptions | undefined
 ) => {
-  const layers = (Array.isArray(services) ? services : [services]) as ReadonlyArray<AnyServices>
-  const all = Layer.mergeAll(Layer.empty as AnyServices, ...layers)
+  const layers = layersOf(services)
+  // readiness: `serving` once every service is up, `draining` before they stop
+  const all = Health.layerServing(Layer.mergeAll(Layer.empty as AnyServices, ...layers))
   const served = http === undefined ? withoutHttp(all) : withHttp(all, layers, http)
-  return served.pipe(Layer.provideMerge(ServiceClient.layer), Layer.provideMerge(broker)) as unknown as Layer.Layer<
+  // the metrics port is up before the services and down after them: it answers while they drain
+  const observed = metrics === undefined ? served : served.pipe(Layer.provideMerge(observability(metrics)))
+  return observed.pipe(
+    Layer.provide(Health.layer),
+    Layer.provideMerge(ServiceClient.layer),
+    Layer.provideMerge(broker)
+  ) as unknown as Layer.Layer<
     Provided,
     ServicesError<S> | BrokerError | ServeError | MeshError | EB,
     ServicesRequirements<S>
@@ -200,10 +229,28 @@ const withHttp = (all: AnyServices, layers: ReadonlyArray<AnyServices>, options:
     const url = yield* HttpGateway.url
     yield* Effect.logWithLevel(yield* Discovery.LogLevel)(`mesh: HTTP on ${url}`)
   }))
-  // the process's metrics (internal/metrics.ts, and any of the program's own) for Prometheus to scrape
-  const metrics = PrometheusMetrics.layerHttp({ path: "/metrics" })
-  return Layer.mergeAll(all, gateways, announce, metrics).pipe(Layer.provide(HttpGateway.layer({ ...http, contracts })))
+  return Layer.mergeAll(all, gateways, announce, observabilityRoutes()).pipe(
+    Layer.provide(HttpGateway.layer({ ...http, contracts }))
+  )
 }
+
+/**
+ * The process's metrics (internal/metrics.ts, and any of the program's own) for Prometheus to scrape,
+ * `/healthz` and `/readyz`
+ */
+const observabilityRoutes = () =>
+  // fresh: the HTTP edge and the metrics port each have a router of their own
+  Layer.fresh(Layer.merge(PrometheusMetrics.layerHttp({ path: "/metrics" }), Health.layerRoutes))
+
+/** the observability routes on a server of their own, for a process without an HTTP edge */
+const observability = (options: HttpGateway.ServerOptions) =>
+  Layer.merge(
+    observabilityRoutes(),
+    Layer.effectDiscard(Effect.gen(function*() {
+      const url = yield* HttpGateway.url
+      yield* Effect.logWithLevel(yield* Discovery.LogLevel)(`mesh: metrics and health on ${url}`)
+    }))
+  ).pipe(Layer.provide(HttpGateway.layerServer({ disableLogger: true, ...options })))
 
 /** nothing listens: a service that registers routes fails the Layer instead of running without them */
 const withoutHttp = (all: AnyServices) =>

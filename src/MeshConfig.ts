@@ -19,6 +19,8 @@
  */
 import { Config, ConfigProvider, Effect, FileSystem, Layer, Logger, Option, Redacted, References, Schema } from "effect"
 import { Yaml } from "effect/encoding"
+import { FetchHttpClient } from "effect/http"
+import { Otlp, OtlpSerialization } from "effect/observability"
 import * as AmqpBroker from "./AmqpBroker.ts"
 import type { Broker, BrokerError } from "./Broker.ts"
 import * as DeadLetters from "./DeadLetters.ts"
@@ -176,6 +178,35 @@ export const layerLogger: Layer.Layer<never, Config.ConfigError> = Layer.unwrap(
 }))
 
 /**
+ * OpenTelemetry export, configured as every OpenTelemetry SDK is: with `OTEL_EXPORTER_OTLP_ENDPOINT`
+ * (or a signal's own, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, ...) set, the traces, metrics and logs go
+ * over OTLP/HTTP through effect's own exporters (`Otlp.layerFromConfig`), `OTEL_EXPORTER_OTLP_PROTOCOL`
+ * `http/protobuf` (the default) or `http/json`; the resource is `OTEL_SERVICE_NAME` (default:
+ * `serviceName`) and `OTEL_RESOURCE_ATTRIBUTES`. The other standard variables apply (`OTEL_SDK_DISABLED`,
+ * `OTEL_TRACES_EXPORTER=none` and its siblings, `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_BSP_SCHEDULE_DELAY`,
+ * `OTEL_METRIC_EXPORT_INTERVAL`, ...); the exporters default to `otlp`, as the specification says. Off
+ * when no endpoint is set. Log records also keep going to the loggers already installed.
+ *
+ * @since 0.1.0
+ */
+export const layerOtlp = (serviceName: string): Layer.Layer<never, Config.ConfigError> =>
+  Layer.unwrap(Effect.gen(function*() {
+    const protocol = yield* Config.Literals(["http/protobuf", "http/json"], "OTEL_EXPORTER_OTLP_PROTOCOL").pipe(
+      Config.withDefault("http/protobuf")
+    )
+    return Otlp.layerFromConfig({ loggerMergeWithExisting: true }).pipe(
+      Layer.provide(protocol === "http/json" ? OtlpSerialization.layerJson : OtlpSerialization.layerProtobuf),
+      Layer.provide(FetchHttpClient.layer),
+      Layer.provide(ConfigProvider.layerAdd(ConfigProvider.fromUnknown({
+        OTEL_SERVICE_NAME: serviceName,
+        OTEL_TRACES_EXPORTER: "otlp",
+        OTEL_METRICS_EXPORTER: "otlp",
+        OTEL_LOGS_EXPORTER: "otlp"
+      })))
+    )
+  }))
+
+/**
  * The broker the configuration asks for: RabbitMQ (`AmqpBroker.layerConfig`) when `AMQP_URL` is set,
  * else the embedded `MemoryBroker`.
  *
@@ -246,6 +277,9 @@ const meshSettings: ReadonlyArray<readonly [string, string | undefined]> = [
   ["AMQP_RECONNECT_MAX_DELAY", "5 seconds"],
   ["HTTP_PORT", undefined],
   ["HTTP_HOST", undefined],
+  ["METRICS_PORT", undefined],
+  ["OTEL_EXPORTER_OTLP_ENDPOINT", undefined],
+  ["OTEL_SERVICE_NAME", undefined],
   [DeadLetters.keys.maxLength, String(DeadLetters.defaults.maxLength)],
   [DeadLetters.keys.ttl, String(DeadLetters.defaults.ttl)]
 ]

@@ -27,7 +27,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Duration, Effect, Exit, Layer, Pull, Schedule } from "effect"
+import { Cause, Clock, Duration, Effect, Exit, Layer, Metric, Pull, Schedule } from "effect"
 import type { Scope } from "effect"
 import { Broker } from "./Broker.ts"
 import * as Lease from "./internal/lease.ts"
@@ -125,6 +125,7 @@ const workerLoop = <A, E, R, ES, RS>(
   // no span: a worker's run lasts as long as the worker does
   const metrics = Metrics.loopRuns(instance.service, `${instance.service}.worker:${name}`)
   const runOnce = Effect.suspend(() => Runner.run(Runner.root(instance, "worker", name, { span: false, metrics }), effect))
+  const restarted = Metrics.workerRestarted(instance.service, `${instance.service}.worker:${name}`)
 
   return Effect.gen(function*() {
     let step: Step<Exit.Exit<A, E>, ES, RS> = yield* Schedule.toStep(restart)
@@ -145,6 +146,7 @@ const workerLoop = <A, E, R, ES, RS>(
       }
       yield* Effect.sleep(delay)
       restarts++
+      yield* Metric.update(restarted, 1)
       yield* Effect.logInfo(`restarting the worker (restart ${restarts})`)
     }
   }).pipe(

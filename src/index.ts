@@ -23,6 +23,8 @@ export * as Discovery from "./Discovery.ts"
 /** @since 0.1.0 */
 export * as Event from "./Event.ts"
 /** @since 0.1.0 */
+export * as Health from "./Health.ts"
+/** @since 0.1.0 */
 export * as HttpEntrypoint from "./HttpEntrypoint.ts"
 /** @since 0.1.0 */
 export * as HttpGateway from "./HttpGateway.ts"

@@ -8,18 +8,36 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { afterAll, beforeAll } from "vitest"
-import { Clock, type Duration, Effect, Exit, Fiber, Layer, Option, Queue, Ref, Schedule, Stream } from "effect"
+import { Clock, type Duration, Effect, Exit, Fiber, Layer, Option, Queue, Ref, Schedule, Schema, Stream } from "effect"
+import { Rpc, RpcGroup } from "effect/rpc"
 import { readFileSync } from "node:fs"
+import { createServer } from "node:net"
 import { fileURLToPath } from "node:url"
 import * as AmqpBroker from "../src/AmqpBroker.ts"
 import { Broker, type BrokerError, type Consumer, type Delivery, type Incoming } from "../src/Broker.ts"
 import * as Amqp from "../src/internal/amqplib.ts"
+import * as Mesh from "../src/Mesh.ts"
+import * as Service from "../src/Service.ts"
+import * as ServiceClient from "../src/ServiceClient.ts"
+import * as ServiceContract from "../src/ServiceContract.ts"
 import { amqpUrl } from "./fixtures/amqpUrl.ts"
 import { take as takeN } from "./fixtures/brokerContract.ts"
 import { rabbitNode } from "./fixtures/rabbit.ts"
 import { checkoutPort } from "./fixtures/ports.ts"
 
 const suffix = () => crypto.randomUUID().slice(0, 8)
+
+class ReadyRpcs extends RpcGroup.make(Rpc.make("ping", { success: Schema.String })) {}
+
+/** a port nothing listens on right now */
+const freePort = Effect.callback<number>((resume) => {
+  const server = createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const address = server.address()
+    const port = typeof address === "object" && address !== null ? address.port : 0
+    server.close(() => resume(Effect.succeed(port)))
+  })
+})
 const encode = (s: string) => new TextEncoder().encode(s)
 const decode = (b: Uint8Array) => new TextDecoder().decode(b)
 
@@ -314,6 +332,39 @@ describe("AmqpBroker faults", () => {
         )
       }).pipe(Effect.provide(brokerLayer(url)))
     }), 240_000)
+  it.live("readiness follows the broker: /readyz answers 503 while the node is away and 200 after; the reconnect is counted", () =>
+    Effect.gen(function*() {
+      const contract = ServiceContract.make(`ready-${suffix()}`, ReadyRpcs)
+      const port = yield* freePort
+      const base = `http://127.0.0.1:${port}`
+      const readyz = Effect.promise(async () => {
+        const response = await fetch(`${base}/readyz`)
+        return { status: response.status, body: (await response.json()) as unknown }
+      })
+      const until = (status: number) =>
+        readyz.pipe(
+          Effect.repeat({ until: (r) => r.status === status, schedule: Schedule.spaced("100 millis") }),
+          Effect.timeout("60 seconds")
+        )
+      yield* Effect.gen(function*() {
+        assert.deepStrictEqual(yield* readyz, { status: 200, body: { ready: true, broker: "connected", services: "serving" } })
+        yield* rabbit("stop")
+        assert.deepStrictEqual(yield* until(503), { status: 503, body: { ready: false, broker: "down", services: "serving" } })
+        yield* rabbit("start")
+        assert.deepStrictEqual(yield* until(200), { status: 200, body: { ready: true, broker: "connected", services: "serving" } })
+        // consumers are back: the service answers
+        const client = yield* ServiceClient.make(contract, { timeout: "10 seconds" })
+        assert.strictEqual(yield* client.ping(), "pong")
+        const metrics = yield* Effect.promise(() => fetch(`${base}/metrics`).then((r) => r.text()))
+        assert.match(metrics, /^mesh_broker_reconnects\{messaging_system="rabbitmq"\} [1-9]/m, metrics)
+      }).pipe(
+        Effect.provide(Mesh.layer(
+          Service.make(contract, { handlers: { ping: () => Effect.succeed("pong") } }),
+          { broker: brokerLayer(url), metrics: { port, host: "127.0.0.1" } }
+        ))
+      )
+    }), 240_000)
+
   it.live("a crashed node (SIGKILL): the connection loss is noticed and the consumer resumes after a start", () =>
     Effect.gen(function*() {
       const broker = yield* Broker

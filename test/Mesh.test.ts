@@ -4,7 +4,7 @@
  * port is configured, called over a real socket with node's fetch.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Console, Effect, Exit, Layer, Schema } from "effect"
+import { ConfigProvider, Console, Deferred, Effect, Exit, Fiber, Layer, Schedule, Schema, Scope } from "effect"
 import { Rpc, RpcGroup } from "effect/rpc"
 import { Broker, Discovery, HttpEntrypoint, Mesh, Service, ServiceClient, ServiceContract } from "effect-mesh"
 import { writeFileSync } from "node:fs"
@@ -222,5 +222,61 @@ describe("Mesh.layer", () => {
         Effect.provide(Mesh.layer([greeterLive(contract)], { http: { port, host: "127.0.0.1", disableLogger: true } }))
       )
       assert.deepStrictEqual(result, { greeting: "hello ada", broker: "memory" })
+    }))
+})
+
+describe("health", () => {
+  it.live("/healthz and /readyz on the HTTP edge and on METRICS_PORT; readiness drops while the instances drain", () =>
+    Effect.gen(function*() {
+      const contract = greeter()
+      const httpPort = yield* freePort
+      const metricsPort = yield* freePort
+      const held = yield* Deferred.make<void>()
+      const began = yield* Deferred.make<void>()
+      const slow = Service.make(contract, {
+        handlers: {
+          greet: ({ name }) =>
+            Effect.andThen(Deferred.succeed(began, undefined), Effect.as(Deferred.await(held), `hello ${name}`))
+        }
+      })
+      const logs = captureLogs()
+      const edge = `http://127.0.0.1:${httpPort}`
+      const metrics = `http://127.0.0.1:${metricsPort}`
+      const scope = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(
+        Mesh.layerConfig([slow], { http: { disableLogger: true } }).pipe(
+          Layer.provide(config({ HTTP_PORT: String(httpPort), METRICS_PORT: String(metricsPort), HTTP_HOST: "127.0.0.1" })),
+          Layer.provide(logs.layer),
+          Layer.provide(Layer.succeed(Discovery.LogLevel, "Info"))
+        ),
+        scope
+      )
+      const serving = { ready: true, broker: "connected", services: "serving" }
+      for (const base of [edge, metrics]) {
+        assert.deepStrictEqual(yield* fetchJson(`${base}/healthz`), { status: 200, body: { ok: true } })
+        assert.deepStrictEqual(yield* fetchJson(`${base}/readyz`), { status: 200, body: serving })
+      }
+      const scraped = yield* Effect.promise(() => fetch(`${metrics}/metrics`).then((r) => r.text()))
+      assert.include(scraped, "# TYPE")
+      assert.isTrue(
+        logs.lines.some((l) => l.message === `mesh: metrics and health on ${metrics}`),
+        JSON.stringify(logs.lines)
+      )
+      // a call in progress, then the process stops: it drains, and is not ready meanwhile
+      const call = yield* Effect.forkChild(
+        Effect.provideContext(callGreet(contract), context)
+      )
+      yield* Deferred.await(began)
+      const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void))
+      const draining = yield* fetchJson(`${metrics}/readyz`).pipe(
+        Effect.repeat({ until: (r) => r.status === 503, schedule: Schedule.spaced("20 millis") }),
+        Effect.timeout("5 seconds")
+      )
+      assert.deepStrictEqual(draining, { status: 503, body: { ready: false, broker: "connected", services: "draining" } })
+      yield* Deferred.succeed(held, undefined)
+      assert.deepStrictEqual(yield* Fiber.join(call), { greeting: "hello ada", broker: "memory" })
+      yield* Fiber.join(closing)
+      const after = yield* Effect.tryPromise(() => fetch(`${metrics}/healthz`)).pipe(Effect.exit)
+      assert.isTrue(Exit.isFailure(after))
     }))
 })

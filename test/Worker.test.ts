@@ -3,7 +3,7 @@
  * schedule ends, starting the schedule over after a healthy run, stopping with the scope.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Clock, Effect, Exit, Layer, Schedule, Scope } from "effect"
+import { Clock, Effect, Exit, Layer, Metric, Schedule, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { CallContext, Service, Worker } from "effect-mesh"
 import { captureLogs } from "./fixtures/logs.ts"
@@ -38,7 +38,18 @@ describe("Worker", () => {
         logs.lines.filter((l) => l.message.startsWith("restarting")).map((l) => l.message),
         ["restarting the worker (restart 1)", "restarting the worker (restart 2)", "restarting the worker (restart 3)"]
       )
-    }).pipe(Effect.provide(logs.layer))
+      // counted: mesh.worker.restarts, and each life by outcome in mesh.run.duration
+      const snapshots = yield* Metric.snapshot
+      const series = (id: string, outcome?: string) =>
+        snapshots.find((m) =>
+          m.id === id && m.attributes?.["mesh.run"] === "indexer.worker:tail" &&
+          (outcome === undefined || m.attributes?.["outcome"] === outcome)
+        )
+      const restarts = series("mesh.worker.restarts")
+      assert.strictEqual(restarts?.type === "Counter" ? Number(restarts.state.count) : -1, 3)
+      const failed = series("mesh.run.duration", "error")
+      assert.strictEqual(failed?.type === "Histogram" ? failed.state.count : -1, 3)
+    }).pipe(Effect.provide(logs.layer), Effect.provideService(Metric.MetricRegistry, new Map()))
   })
 
   it.effect("a worker that ends is started again; defects too", () =>

@@ -7,9 +7,14 @@
  * - `rpc.server.call.duration`, `rpc.client.call.duration` (histograms): `rpc.system`, `rpc.service`,
  *   `rpc.method` and `outcome` (`success`, the error's tag, `defect` or `interrupted`);
  * - `rpc.server.active_calls`: requests an instance is running;
- * - `messaging.process.duration` (histogram), `messaging.client.sent.messages`,
+ * - `messaging.process.duration` (histogram), `messaging.client.sent.messages` (events, and commands with
+ *   `messaging.operation.name` `command`),
  *   `mesh.event.retries`, `mesh.event.dead_letters`: per `messaging.destination.name` (and service);
- * - `mesh.run.duration` (histogram) of timers' ticks and workers' lives, by `mesh.run` and `outcome`.
+ * - `mesh.run.duration` (histogram) of timers' ticks and workers' lives, by `mesh.run` and `outcome`;
+ *   `mesh.worker.restarts`;
+ * - `mesh.broker.reconnects` (RabbitMQ connections recovered), `mesh.redeliveries` (deliveries the broker
+ *   marks redelivered: a consumer, its channel or its connection was lost before it settled them), per
+ *   queue.
  *
  * A run's series are made once per outcome and kept: updating one is a map lookup and a sync update.
  *
@@ -38,7 +43,7 @@ const processDuration = Metric.histogram("messaging.process.duration", {
   boundaries: seconds
 })
 const sent = Metric.counter("messaging.client.sent.messages", {
-  description: "events published (confirmed by the broker)",
+  description: "events published and commands sent (confirmed by the broker)",
   incremental: true
 })
 const retries = Metric.counter("mesh.event.retries", { description: "event deliveries scheduled for a retry", incremental: true })
@@ -49,6 +54,19 @@ const deadLetters = Metric.counter("mesh.event.dead_letters", {
 const runDuration = Metric.histogram("mesh.run.duration", {
   description: "the time a timer's tick or a worker's life took, in seconds",
   boundaries: seconds
+})
+
+const workerRestarts = Metric.counter("mesh.worker.restarts", {
+  description: "workers started again after their effect ended",
+  incremental: true
+})
+const brokerReconnects = Metric.counter("mesh.broker.reconnects", {
+  description: "connections to the broker lost and recovered (topology, consumers and reply queues restored)",
+  incremental: true
+})
+const redeliveries = Metric.counter("mesh.redeliveries", {
+  description: "deliveries the broker marked redelivered (a consumer, channel or connection was lost before they were settled)",
+  incremental: true
 })
 
 /** how a run ended: `success`, its error's tag (or `error`), `defect` or `interrupted` */
@@ -193,6 +211,10 @@ export const eventSettling = (service: string, destination: string): EventSettli
   }
 }
 
+/** the commands sent to one method of a service (a command's destination is `<service>.<method>`) */
+export const commandSent = (service: string, method: string): Metric.Metric<number, unknown> =>
+  Metric.withAttributes(sent, { ...eventAttributes(`${service}.${method}`), "messaging.operation.name": "command" })
+
 /** the events of one destination its publishers sent */
 export const eventSent = (destination: string): Metric.Metric<number, unknown> =>
   Metric.withAttributes(sent, eventAttributes(destination))
@@ -204,4 +226,19 @@ export const loopRuns = (service: string, run: string): RunMetrics => {
     begin: () => undefined,
     end: (exit, seconds, context) => duration(outcomeOf(exit)).updateUnsafe(seconds, context)
   }
+}
+
+/** a worker's restarts */
+export const workerRestarted = (service: string, run: string): Metric.Metric<number, unknown> =>
+  Metric.withAttributes(workerRestarts, { "mesh.service": service, "mesh.run": run })
+
+/** RabbitMQ connections recovered */
+export const reconnects: Metric.Metric<number, unknown> = Metric.withAttributes(brokerReconnects, {
+  "messaging.system": "rabbitmq"
+})
+
+/** counts a consumer's redelivered deliveries, in the metrics of `context` (its consumer's) */
+export const redelivery = (system: string, queue: string, context: Context.Context<never>): () => void => {
+  const metric = Metric.withAttributes(redeliveries, { "messaging.system": system, "messaging.destination.name": queue })
+  return () => metric.updateUnsafe(1, context)
 }
