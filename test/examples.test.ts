@@ -3,12 +3,22 @@
  * `mesh run` does, and every example logs in the same (pretty) format.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Schedule } from "effect"
+import { type AddressInfo, createServer } from "node:net"
 import { fileURLToPath } from "node:url"
 import { amqpUrl } from "./fixtures/amqpUrl.ts"
 import { spawnProgram } from "./fixtures/processes.ts"
 
 const example = (path: string) => fileURLToPath(new URL(`../examples/${path}`, import.meta.url))
+/** a port nothing listens on right now */
+const freePort = Effect.callback<number>((resume) => {
+  const server = createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const port = (server.address() as AddressInfo).port
+    server.close(() => resume(Effect.succeed(port)))
+  })
+})
+
 /** the test RabbitMQ, a free port */
 const env = () => ({ AMQP_URL: amqpUrl(), HTTP_PORT: "0" })
 
@@ -29,6 +39,32 @@ describe("examples", () => {
       // without HTTP_PORT: nothing listens, the calculator serves over RabbitMQ
       const proc = yield* spawnProgram(example("mesh/main.ts"), { AMQP_URL: amqpUrl() })
       yield* proc.waitFor(/serving; SIGTERM or Ctrl-C to stop/, "60 seconds")
+      yield* proc.kill("SIGTERM")
+      assert.deepStrictEqual(yield* proc.exited, { code: 0, signal: null }, proc.output().join("\n"))
+    }).pipe(Effect.scoped), 90_000)
+
+  it.live("examples/observability/main.ts: /metrics, /healthz and /readyz on METRICS_PORT, then a clean stop", () =>
+    Effect.gen(function*() {
+      const port = yield* freePort
+      const base = `http://127.0.0.1:${port}`
+      const proc = yield* spawnProgram(example("observability/main.ts"), { AMQP_URL: amqpUrl(), METRICS_PORT: String(port) })
+      yield* proc.waitFor(/calling the calculator/, "60 seconds")
+      const get = (path: string) =>
+        Effect.promise(() => fetch(`${base}${path}`).then(async (r) => ({ status: r.status, text: await r.text() })))
+      assert.deepStrictEqual(yield* get("/healthz"), { status: 200, text: JSON.stringify({ ok: true }) })
+      assert.deepStrictEqual(
+        yield* get("/readyz"),
+        { status: 200, text: JSON.stringify({ ready: true, broker: "connected", services: "serving" }) }
+      )
+      // the traffic's calls, by outcome: a success and the typed error among them
+      const metrics = yield* get("/metrics").pipe(
+        Effect.repeat({
+          until: (r) => /rpc_client_call_duration_count\{[^}]*outcome="DivisionByZero"[^}]*\} [1-9]/.test(r.text),
+          schedule: Schedule.spaced("200 millis")
+        }),
+        Effect.timeout("30 seconds")
+      )
+      assert.match(metrics.text, /rpc_server_call_duration_count\{[^}]*rpc_method="divide",outcome="success"\} [1-9]/)
       yield* proc.kill("SIGTERM")
       assert.deepStrictEqual(yield* proc.exited, { code: 0, signal: null }, proc.output().join("\n"))
     }).pipe(Effect.scoped), 90_000)
