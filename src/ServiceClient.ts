@@ -123,7 +123,7 @@ export const make = <const Name extends string, Rpcs extends Rpc.Any>(
       const call = Codecs.madeFirst(service, definition as unknown as Rpc.AnyWithProps, raw, (refused) =>
         isStream(definition) ? Stream.fromEffect(refused) : refused)
       methods[tag] = isStream(definition)
-        ? streamMethod(service, tag, call, options, transport.enforcesDeadlines)
+        ? streamMethod(service, tag, call, options, transport.enforcesDeadlines, services)
         : effectMethod(
           service,
           tag,
@@ -152,10 +152,12 @@ export const callUntyped = (
   payload: unknown,
   options?: CallOptions
 ): Stream.Stream<unknown, unknown, Transport> =>
-  Stream.unwrap(Effect.map(
+  Stream.unwrap(Effect.flatMap(
     Effect.flatMap(BrokerRpcClient.Transport, (transport) =>
       Effect.map(transport.protocol(service), (protocol) => ({ protocol, enforced: transport.enforcesDeadlines }))),
-    ({ enforced, protocol }) => streamMethod(service, method, untypedMethod(protocol, method), undefined, enforced)(payload, options)
+    ({ enforced, protocol }) =>
+      Effect.map(Effect.context<never>(), (services) =>
+        streamMethod(service, method, untypedMethod(protocol, method), undefined, enforced, services)(payload, options))
   ))
 
 // ---- internal ----
@@ -336,27 +338,32 @@ const streamMethod = (
   method: string,
   raw: RawMethod,
   options: Options | undefined,
-  enforced: boolean
-) =>
-(payload: unknown, call?: CallOptions): Stream.Stream<unknown, unknown> => {
+  enforced: boolean,
+  services: Context.Context<never>
+) => {
   const clientTimeout = toMillis(options?.timeout)
-  const stream = Stream.unwrap(Effect.withFiber((fiber) => {
-    const { headers, remaining } = prepare(fiber, service, method, clientTimeout, call)
-    const onFailure = toCallError(service, method, remaining === undefined ? undefined : Math.max(0, remaining))
-    const result = Stream.catchCause(
-      raw(payload, { headers }) as Stream.Stream<unknown, unknown>,
-      (cause) => Stream.fromEffect(onFailure(cause))
-    )
-    if (remaining === undefined || enforced) return Effect.succeed(result)
-    return Effect.succeed(Stream.interruptWhen(
-      result,
-      Effect.andThen(Effect.sleep(Math.max(0, remaining)), timedOut(service, method, Math.max(0, remaining)))
-    ))
-  }))
+  const measured = Metrics.rpcClient(service, method)
   const retry = options?.retry as Schedule.Schedule<unknown, unknown> | undefined
-  if (retry === undefined) return stream
   const retryable = retryableOf(options)
-  return Stream.retry(stream, retry.pipe(Schedule.while(({ input }) => retryable(input))))
+  return (payload: unknown, call?: CallOptions): Stream.Stream<unknown, unknown> => {
+    const stream = Stream.unwrap(Effect.withFiber((fiber) => {
+      const startedAt = performance.now()
+      const { headers, remaining } = prepare(fiber, service, method, clientTimeout, call)
+      const onFailure = toCallError(service, method, remaining === undefined ? undefined : Math.max(0, remaining))
+      const result = Stream.catchCause(
+        raw(payload, { headers }) as Stream.Stream<unknown, unknown>,
+        (cause) => Stream.fromEffect(onFailure(cause))
+      )
+      const bounded = remaining === undefined || enforced ? result : Stream.interruptWhen(
+        result,
+        Effect.andThen(Effect.sleep(Math.max(0, remaining)), timedOut(service, method, Math.max(0, remaining)))
+      )
+      // from the call to the stream's end, as the caller saw it (each attempt of a retried stream)
+      return Effect.succeed(Stream.onExit(bounded, (exit) => measured(exit, startedAt, services)))
+    }))
+    if (retry === undefined) return stream
+    return Stream.retry(stream, retry.pipe(Schedule.while(({ input }) => retryable(input))))
+  }
 }
 
 /** which failures a client's `retry` sees: the mesh's own errors that `retryOn` accepts */
