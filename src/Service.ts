@@ -21,7 +21,7 @@
  *
  * @since 0.1.0
  */
-import { Duration, Effect, Exit, Layer, Option, Scope, Stream } from "effect"
+import { Duration, Effect, Exit, Layer, Option, References, Scope, Stream } from "effect"
 import type { Fiber } from "effect"
 import { Headers } from "effect/http"
 import type { Rpc, RpcGroup } from "effect/rpc"
@@ -318,13 +318,24 @@ type HandlerResult = Effect.Effect<unknown, unknown, unknown> | Stream.Stream<un
 type RawHandler = (payload: unknown, options: Parameters<Rpc.ToHandlerFn<Rpc.Any>>[1]) => RpcModule.WrapperOr<HandlerResult>
 
 
+/**
+ * A handler as effect/rpc's RpcServer runs it (streams, rpcs with middleware): with the caller's
+ * `CallContext` and the run's log annotations, as the instance runner gives its own runs
+ */
 const wrapHandler = (service: string, method: string, handler: RawHandler, exposeStackTraces: boolean): RawHandler =>
 (payload, options) => {
   const context = CallContext.fromHeaders(options.headers)
+  const run = { service, name: `${service}.${method}`, context }
   return RpcModule.wrapMap(handler(payload, options), (result): HandlerResult => {
-    if (Stream.isStream(result)) return Stream.provideService(result, CallContext.CallContext, context)
+    if (Stream.isStream(result)) {
+      const stream = Stream.provideService(result, CallContext.CallContext, context)
+      return Stream.unwrap(Effect.map(Runner.annotations(run), (annotations) =>
+        Stream.provideService(stream, References.CurrentLogAnnotations, annotations)))
+    }
     // the caller's deadline is enforced by the protocol (BrokerRpcServer), for every call at once
-    return withStack(service, method, exposeStackTraces)(Effect.provideService(result, CallContext.CallContext, context))
+    return withStack(service, method, exposeStackTraces)(
+      Runner.annotated(run, Effect.provideService(result, CallContext.CallContext, context))
+    )
   })
 }
 

@@ -136,12 +136,7 @@ export const run = <A, E, R>(
 ): Effect.Effect<Exit.Exit<A, E>, never, Exclude<R, Scope.Scope>> =>
   Effect.suspend(() => {
     const scoped = Effect.provideService(Effect.scoped(effect), CallContext.CallContext, run.context)
-    // its logs say whose run it is, and of which call and trace (the span's, once it is made)
-    const logged = Effect.withFiber((fiber) => {
-      const span = Option.getOrUndefined(Option.filter(Context.getOption(fiber.context, Tracer.ParentSpan), isSpan))
-      const annotations = annotationsOf(fiber.getRef(References.CurrentLogAnnotations), run, span)
-      return Effect.provideService(scoped, References.CurrentLogAnnotations, annotations)
-    })
+    const logged = annotated(run, scoped)
     const traced = run.span === undefined ? logged : Effect.withSpan(logged, run.name, Spans.withSpanOptions(run.span))
     const metrics = run.metrics
     if (metrics === undefined) return Effect.exit(traced)
@@ -154,6 +149,24 @@ export const run = <A, E, R>(
       })
     })
   })
+
+/**
+ * The log annotations of a run: whose run it is, and of which call and trace (the current span's), on
+ * top of the current ones. For the runs that effect/rpc's RpcServer makes (streams, rpcs with
+ * middleware), and for `run`'s.
+ */
+export const annotations = (run: Pick<Run, "service" | "name" | "context">): Effect.Effect<Record<string, unknown>> =>
+  Effect.withFiber((fiber) => {
+    const span = Option.getOrUndefined(Option.filter(Context.getOption(fiber.context, Tracer.ParentSpan), isSpan))
+    return Effect.succeed(annotationsOf(fiber.getRef(References.CurrentLogAnnotations), run, span))
+  })
+
+/** `effect` with the log annotations of a run (`annotations`) */
+export const annotated = <A, E, R>(
+  run: Pick<Run, "service" | "name" | "context">,
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> =>
+  Effect.flatMap(annotations(run), (annotations) => Effect.provideService(effect, References.CurrentLogAnnotations, annotations))
 
 /** a run no caller started: a fresh `CallContext` rooted at `<service>.<kind>:<name>`, a root span */
 export const root = (
@@ -187,7 +200,7 @@ export const root = (
 /** the log annotations of a run, on top of those its instance's services have */
 const annotationsOf = (
   base: Readonly<Record<string, unknown>>,
-  run: Run,
+  run: Pick<Run, "service" | "name" | "context">,
   span: Tracer.Span | undefined
 ): Record<string, unknown> => {
   const stack = run.context.callIdStack
