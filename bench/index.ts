@@ -17,7 +17,14 @@
  * `--compare <checkout>` adds a peer `ours@base` that runs effect-mesh from another checkout (a git
  * worktree of an older commit, say), measured in the same rounds: the way to see what a change bought.
  *
- * `--only rpc1,rpc64,events` runs the cells whose ids start so; `--rounds` is at least 3.
+ * Observability (`rpc1-observed`, `rpc64-observed`): `ours` and `ours-classic` beside the same with
+ * what a production user turns on (`ours-observed`, `ours-classic-observed`: effect's OTLP exporters,
+ * default intervals, posting to a receiver in this process that answers 200 and counts what it gets,
+ * and a Prometheus scrape of the process's metrics every second), in the same rounds; their ratio is
+ * observed over plain, and column `spans/call` is what the receiver got (client and server) per call.
+ *
+ * `--only rpc1,rpc64,events` runs the cells whose ids start so (`rpc64` takes `rpc64-observed` too);
+ * `--rounds` is at least 3.
  *
  * RabbitMQ: `AMQP_URL` when set, else a private node of the benchmark's own (the checkout's base port + 1)
  * (`MESH_BENCH_RABBITMQ_PORT`; started with `scripts/rabbitmq.sh start` and left running). While it
@@ -27,11 +34,13 @@
 import { spawn, spawnSync } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { createServer } from "node:http"
+import type { AddressInfo } from "node:net"
 import { cpus, loadavg } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
-import type { Command, EmbeddedMeasure, Impl, PublishMeasure, Reply, Request, RpcMeasure, RpcRun } from "./shared.ts"
+import type { Command, EmbeddedMeasure, Impl, ObservedStats, PublishMeasure, Reply, Request, RpcMeasure, RpcRun } from "./shared.ts"
 import { baseRunId, median } from "./shared.ts"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
@@ -116,6 +125,82 @@ const settleBroker = async (): Promise<boolean> => {
   return false
 }
 
+// ---- the OTLP receiver ----
+
+/** what the receiver got from one process (`<family>/<role>`, the path its exporters post under) */
+interface Received {
+  spans: number
+  /** POSTs to /v1/traces, /v1/metrics, /v1/logs */
+  traces: number
+  metrics: number
+  logs: number
+  bytes: number
+}
+
+interface Receiver {
+  /** the base URL of one process's exporters: `<receiver>/<family>/<role>` */
+  readonly baseUrl: (family: string, role: "client" | "server") => string
+  readonly received: (family: string, role: "client" | "server") => Received
+  readonly close: () => Promise<void>
+}
+
+const spanMarker = Buffer.from(`"startTimeUnixNano"`)
+
+/** spans in an OTLP/JSON traces body: each has one `startTimeUnixNano` (its events and links have none) */
+const countSpans = (body: Buffer): number => {
+  let count = 0
+  for (let at = body.indexOf(spanMarker); at >= 0; at = body.indexOf(spanMarker, at + spanMarker.length)) count++
+  return count
+}
+
+/**
+ * A tiny OTLP/HTTP receiver, as a collector would be to the exporters (in this process, which idles
+ * while the peers are measured): it accepts POSTs to `<prefix>/v1/traces`, `/v1/metrics`, `/v1/logs`,
+ * answers 200 with an empty JSON response, and counts the spans, without decoding the rest.
+ */
+const startReceiver = (): Promise<Receiver> =>
+  new Promise((resolve, reject) => {
+    const counts = new Map<string, Received>()
+    const of = (key: string): Received => {
+      let r = counts.get(key)
+      if (r === undefined) counts.set(key, r = { spans: 0, traces: 0, metrics: 0, logs: 0, bytes: 0 })
+      return r
+    }
+    const server = createServer((request, response) => {
+      const chunks: Array<Buffer> = []
+      request.on("data", (chunk: Buffer) => chunks.push(chunk))
+      request.on("end", () => {
+        const match = /^\/(.+)\/v1\/(traces|metrics|logs)$/.exec(request.url ?? "")
+        if (request.method !== "POST" || match === null) {
+          response.writeHead(404).end()
+          return
+        }
+        const body = Buffer.concat(chunks)
+        const r = of(match[1])
+        r.bytes += body.length
+        if (match[2] === "traces") {
+          r.traces++
+          r.spans += countSpans(body)
+        } else if (match[2] === "metrics") r.metrics++
+        else r.logs++
+        response.writeHead(200, { "content-type": "application/json" }).end("{}")
+      })
+    })
+    server.on("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as AddressInfo
+      resolve({
+        baseUrl: (family, role) => `http://127.0.0.1:${port}/${family}/${role}`,
+        received: (family, role) => ({ ...of(`${family}/${role}`) }),
+        close: () =>
+          new Promise((resolve) => {
+            server.closeAllConnections()
+            server.close(() => resolve())
+          })
+      })
+    })
+  })
+
 // ---- child processes ----
 
 interface Peer {
@@ -184,6 +269,10 @@ interface Sample {
   readonly serverCpuMicros?: number | undefined
   /** the RabbitMQ node's CPU per call, where it can be read */
   readonly brokerCpuMicros?: number | undefined
+  /** an observed peer's: spans the receiver got from its client and server while it measured, per call */
+  readonly spansPerCall?: number | undefined
+  /** the receiver's CPU (this process's) per call while an observed peer measured: not in total */
+  readonly receiverCpuMicros?: number | undefined
   readonly count: number
 }
 
@@ -200,6 +289,10 @@ interface Cell {
 /** effect-mesh against raw amqplib on the same queue type; raw's variants against plain raw */
 const rpcBaselines = { ours: "raw", "ours-classic": "raw-classic", "raw-classic": "raw", "raw-headers": "raw", "ours@base": "raw" }
 const eventBaselines = { ours: "raw", "ours-classic": "raw-events-classic", "raw-events-classic": "raw", "ours@base": "raw" }
+/** observed over plain, on the same queue type */
+const observedBaselines = { "ours-observed": "ours", "ours-classic-observed": "ours-classic" }
+/** the families of the observed cells' peers */
+const observedFamilies = ["ours-observed", "ours-classic-observed"] as const
 
 /**
  * A goal of the run (issue 15, and the earlier ones still held). `rate`: calls/s over the baseline's
@@ -222,6 +315,9 @@ const targets: ReadonlyArray<Target> = [
   { cell: "rpc64", impl: "ours", kind: "cpu", bound: 1.25 },
   { cell: "rpc64", impl: "ours-classic", kind: "cpu", bound: 1.25 },
   { cell: "embedded64", impl: "mesh", kind: "calls", bound: 300_000 },
+  // issue "see the mesh in production": exporting costs RPC at 64 in flight at most 5%
+  { cell: "rpc64-observed", impl: "ours-observed", kind: "rate", bound: 0.95 },
+  { cell: "rpc64-observed", impl: "ours-classic-observed", kind: "rate", bound: 0.95 },
   // the table's earlier ones (its rpc64 one, 0.8x, is above now)
   { cell: "rpc1", impl: "ours", kind: "rate", bound: 0.9 },
   { cell: "events", impl: "ours", kind: "rate", bound: 0.8 }
@@ -242,15 +338,24 @@ const main = async () => {
   const clients: Partial<Record<string, Peer>> = {}
   let embedded: Peer | undefined
   /** the processes a peer runs in: one raw pair serves every raw peer, each effect-mesh peer has its own */
-  const familyOf = (impl: string) => impl === "ours" || impl === "ours-classic" || impl === "ours@base" ? impl : "raw"
-  /** what the peer's processes are told to run: the base checkout runs its own `ours` */
-  const implOf = (impl: string): Impl => (impl === "ours@base" ? "ours" : impl) as Impl
+  const familyOf = (impl: string) =>
+    impl === "ours" || impl === "ours-classic" || impl === "ours@base" || impl === "ours-observed" || impl === "ours-classic-observed" ? impl : "raw"
+  /** what the peer's processes are told to run: the base checkout runs its own `ours`, an observed one its plain one's */
+  const implOf = (impl: string): Impl =>
+    (impl === "ours@base" || impl === "ours-observed" ? "ours" : impl === "ours-classic-observed" ? "ours-classic" : impl) as Impl
+  let receiver: Receiver | undefined
+  /** the spans the receiver has from an observed family's client and server; `undefined` for the others */
+  const spansOf = (impl: string): number | undefined => {
+    const family = familyOf(impl)
+    if (receiver === undefined || !observedFamilies.some((f) => f === family)) return undefined
+    return receiver.received(family, "client").spans + receiver.received(family, "server").spans
+  }
 
-  const rpcCell = (id: string, title: string, method: "add" | "echo", size: number, inFlight: number, impls: ReadonlyArray<string>, durationMs: number): Cell => ({
+  const rpcCell = (id: string, title: string, method: "add" | "echo", size: number, inFlight: number, impls: ReadonlyArray<string>, durationMs: number, baselines: Readonly<Record<string, string>> = rpcBaselines): Cell => ({
     id,
     title,
     impls,
-    baselines: rpcBaselines,
+    baselines,
     measure: async (impl) => {
       const client = clients[familyOf(impl)]!
       const server = servers[familyOf(impl)]!
@@ -258,7 +363,11 @@ const main = async () => {
       await client.call({ _tag: "RpcWarmup", run })
       const before = await server.call<NodeJS.CpuUsage>({ _tag: "Cpu" })
       const broker = brokerCpu()
+      const spans = spansOf(impl)
+      const mine = process.cpuUsage()
       const m = await client.call<RpcMeasure>({ _tag: "RpcMeasure", run })
+      const mineUsed = process.cpuUsage(mine)
+      const spansAfter = spansOf(impl)
       const brokerAfter = brokerCpu()
       const after = await server.call<NodeJS.CpuUsage>({ _tag: "Cpu" })
       return {
@@ -268,6 +377,9 @@ const main = async () => {
         clientCpuMicros: m.cpuMicros / m.calls,
         serverCpuMicros: cpuDelta(before, after) / m.calls,
         brokerCpuMicros: broker === undefined || brokerAfter === undefined ? undefined : (brokerAfter - broker) / m.calls,
+        ...(spans === undefined || spansAfter === undefined
+          ? {}
+          : { spansPerCall: (spansAfter - spans) / m.calls, receiverCpuMicros: (mineUsed.user + mineUsed.system) / m.calls }),
         count: m.calls
       }
     }
@@ -314,9 +426,12 @@ const main = async () => {
   const withBase = (impls: ReadonlyArray<string>) => flags.compare === undefined ? impls : [...impls, "ours@base"]
   const rpcImpls = withBase(["raw", "ours", "raw-classic", "ours-classic", "raw-headers"])
   const payloadImpls = withBase(["raw", "ours", "raw-classic", "ours-classic"])
+  const observedImpls = ["ours", "ours-observed", "ours-classic", "ours-classic-observed"]
   const cells: Array<Cell> = [
     rpcCell("rpc1", "RPC add, 1 in flight", "add", 0, 1, rpcImpls, settings.durationMs),
     rpcCell("rpc64", "RPC add, 64 in flight", "add", 0, 64, rpcImpls, settings.durationMs),
+    rpcCell("rpc1-observed", "RPC add, 1 in flight, plain and with OTLP export + Prometheus scrape", "add", 0, 1, observedImpls, settings.durationMs, observedBaselines),
+    rpcCell("rpc64-observed", "RPC add, 64 in flight, plain and with OTLP export + Prometheus scrape", "add", 0, 64, observedImpls, settings.durationMs, observedBaselines),
     rpcCell("payload-100B", "RPC echo 100 B, 1 in flight", "echo", 100, 1, payloadImpls, settings.payloadMs),
     rpcCell("payload-10KB", "RPC echo 10 KB, 1 in flight", "echo", 10_000, 1, payloadImpls, settings.payloadMs),
     rpcCell("payload-1MB", "RPC echo 1 MB, 1 in flight", "echo", 1_000_000, 1, payloadImpls, settings.payloadMs),
@@ -348,6 +463,14 @@ const main = async () => {
       servers[family] = await start(["server", family, runId, url])
       clients[family] = await start(["client", family, runId, url])
     }
+    if (cells.some((cell) => cell.id.endsWith("-observed"))) {
+      const started = await startReceiver()
+      receiver = started
+      for (const family of observedFamilies) {
+        servers[family] = await start(["server", family, runId, url, started.baseUrl(family, "server")])
+        clients[family] = await start(["client", family, runId, url, started.baseUrl(family, "client")])
+      }
+    }
     if (flags.compare !== undefined) {
       // a run id of its own: the two versions must not share the service's queue
       servers["ours@base"] = await start(["server", "ours", baseRunId(runId), url], flags.compare)
@@ -373,18 +496,37 @@ const main = async () => {
   }
   const loadEnd = loadavg()
 
+  // what the observed processes did besides their work, then (after they exit, flushing their
+  // exporters) what the receiver got from them in all
+  const observedStats = new Map<string, { readonly client: ObservedStats; readonly server: ObservedStats }>()
+  if (receiver !== undefined) {
+    for (const family of observedFamilies) {
+      observedStats.set(family, {
+        client: await clients[family]!.call<ObservedStats>({ _tag: "Observed" }),
+        server: await servers[family]!.call<ObservedStats>({ _tag: "Observed" })
+      })
+    }
+  }
   for (const peer of [...peers].reverse()) await peer.exit()
+  const exported = [...observedStats].map(([family, stats]) => ({
+    family,
+    stats,
+    client: receiver!.received(family, "client"),
+    server: receiver!.received(family, "server")
+  }))
+  await receiver?.close()
 
   const summary = cells.map((cell) => summarize(cell, samples.get(cell.id) ?? new Map()))
   const checked = checkTargets(summary)
   console.log(table(summary, checked, { quick, rounds, load: [environment.loadStart[0], loadEnd[0]] }))
+  if (exported.length > 0) console.log(`\n${exportedBlock(exported)}`)
   console.log(`\n${targetsBlock(checked)}`)
   const results = join(root, "bench", "results")
   mkdirSync(results, { recursive: true })
   const file = join(results, `${stamp}${quick ? "-quick" : ""}.json`)
   writeFileSync(
     file,
-    JSON.stringify({ settings: { quick, rounds, ...settings, eventsInFlight }, environment: { ...environment, loadEnd }, summary, targets: checked, samples: Object.fromEntries([...samples].map(([id, m]) => [id, Object.fromEntries(m)])) }, null, 2)
+    JSON.stringify({ settings: { quick, rounds, ...settings, eventsInFlight }, environment: { ...environment, loadEnd }, summary, targets: checked, exported, samples: Object.fromEntries([...samples].map(([id, m]) => [id, Object.fromEntries(m)])) }, null, 2)
   )
   console.log(`\nwrote ${file}`)
   if (flags["cpu-prof"] === true) console.log(`profiles in ${profileDir} (summarize: node bench/profile.ts <file>)`)
@@ -407,6 +549,10 @@ interface Row {
   readonly ratio: number | undefined
   readonly ratioRange: readonly [number, number] | undefined
   readonly cpuRatio: number | undefined
+  /** median spans received per call (observed peers) */
+  readonly spansPerCall: number
+  /** median of the receiver's CPU per call (observed peers) */
+  readonly receiverCpu: number
 }
 
 interface Summary {
@@ -438,7 +584,9 @@ const summarize = (cell: Cell, byImpl: Map<string, Array<Sample>>): Summary => {
       cpu: median(mine.map(totalCpu)),
       ratio: ratios.length === 0 ? undefined : median(ratios),
       ratioRange: ratios.length === 0 ? undefined : [Math.min(...ratios), Math.max(...ratios)],
-      cpuRatio: cpuRatios.length === 0 ? undefined : median(cpuRatios)
+      cpuRatio: cpuRatios.length === 0 ? undefined : median(cpuRatios),
+      spansPerCall: median(mine.map((s) => s.spansPerCall ?? Number.NaN)),
+      receiverCpu: median(mine.map((s) => s.receiverCpuMicros ?? Number.NaN))
     }
   })
   return { id: cell.id, title: cell.title, rows }
@@ -511,7 +659,8 @@ const targetCell = (checked: ReadonlyArray<Checked>, cell: string, impl: string)
     .join(", ")
 
 const table = (summary: ReadonlyArray<Summary>, checked: ReadonlyArray<Checked>, meta: { quick: boolean; rounds: number; load: ReadonlyArray<number> }): string => {
-  const header = ["scenario", "peer", "calls/s", "p50 ms", "p99 ms", "cpu µs/call client", "server", "total", "(broker)", "vs", "ratio (rounds)", "cpu ratio", "target"]
+  const spans = summary.some((s) => s.rows.some((r) => !Number.isNaN(r.spansPerCall)))
+  const header = ["scenario", "peer", "calls/s", "p50 ms", "p99 ms", "cpu µs/call client", "server", "total", "(broker)", "vs", "ratio (rounds)", "cpu ratio", ...(spans ? ["spans/call"] : []), "target"]
   const lines: Array<Array<string>> = [header]
   for (const s of summary) {
     for (const row of s.rows) {
@@ -528,6 +677,7 @@ const table = (summary: ReadonlyArray<Summary>, checked: ReadonlyArray<Checked>,
         row.baseline ?? "",
         row.ratio === undefined ? "" : `${fmtRatio(row.ratio)} (${fmtRatio(row.ratioRange?.[0])}–${fmtRatio(row.ratioRange?.[1])})`,
         fmtRatio(row.cpuRatio),
+        ...(spans ? [Number.isNaN(row.spansPerCall) ? "" : row.spansPerCall.toFixed(2)] : []),
         targetCell(checked, s.id, row.impl)
       ])
     }
@@ -538,6 +688,14 @@ const table = (summary: ReadonlyArray<Summary>, checked: ReadonlyArray<Checked>,
       ? ["queues: raw, raw-headers, ours: quorum; raw-classic, raw-events-classic, ours-classic: classic"]
       : []),
     "cpu: client and server process time per call (total = both; cpu ratio: total over vs's, per round, median); (broker): the RabbitMQ node's, shared with anyone else using it, not in total",
+    ...(spans
+      ? [
+        "observed: effect's OTLP exporters (Otlp.layerJson, default intervals, FetchHttpClient) in the client and server processes, posting to a receiver in the orchestrator, and PrometheusMetrics.format every second in each; spans/call: spans the receiver got from both while the peer measured, per call (exports are batched, so a window's count is near, not exact)",
+        `the receiver's CPU (the orchestrator's, not in total), median µs/call: ${
+          summary.flatMap((s) => s.rows.filter((r) => !Number.isNaN(r.receiverCpu)).map((r) => `${s.id} ${r.impl} ${fmtCpu(r.receiverCpu)}`)).join(", ")
+        }`
+      ]
+      : []),
     ...summary.map((s) => `${s.id}: ${s.title}`),
     ...summary.filter((s) => s.id.startsWith("embedded")).map((s) => {
       const rate = (impl: string) => s.rows.find((r) => r.impl === impl)?.rate ?? Number.NaN
@@ -545,6 +703,37 @@ const table = (summary: ReadonlyArray<Summary>, checked: ReadonlyArray<Checked>,
     })
   ]
   return [...columns(lines, 2), "", ...notes].join("\n")
+}
+
+interface Exported {
+  readonly family: string
+  readonly stats: { readonly client: ObservedStats; readonly server: ObservedStats }
+  readonly client: Received
+  readonly server: Received
+}
+
+/** what the observed processes exported over the whole run (after their final flush), and their scrapes */
+const exportedBlock = (exported: ReadonlyArray<Exported>): string => {
+  const lines = [["peer", "calls", "spans client", "server", "per call", "OTLP posts traces/metrics/logs", "MB", "scrapes client/server", "series", "mesh metrics"]]
+  for (const e of exported) {
+    const calls = e.stats.client.calls
+    lines.push([
+      e.family,
+      calls.toLocaleString("en-US"),
+      e.client.spans.toLocaleString("en-US"),
+      e.server.spans.toLocaleString("en-US"),
+      `${(e.client.spans / calls).toFixed(2)} + ${(e.server.spans / calls).toFixed(2)}`,
+      [e.client, e.server].map((r) => `${r.traces}/${r.metrics}/${r.logs}`).join(", "),
+      ((e.client.bytes + e.server.bytes) / 1e6).toFixed(1),
+      `${e.stats.client.scrapes}/${e.stats.server.scrapes}`,
+      `${e.stats.client.lastScrapeSeries}/${e.stats.server.lastScrapeSeries}`,
+      e.stats.client.meshMetrics && e.stats.server.meshMetrics ? "yes" : "NO"
+    ])
+  }
+  return [
+    "exported over the run (every call the observed clients made, warm-ups included; the receiver's counts after the processes' final flush)",
+    ...columns(lines, 1)
+  ].join("\n")
 }
 
 /** every target whose cell ran, one a line: met or MISSED, with the figures it was judged on */
@@ -555,7 +744,9 @@ const targetsBlock = (checked: ReadonlyArray<Checked>): string => {
   return [
     "targets (ratios: median of the per-round ratios, as in the table; calls/s and µs/call: medians)",
     ...columns(lines, 3),
-    `${checked.length - missed} of ${checked.length} met${missed === 0 ? "" : `, ${missed} MISSED`}`
+    `${checked.filter((t) => t.met === true).length} of ${checked.length} met${missed === 0 ? "" : `, ${missed} MISSED`}${
+      checked.some((t) => t.met === undefined) ? `, ${checked.filter((t) => t.met === undefined).length} not measured` : ""
+    }`
   ].join("\n")
 }
 

@@ -5,19 +5,66 @@
  * (`ours-classic`), with a service and event source of its own, and says the type explicitly for
  * both its request queue and its subscription: the mesh's defaults are not what is measured.
  */
-import { Duration, Effect, Exit, Layer, ManagedRuntime, Scope } from "effect"
+import { Duration, Effect, Exit, Layer, ManagedRuntime, Schedule, Scope } from "effect"
+import { FetchHttpClient } from "effect/http"
+import { Otlp, PrometheusMetrics } from "effect/observability"
 import { RpcTest } from "effect/rpc"
 import { AmqpBroker, Event, MeshTest, Service, ServiceClient } from "effect-mesh"
-import type { EmbeddedMeasure, EmbeddedRun, Names, PublishMeasure, PublishRun, QueueType, RpcMeasure, RpcRun } from "./shared.ts"
+import type { EmbeddedMeasure, EmbeddedRun, MeshNames, Names, ObservedStats, PublishMeasure, PublishRun, QueueType, RpcMeasure, RpcRun } from "./shared.ts"
 import { BenchRpcs, cpuMicros, handlers, Latencies, payloadOf, serverConcurrency } from "./shared.ts"
+
+/** an observed peer's exporters: where its OTLP receiver is, and the service name its resource carries */
+export interface Observe {
+  readonly otlpBaseUrl: string
+  readonly serviceName: string
+}
+
+interface Scrapes {
+  scrapes: number
+  lastScrapeBytes: number
+  lastScrapeSeries: number
+  meshMetrics: boolean
+}
+
+/**
+ * What a production user turns on: effect's OTLP exporters over HTTP/JSON with their default intervals
+ * and batch size (spans every 5 s or every 1000, metrics every 10 s, logs every second), through
+ * effect's fetch client; and the process's metrics formatted for Prometheus every second (what serving
+ * a scraper's `/metrics` costs, less the HTTP exchange). `Layer.empty` for a plain peer.
+ */
+const observability = (observe: Observe | undefined, scrapes: Scrapes): Layer.Layer<never> => {
+  if (observe === undefined) return Layer.empty
+  const scrape = PrometheusMetrics.format().pipe(
+    Effect.tap((text) =>
+      Effect.sync(() => {
+        scrapes.scrapes++
+        scrapes.lastScrapeBytes = text.length
+        scrapes.lastScrapeSeries = text.split("\n").filter((line) => line !== "" && !line.startsWith("#")).length
+        scrapes.meshMetrics = text.includes("rpc_server_call_duration") || text.includes("rpc_client_call_duration")
+      })
+    ),
+    Effect.repeat(Schedule.spaced("1 second")),
+    Effect.forkScoped
+  )
+  return Layer.mergeAll(
+    Otlp.layerJson({ baseUrl: observe.otlpBaseUrl, resource: { serviceName: observe.serviceName } }).pipe(
+      Layer.provide(FetchHttpClient.layer)
+    ),
+    Layer.effectDiscard(scrape)
+  )
+}
+
+const newScrapes = (): Scrapes => ({ scrapes: 0, lastScrapeBytes: 0, lastScrapeSeries: 0, meshMetrics: false })
 
 export interface OursServer {
   readonly expectEvents: (count: number) => Promise<void>
+  readonly observed: () => ObservedStats
   readonly close: () => Promise<void>
 }
 
-export const server = async (url: string, n: Names, queueType: QueueType): Promise<OursServer> => {
-  const { contract, event } = n.ours[queueType]
+export const server = async (url: string, names: MeshNames, queueType: QueueType, observe?: Observe): Promise<OursServer> => {
+  const { contract, event } = names
+  const scrapes = newScrapes()
   let expected = 0
   let handled = 0
   let done: (() => void) | undefined
@@ -30,9 +77,12 @@ export const server = async (url: string, n: Names, queueType: QueueType): Promi
     concurrency: serverConcurrency,
     entrypoints: [Event.handle(event, { delivery: "pool", queueType, concurrency: serverConcurrency }, () => onEvent)]
   })
-  const runtime = ManagedRuntime.make(ServiceLive.pipe(Layer.provideMerge(AmqpBroker.layer({ url }))))
+  const runtime = ManagedRuntime.make(
+    ServiceLive.pipe(Layer.provideMerge(AmqpBroker.layer({ url })), Layer.provideMerge(observability(observe, scrapes)))
+  )
   await runtime.runPromise(Effect.void)
   return {
+    observed: () => ({ ...scrapes, calls: 0 }),
     expectEvents: (count) => {
       handled = 0
       expected = count
@@ -78,23 +128,31 @@ const drive = <E>(
 export interface OursClient {
   readonly rpc: (run: RpcRun, durationMs: number) => Promise<RpcMeasure>
   readonly publish: (run: PublishRun) => Promise<PublishMeasure>
+  readonly observed: () => ObservedStats
   readonly close: () => Promise<void>
 }
 
-export const client = async (url: string, n: Names, queueType: QueueType): Promise<OursClient> => {
-  const { contract, event } = n.ours[queueType]
-  const runtime = ManagedRuntime.make(ServiceClient.layer.pipe(Layer.provideMerge(AmqpBroker.layer({ url }))))
+export const client = async (url: string, names: MeshNames, observe?: Observe): Promise<OursClient> => {
+  const { contract, event } = names
+  const scrapes = newScrapes()
+  const runtime = ManagedRuntime.make(
+    ServiceClient.layer.pipe(Layer.provideMerge(AmqpBroker.layer({ url })), Layer.provideMerge(observability(observe, scrapes)))
+  )
   // `npm run bench -- --timeout 10s` sets it: every call then has a deadline, as real clients do
   const timeout = process.env["BENCH_CALL_TIMEOUT"]
   const calc = await runtime.runPromise(ServiceClient.make(contract, timeout === undefined ? undefined : { timeout: Duration.fromInputUnsafe(timeout as Duration.Input) }))
   const sum = await runtime.runPromise(calc.add({ a: 1, b: 2 }))
   if (sum !== 3) throw new Error(`add returned ${sum}`)
+  let calls = 1
   return {
-    rpc: (run, durationMs) => {
+    rpc: async (run, durationMs) => {
       const data = payloadOf(run.size)
       const call = run.method === "add" ? () => calc.add({ a: 1, b: 2 }) : () => calc.echo({ data })
-      return runtime.runPromise(drive(call, run.inFlight, durationMs))
+      const measured = await runtime.runPromise(drive(call, run.inFlight, durationMs))
+      calls += measured.calls
+      return measured
     },
+    observed: () => ({ ...scrapes, calls }),
     // `inFlight` publishers, each waiting for its confirm before the next: as raw keeps a window
     publish: (run) => {
       const note = payloadOf(40)

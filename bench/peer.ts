@@ -2,25 +2,39 @@
  * One process of the benchmark, driven by the orchestrator (`bench/index.ts`) over IPC:
  *
  *   node bench/peer.ts server|client ours|ours-classic|raw <runId> <amqpUrl>
+ *   node bench/peer.ts server|client ours-observed|ours-classic-observed <runId> <amqpUrl> <otlpBaseUrl>
  *   node bench/peer.ts embedded ours <runId>
  *
  * A server serves the RPC contract and handles events; a client calls and publishes. `ours` runs
  * effect-mesh on quorum queues, `ours-classic` on classic ones; `raw` serves and calls every raw
- * queue. Each reports its own CPU time (`process.cpuUsage`) for the stretch the orchestrator measures.
+ * queue. The `-observed` families run the same with effect's OTLP exporters posting to
+ * `<otlpBaseUrl>` and a Prometheus scrape every second (`MeshFamily` in shared.ts). Each reports its own CPU time (`process.cpuUsage`) for the stretch the orchestrator measures.
  */
 import * as ours from "./ours.ts"
 import * as raw from "./raw.ts"
-import type { Command, QueueType, Reply, Request } from "./shared.ts"
-import { baseRunId, names } from "./shared.ts"
+import type { Command, Reply, Request } from "./shared.ts"
+import { baseRunId, isMeshFamily, isObserved, names, queueTypeOf } from "./shared.ts"
 
-const [role, family, runId, url = ""] = process.argv.slice(2)
+const [role, family = "", runId, url = "", otlpBaseUrl] = process.argv.slice(2)
 if (process.send === undefined || runId === undefined) {
   console.error("peer.ts is started by bench/index.ts (it needs an IPC channel)")
   process.exit(2)
 }
 const n = names(runId)
-/** the mesh peer's queue type; `undefined` for raw */
-const queueType: QueueType | undefined = family === "ours" ? "quorum" : family === "ours-classic" ? "classic" : undefined
+/** the mesh peer's family, its queue type and names, and its exporters; `undefined` for raw */
+const mesh = isMeshFamily(family)
+  ? {
+    queueType: queueTypeOf(family),
+    names: (isObserved(family) ? n.observed : n.ours)[queueTypeOf(family)],
+    observe: isObserved(family)
+      ? { otlpBaseUrl: otlpBaseUrl ?? "", serviceName: `bench-${role}-${family}` }
+      : undefined
+  }
+  : undefined
+if (mesh?.observe !== undefined && otlpBaseUrl === undefined) {
+  console.error(`peer.ts: ${family} needs the OTLP receiver's base URL`)
+  process.exit(2)
+}
 
 const send = (reply: Reply): void => {
   process.send?.(reply)
@@ -33,7 +47,9 @@ const unsupported = (command: Command): Promise<never> =>
 
 const makeHandler = async (): Promise<{ readonly handle: Handler; readonly close: () => Promise<void> }> => {
   if (role === "server") {
-    const server = queueType !== undefined ? await ours.server(url, n, queueType) : await raw.server(url, n, names(baseRunId(runId)))
+    const server = mesh !== undefined
+      ? await ours.server(url, mesh.names, mesh.queueType, mesh.observe)
+      : { ...await raw.server(url, n, names(baseRunId(runId))), observed: undefined }
     let events: Promise<void> | undefined
     return {
       handle: (command) => {
@@ -45,6 +61,8 @@ const makeHandler = async (): Promise<{ readonly handle: Handler; readonly close
             return Promise.resolve(process.cpuUsage())
           case "AwaitEvents":
             return (events ?? Promise.resolve()).then(() => process.cpuUsage())
+          case "Observed":
+            return server.observed === undefined ? unsupported(command) : Promise.resolve(server.observed())
           default:
             return unsupported(command)
         }
@@ -53,7 +71,9 @@ const makeHandler = async (): Promise<{ readonly handle: Handler; readonly close
     }
   }
   if (role === "client") {
-    const client = queueType !== undefined ? await ours.client(url, n, queueType) : await raw.client(url, n)
+    const client = mesh !== undefined
+      ? await ours.client(url, mesh.names, mesh.observe)
+      : { ...await raw.client(url, n), observed: undefined }
     return {
       handle: (command) => {
         switch (command._tag) {
@@ -63,6 +83,8 @@ const makeHandler = async (): Promise<{ readonly handle: Handler; readonly close
             return client.rpc(command.run, command.run.durationMs)
           case "Publish":
             return client.publish(command.run)
+          case "Observed":
+            return client.observed === undefined ? unsupported(command) : Promise.resolve(client.observed())
           default:
             return unsupported(command)
         }

@@ -40,10 +40,15 @@ export const names = (runId: string) => {
   // published for one subscription never lands in the other's queue
   const quorum = meshNames(`bench-${runId}`)
   const classic = meshNames(`bench-${runId}-classic`)
+  // the observed peers' services: their own, so that a plain peer's calls never reach an observed server
+  const observedQuorum = meshNames(`bench-${runId}-observed`)
+  const observedClassic = meshNames(`bench-${runId}-classic-observed`)
+  const all = [quorum, classic, observedQuorum, observedClassic]
   return {
     ours: { quorum, classic } satisfies Record<QueueType, MeshNames>,
-    oursQueues: [...quorum.queues, ...classic.queues],
-    oursExchanges: [...quorum.exchanges, ...classic.exchanges],
+    observed: { quorum: observedQuorum, classic: observedClassic } satisfies Record<QueueType, MeshNames>,
+    oursQueues: all.flatMap((m) => m.queues),
+    oursExchanges: all.flatMap((m) => m.exchanges),
     raw: {
       rpcQueue: `bench.raw.rpc.${runId}`,
       rpcDeadQueue: `bench.raw.rpc.${runId}.dead`,
@@ -84,6 +89,34 @@ export type QueueType = "classic" | "quorum"
  * `raw` is amqplib on a quorum queue, `raw-classic` (rpc) and `raw-events-classic` on a classic one
  */
 export type Impl = "ours" | "ours-classic" | "raw" | "raw-classic" | "raw-headers" | "raw-events-classic"
+
+/**
+ * The families of processes that run effect-mesh: `ours` and `ours-classic` as a program runs it
+ * with no exporter (the mesh still updates its metrics and makes its spans, with effect's default
+ * tracer); `ours-observed` and `ours-classic-observed` the same with what a production user turns on:
+ * effect's OTLP exporters (`Otlp.layerJson`: traces, metrics, logs, default intervals) posting to the
+ * benchmark's receiver, and the process's metrics formatted for Prometheus every second, as a
+ * scraper would have them.
+ */
+export type MeshFamily = "ours" | "ours-classic" | "ours-observed" | "ours-classic-observed"
+
+export const isMeshFamily = (family: string): family is MeshFamily =>
+  family === "ours" || family === "ours-classic" || family === "ours-observed" || family === "ours-classic-observed"
+
+export const queueTypeOf = (family: MeshFamily): QueueType => family === "ours" || family === "ours-observed" ? "quorum" : "classic"
+
+export const isObserved = (family: MeshFamily): boolean => family === "ours-observed" || family === "ours-classic-observed"
+
+/** what an observed process did besides its work: its Prometheus scrapes (the last one's size) */
+export interface ObservedStats {
+  readonly scrapes: number
+  readonly lastScrapeBytes: number
+  readonly lastScrapeSeries: number
+  /** whether the last scrape held the mesh's RPC metrics */
+  readonly meshMetrics: boolean
+  /** calls made since the process started (a client's): what its spans are counted against */
+  readonly calls: number
+}
 
 export interface RpcRun {
   readonly impl: Impl
@@ -132,6 +165,7 @@ export type Command =
   | { readonly _tag: "RpcMeasure"; readonly run: RpcRun }
   | { readonly _tag: "Publish"; readonly run: PublishRun }
   | { readonly _tag: "Embedded"; readonly run: EmbeddedRun }
+  | { readonly _tag: "Observed" }
   | { readonly _tag: "Exit" }
 
 export interface Request {
