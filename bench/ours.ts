@@ -5,11 +5,10 @@
  * (`ours-classic`), with a service and event source of its own, and says the type explicitly for
  * both its request queue and its subscription: the mesh's defaults are not what is measured.
  */
-import { Duration, Effect, Exit, Layer, ManagedRuntime, Schedule, Scope } from "effect"
-import { FetchHttpClient } from "effect/http"
-import { Otlp, PrometheusMetrics } from "effect/observability"
+import { ConfigProvider, Duration, Effect, Exit, Layer, ManagedRuntime, Schedule, Scope } from "effect"
+import { PrometheusMetrics } from "effect/observability"
 import { RpcTest } from "effect/rpc"
-import { AmqpBroker, Event, MeshTest, Service, ServiceClient } from "effect-mesh"
+import { AmqpBroker, Event, MeshConfig, MeshTest, Service, ServiceClient } from "effect-mesh"
 import type { EmbeddedMeasure, EmbeddedRun, MeshNames, Names, ObservedStats, PublishMeasure, PublishRun, QueueType, RpcMeasure, RpcRun } from "./shared.ts"
 import { BenchRpcs, cpuMicros, handlers, Latencies, payloadOf, serverConcurrency } from "./shared.ts"
 
@@ -27,9 +26,9 @@ interface Scrapes {
 }
 
 /**
- * What a production user turns on: effect's OTLP exporters over HTTP/JSON with their default intervals
- * and batch size (spans every 5 s or every 1000, metrics every 10 s, logs every second), through
- * effect's fetch client; and the process's metrics formatted for Prometheus every second (what serving
+ * What a production user turns on: `MeshConfig.layerOtlp` (effect's OTLP exporters) over HTTP/JSON with
+ * their default intervals and batch size (spans every 5 s or every 1000, metrics every 10 s, logs every
+ * second); and the process's metrics formatted for Prometheus every second (what serving
  * a scraper's `/metrics` costs, less the HTTP exchange). `Layer.empty` for a plain peer.
  */
 const observability = (observe: Observe | undefined, scrapes: Scrapes): Layer.Layer<never> => {
@@ -47,8 +46,14 @@ const observability = (observe: Observe | undefined, scrapes: Scrapes): Layer.La
     Effect.forkScoped
   )
   return Layer.mergeAll(
-    Otlp.layerJson({ baseUrl: observe.otlpBaseUrl, resource: { serviceName: observe.serviceName } }).pipe(
-      Layer.provide(FetchHttpClient.layer)
+    // the export a user configures: the standard variables, read by MeshConfig.layerOtlp (JSON here, so
+    // that the receiver can count the spans)
+    MeshConfig.layerOtlp(observe.serviceName).pipe(
+      Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown({
+        OTEL_EXPORTER_OTLP_ENDPOINT: observe.otlpBaseUrl,
+        OTEL_EXPORTER_OTLP_PROTOCOL: "http/json"
+      }))),
+      Layer.orDie
     ),
     Layer.effectDiscard(scrape)
   )

@@ -94,7 +94,7 @@ export type Impl = "ours" | "ours-classic" | "raw" | "raw-classic" | "raw-header
  * The families of processes that run effect-mesh: `ours` and `ours-classic` as a program runs it
  * with no exporter (the mesh still updates its metrics and makes its spans, with effect's default
  * tracer); `ours-observed` and `ours-classic-observed` the same with what a production user turns on:
- * effect's OTLP exporters (`Otlp.layerJson`: traces, metrics, logs, default intervals) posting to the
+ * effect's OTLP exporters (`MeshConfig.layerOtlp`: traces, metrics, logs, default intervals) posting to the
  * benchmark's receiver, and the process's metrics formatted for Prometheus every second, as a
  * scraper would have them.
  */

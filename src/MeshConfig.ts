@@ -19,7 +19,7 @@
  */
 import { Config, ConfigProvider, Effect, FileSystem, Layer, Logger, Option, Redacted, References, Schema } from "effect"
 import { Yaml } from "effect/encoding"
-import { FetchHttpClient } from "effect/http"
+import { NodeHttpClient } from "@effect/platform-node"
 import { Otlp, OtlpSerialization } from "effect/observability"
 import * as AmqpBroker from "./AmqpBroker.ts"
 import type { Broker, BrokerError } from "./Broker.ts"
@@ -196,7 +196,7 @@ export const layerOtlp = (serviceName: string): Layer.Layer<never, Config.Config
     )
     return Otlp.layerFromConfig({ loggerMergeWithExisting: true }).pipe(
       Layer.provide(protocol === "http/json" ? OtlpSerialization.layerJson : OtlpSerialization.layerProtobuf),
-      Layer.provide(FetchHttpClient.layer),
+      Layer.provide(NodeHttpClient.layerNodeHttp),
       Layer.provide(ConfigProvider.layerAdd(ConfigProvider.fromUnknown({
         OTEL_SERVICE_NAME: serviceName,
         OTEL_TRACES_EXPORTER: "otlp",
