@@ -690,7 +690,7 @@ const table = (summary: ReadonlyArray<Summary>, checked: ReadonlyArray<Checked>,
     "cpu: client and server process time per call (total = both; cpu ratio: total over vs's, per round, median); (broker): the RabbitMQ node's, shared with anyone else using it, not in total",
     ...(spans
       ? [
-        "observed: effect's OTLP exporters (MeshConfig.layerOtlp from OTEL_EXPORTER_OTLP_ENDPOINT, http/json, default intervals) in the client and server processes, posting to a receiver in the orchestrator, and PrometheusMetrics.format every second in each; spans/call: spans the receiver got from both while the peer measured, per call (exports are batched, so a window's count is near, not exact)",
+        `observed: effect's OTLP exporters (MeshConfig.layerOtlp from OTEL_EXPORTER_OTLP_ENDPOINT, http/json, default intervals; sampler ${process.env["OTEL_TRACES_SAMPLER"] ?? "parentbased_always_on"} ${process.env["OTEL_TRACES_SAMPLER_ARG"] ?? ""}) in the client and server processes, posting to a receiver in the orchestrator, and PrometheusMetrics.format every second in each; spans/call: spans the receiver got from both while the peer measured, per call (exports are batched, so a window's count is near, not exact)`,
         `the receiver's CPU (the orchestrator's, not in total), median µs/call: ${
           summary.flatMap((s) => s.rows.filter((r) => !Number.isNaN(r.receiverCpu)).map((r) => `${s.id} ${r.impl} ${fmtCpu(r.receiverCpu)}`)).join(", ")
         }`

@@ -51,7 +51,10 @@ const observability = (observe: Observe | undefined, scrapes: Scrapes): Layer.La
     MeshConfig.layerOtlp(observe.serviceName).pipe(
       Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown({
         OTEL_EXPORTER_OTLP_ENDPOINT: observe.otlpBaseUrl,
-        OTEL_EXPORTER_OTLP_PROTOCOL: "http/json"
+        OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+        // the benchmark's own environment chooses the sampler (default: every trace)
+        OTEL_TRACES_SAMPLER: process.env["OTEL_TRACES_SAMPLER"] ?? "parentbased_always_on",
+        OTEL_TRACES_SAMPLER_ARG: process.env["OTEL_TRACES_SAMPLER_ARG"] ?? "1"
       }))),
       Layer.orDie
     ),

@@ -24,6 +24,7 @@ import { Otlp, OtlpSerialization } from "effect/observability"
 import * as AmqpBroker from "./AmqpBroker.ts"
 import type { Broker, BrokerError } from "./Broker.ts"
 import * as DeadLetters from "./DeadLetters.ts"
+import * as Sampler from "./internal/sampler.ts"
 import * as MemoryBroker from "./MemoryBroker.ts"
 
 // ---- models ----
@@ -185,7 +186,9 @@ export const layerLogger: Layer.Layer<never, Config.ConfigError> = Layer.unwrap(
  * `serviceName`) and `OTEL_RESOURCE_ATTRIBUTES`. The other standard variables apply (`OTEL_SDK_DISABLED`,
  * `OTEL_TRACES_EXPORTER=none` and its siblings, `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_BSP_SCHEDULE_DELAY`,
  * `OTEL_METRIC_EXPORT_INTERVAL`, ...); the exporters default to `otlp`, as the specification says. Off
- * when no endpoint is set. Log records also keep going to the loggers already installed.
+ * when no endpoint is set. `OTEL_TRACES_SAMPLER` (`parentbased_always_on` by default, `always_off`,
+ * `traceidratio`, `parentbased_traceidratio`, ...) and `OTEL_TRACES_SAMPLER_ARG` (the ratio) choose the
+ * traces exported; a call's span follows its caller's sampled flag across the wire. Log records also keep going to the loggers already installed.
  *
  * @since 0.1.0
  */
@@ -194,7 +197,7 @@ export const layerOtlp = (serviceName: string): Layer.Layer<never, Config.Config
     const protocol = yield* Config.Literals(["http/protobuf", "http/json"], "OTEL_EXPORTER_OTLP_PROTOCOL").pipe(
       Config.withDefault("http/protobuf")
     )
-    return Otlp.layerFromConfig({ loggerMergeWithExisting: true }).pipe(
+    const exporters = Otlp.layerFromConfig({ loggerMergeWithExisting: true }).pipe(
       Layer.provide(protocol === "http/json" ? OtlpSerialization.layerJson : OtlpSerialization.layerProtobuf),
       Layer.provide(NodeHttpClient.layerNodeHttp),
       Layer.provide(ConfigProvider.layerAdd(ConfigProvider.fromUnknown({
@@ -204,6 +207,8 @@ export const layerOtlp = (serviceName: string): Layer.Layer<never, Config.Config
         OTEL_LOGS_EXPORTER: "otlp"
       })))
     )
+    // which root spans are exported: OTEL_TRACES_SAMPLER over the exporters' tracer
+    return Sampler.layer.pipe(Layer.provideMerge(exporters))
   }))
 
 /**
@@ -280,6 +285,7 @@ const meshSettings: ReadonlyArray<readonly [string, string | undefined]> = [
   ["METRICS_PORT", undefined],
   ["OTEL_EXPORTER_OTLP_ENDPOINT", undefined],
   ["OTEL_SERVICE_NAME", undefined],
+  ["OTEL_TRACES_SAMPLER", "parentbased_always_on"],
   [DeadLetters.keys.maxLength, String(DeadLetters.defaults.maxLength)],
   [DeadLetters.keys.ttl, String(DeadLetters.defaults.ttl)]
 ]

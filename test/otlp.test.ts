@@ -183,4 +183,33 @@ describe("OpenTelemetry export (OTEL_EXPORTER_OTLP_ENDPOINT)", () => {
         assert.isTrue(names.has(name), `${name} not in ${[...names].join(", ")}`)
       }
     }).pipe(Effect.scoped))
+
+  it.live("OTEL_TRACES_SAMPLER: parentbased_traceidratio 0 exports no trace (a callee follows its caller), yet the logs and metrics", () =>
+    Effect.gen(function*() {
+      const id = suffix()
+      const contract = ServiceContract.make(
+        `sampled-${id}`,
+        RpcGroup.make(Rpc.make("ping", { success: Schema.String }))
+      )
+      const pinged = Service.make(contract, {
+        handlers: { ping: () => Effect.as(Effect.logInfo("pinged"), "pong") }
+      })
+      const { server, received } = yield* receiver
+      const port = (server.address() as AddressInfo).port
+      yield* Effect.gen(function*() {
+        const client = yield* ServiceClient.make(contract)
+        for (let i = 0; i < 20; i++) assert.strictEqual(yield* client.ping().pipe(Effect.withSpan("caller")), "pong")
+      }).pipe(
+        Effect.provide(Mesh.layerConfig([pinged]).pipe(Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown({
+          OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
+          OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+          OTEL_TRACES_SAMPLER: "parentbased_traceidratio",
+          OTEL_TRACES_SAMPLER_ARG: "0"
+        })))))
+      )
+      // the Layer is closed: everything was flushed
+      assert.deepStrictEqual(spansOf(received["traces"]), [])
+      assert.strictEqual(logsOf(received["logs"]).filter((l) => l.body?.stringValue === "pinged").length, 20)
+      assert.isTrue(metricNamesOf(received["metrics"]).has("rpc.server.call.duration"))
+    }).pipe(Effect.scoped))
 })
