@@ -39,7 +39,6 @@ import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
 import { ServiceNotFound, TransportError } from "./ServiceError.ts"
 
-
 /**
  * One process's connection to the RPC side of the mesh: its reply queue and its clients.
  *

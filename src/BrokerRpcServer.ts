@@ -409,18 +409,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
         return { call, clientId, write: Effect.sync(() => startUnary(unary, clientId, call, admitted)) }
       }
       const parent = wire.parseTraceparent(wire.stringHeader(headers, wire.header.traceparent))
-      const request: FromClientEncoded = parent === undefined
-        ? { _tag: "Request", id: requestId, tag: method, payload, headers: wire.headerEntries(headers) }
-        : {
-          _tag: "Request",
-          id: requestId,
-          tag: method,
-          payload,
-          headers: wire.headerEntries(headers),
-          traceId: parent.traceId,
-          spanId: parent.spanId,
-          sampled: parent.sampled
-        }
+      const request: FromClientEncoded = { _tag: "Request", id: requestId, tag: method, payload, headers: wire.headerEntries(headers), ...parent }
       return { call, clientId, write: writeRequestAndEof(clientId, request) }
     }
 
@@ -428,17 +417,11 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       const message = Option.filter(wire.decodeJson(delivery.body), wire.isControl)
       if (Option.isNone(message)) return delivery.ack
       // the calls it holds are at most its prefetch, and control messages few: found by a look at each
-      let clientId: number | undefined
-      for (const [id, running] of calls) {
-        if (running.requestId === message.value.requestId) {
-          clientId = id
-          break
-        }
-      }
-      if (clientId === undefined) return delivery.ack
-      const call = calls.get(clientId)
+      const found = Array.from(calls).find(([, running]) => running.requestId === message.value.requestId)
+      if (found === undefined) return delivery.ack
+      const [clientId, call] = found
       // a unary call has nothing to acknowledge; its interrupt stops its fiber
-      if (call?.fiber !== undefined) {
+      if (call.fiber !== undefined) {
         return Effect.andThen(message.value._tag === "Interrupt" ? stop(clientId, call) : Effect.void, delivery.ack)
       }
       const write = message.value._tag === "Interrupt"

@@ -122,17 +122,10 @@ export const make = <const Name extends string, Rpcs extends Rpc.Any>(
       const raw = (rpc as unknown as Record<string, RawMethod>)[tag]
       const call = Codecs.madeFirst(service, definition as unknown as Rpc.AnyWithProps, raw, (refused) =>
         isStream(definition) ? Stream.fromEffect(refused) : refused)
+      const enforced = transport.enforcesDeadlines
       methods[tag] = isStream(definition)
-        ? streamMethod(service, tag, call, options, transport.enforcesDeadlines, services)
-        : effectMethod(
-          service,
-          tag,
-          call,
-          options,
-          transport.enforcesDeadlines,
-          unaryFor(transport, service, definition),
-          services
-        )
+        ? streamMethod(service, tag, call, options, enforced, services)
+        : effectMethod(service, tag, call, options, enforced, unaryFor(transport, service, definition), services)
     }
     return methods as ServiceClient<Rpcs>
   })
