@@ -1085,6 +1085,10 @@ const toHeaders = (headers: Amqp.RawMessage["properties"]["headers"]): Record<st
     } else if (Buffer.isBuffer(value)) {
       result[key] = value.toString("utf8")
       found = true
+    } else if (Array.isArray(value) && value.every((v) => typeof v === "string")) {
+      // a list of strings (Nameko's `nameko.call_id_stack`) as its JSON text
+      result[key] = JSON.stringify(value)
+      found = true
     }
   }
   const deaths: unknown = headers["x-death"]

@@ -39,6 +39,8 @@ export * as MeshConfig from "./MeshConfig.ts"
 /** @since 0.1.0 */
 export * as MeshTest from "./MeshTest.ts"
 /** @since 0.1.0 */
+export * as Nameko from "./Nameko.ts"
+/** @since 0.1.0 */
 export * as Service from "./Service.ts"
 /** @since 0.1.0 */
 export * as ServiceClient from "./ServiceClient.ts"
