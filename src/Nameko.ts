@@ -24,7 +24,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Duration, Effect, Exit, Layer, Option, Schema, Stream } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Exit, Layer, Option, Schema, SchemaIssue, Stream } from "effect"
 import type { Scope } from "effect"
 import { Headers } from "effect/http"
 import type { RpcGroup, RpcSchema } from "effect/rpc"
@@ -43,7 +43,7 @@ import * as meshWire from "./internal/wire.ts"
 import * as Service from "./Service.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
 import type { ServiceError } from "./ServiceError.ts"
-import { InvalidPayload, MethodNotFound, RemoteDefect, ServiceNotFound, TransportError } from "./ServiceError.ts"
+import { InvalidPayload, MethodNotFound, RemoteDefect } from "./ServiceError.ts"
 
 // ---- models ----
 
@@ -56,6 +56,29 @@ export class NamekoError extends Schema.TaggedError<NamekoError>()("NamekoError"
   reason: Schema.Literals(["UnsupportedBroker"]),
   message: Schema.String
 }) {}
+
+/**
+ * A Nameko error, as `nameko.exceptions.serialize` makes it: Python raises `exc_path`
+ * `nameko.exceptions.<Name>` as that class, anything else as a `RemoteError(exc_type, value)`.
+ *
+ * @since 0.1.0
+ */
+export interface RemoteErrorObject {
+  readonly exc_type: string
+  readonly exc_path: string
+  readonly exc_args: ReadonlyArray<unknown>
+  readonly value: string
+}
+
+/**
+ * A Nameko reply: its result, or its error.
+ *
+ * @since 0.1.0
+ */
+export interface Reply {
+  readonly result: unknown
+  readonly error: RemoteErrorObject | undefined
+}
 
 /**
  * The rpcs Nameko's wire carries: unary ones (Nameko has no streams).
@@ -139,7 +162,7 @@ export class Transport extends Context.Service<Transport, {
     body: Uint8Array,
     context: CallContext.CallContext,
     timeoutMillis: number | undefined
-  ) => Effect.Effect<wire.Reply, ServiceError>
+  ) => Effect.Effect<Reply, ServiceError>
 }>()("effect-mesh/Nameko/Transport") {}
 
 // ---- constructors ----
@@ -235,7 +258,7 @@ export const makeTransport = (name = "effect_mesh"): Effect.Effect<Transport["Se
           Effect.catchIf((error) => error.reason === "Unroutable", () => Effect.sync(() => pending.returnedNow()))
         )
         return Effect.catchDefect(
-          pending.run(fiber, publish) as Effect.Effect<wire.Reply, never>,
+          pending.run(fiber, publish) as Effect.Effect<Reply, never>,
           (defect) =>
             Effect.fail(Option.getOrElse(
               meshWire.serviceErrorOfDefect(defect),
@@ -306,7 +329,7 @@ export const dispatch = <E extends Event.Any>(
     const broker = yield* amqpBroker
     const made = yield* Effect.mapError(
       event.schema.makeEffect(payload),
-      (issue) => new EventError({ reason: "InvalidPayload", source: event.source, type: event.type, message: String(issue) })
+      (issue) => new EventError({ reason: "InvalidPayload", source: event.source, type: event.type, message: formatIssue(issue) })
     )
     const encoded = Schema.encodeUnknownExit(Schema.toCodecJson(event.schema) as unknown as Schema.Codec<unknown, unknown>)(made)
     if (Exit.isFailure(encoded)) {
@@ -408,6 +431,8 @@ export const handle = <E extends Event.Any, Err, R>(
     }))) as Service.Entrypoint<BrokerError | NamekoError, Broker | Exclude<R, Scope.Scope>>
 
 // ---- internal ----
+
+const formatIssue = SchemaIssue.makeFormatterDefault()
 
 type RawHandler = (payload: unknown, options: Parameters<Rpc.ToHandlerFn<Rpc.Any>>[1]) => Rpc.WrapperOr<Effect.Effect<unknown, unknown, unknown>>
 
@@ -587,7 +612,7 @@ const messageOf = (u: unknown): string =>
 const outcome = (
   service: string,
   method: string,
-  reply: wire.Reply,
+  reply: Reply,
   decodeSuccess: (u: unknown) => Exit.Exit<unknown, Schema.SchemaError>,
   decodeError: (u: unknown) => Exit.Exit<unknown, Schema.SchemaError>
 ): Effect.Effect<unknown, unknown> => {
@@ -619,7 +644,3 @@ const outcome = (
   }
   return Effect.fail(new RemoteDefect({ service, method, message: `${error.exc_type}: ${error.value}` }))
 }
-
-// `ServiceNotFound` and `TransportError` are what `Transport.call` fails with besides the contract's
-void ServiceNotFound
-void TransportError

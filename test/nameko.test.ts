@@ -6,7 +6,7 @@
  */
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Context, Effect, Exit, Fiber, Layer, Schedule, Stream } from "effect"
-import { AmqpBroker, Broker, CallContext, MemoryBroker, Nameko, Service } from "effect-mesh"
+import { AmqpBroker, Broker, CallContext, MemoryBroker, Nameko, Service, ServiceClient } from "effect-mesh"
 import { existsSync, mkdtempSync, readFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -102,7 +102,7 @@ const PeersLive = Layer.effect(
 )
 
 const MeshLive = Layer.mergeAll(TsCalcLive, eventsInstance(1), eventsInstance(2), PeersLive).pipe(
-  Layer.provideMerge(Nameko.layerClient),
+  Layer.provideMerge(Layer.merge(Nameko.layerClient, ServiceClient.layer)),
   Layer.provideMerge(Layer.suspend(() => AmqpBroker.layer({ url: amqpUrl() })))
 )
 
@@ -125,6 +125,10 @@ layer(MeshLive, { timeout: "120 seconds", excludeTestServices: true })("Nameko a
       // a Nameko service's RpcProxy calls the TypeScript service too
       assert.strictEqual((yield* call(PyCalc.name, "ts_add", [20, 22])).result, 42)
       // the Python service re-raises the RemoteError it got, as Nameko does: its value names ours
+      // the same service on the mesh's own wire, at once
+      const mesh = yield* ServiceClient.make(TsCalc)
+      assert.strictEqual(yield* mesh.add({ a: 2, b: 3 }), 5)
+      assert.strictEqual((yield* Effect.flip(mesh.divide({ a: 3, b: 0 })))._tag, "DivisionByZero")
       const relayed = yield* call(PyCalc.name, "ts_divide", [1, 0])
       assert.strictEqual(relayed.error?.exc_type, "RemoteError")
       assert.include(relayed.error?.value ?? "", "DivisionByZero")
@@ -193,6 +197,11 @@ layer(MeshLive, { timeout: "120 seconds", excludeTestServices: true })("Nameko a
       const unroutable = yield* Effect.flip(nobody.add({ a: 1, b: 2 }))
       assert.strictEqual(unroutable._tag, "ServiceNotFound")
       assert.isBelow(performance.now() - startedAt, 1000)
+
+      // a call past its timeout: CallTimeout, without waiting for the answer
+      const napped = yield* Effect.flip((yield* Nameko.client(PyCalc)).nap({ millis: 3000 }, { timeout: "200 millis" }))
+      assert.strictEqual(napped._tag, "CallTimeout")
+      assert.isBelow(performance.now() - startedAt, 2000)
 
       // the typed client on an effect-mesh service's Nameko wire: its error comes back with its fields
       const ts = yield* Nameko.client(TsCalc, { args: { divide: ["a", "b"] } })

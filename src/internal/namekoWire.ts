@@ -17,6 +17,7 @@ import type { Rpc } from "effect/rpc"
 import { RpcSchema } from "effect/rpc"
 import type { HeaderValue } from "../Broker.ts"
 import * as CallContext from "../CallContext.ts"
+import type { RemoteErrorObject, Reply } from "../Nameko.ts"
 import * as Codecs from "./codecs.ts"
 import * as wire from "./wire.ts"
 
@@ -47,12 +48,7 @@ export const eventQueue = (
 // ---- errors ----
 
 /** a Nameko error object, as `nameko.exceptions.serialize` makes it */
-export interface ErrorObject {
-  readonly exc_type: string
-  readonly exc_path: string
-  readonly exc_args: ReadonlyArray<unknown>
-  readonly value: string
-}
+export type ErrorObject = RemoteErrorObject
 
 /** one of Nameko's own errors, which Python callers get back as that class */
 export const namekoError = (
@@ -78,12 +74,6 @@ export const defect = (message: string): ErrorObject => ({
   exc_args: [message],
   value: message
 })
-
-/** a reply, read: its result, or its error */
-export interface Reply {
-  readonly result: unknown
-  readonly error: ErrorObject | undefined
-}
 
 /** the reply body */
 export const reply = (result: unknown, error: ErrorObject | undefined): Uint8Array =>
