@@ -5,7 +5,7 @@
  * mid-call answered after redelivery.
  */
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Context, Effect, Exit, Fiber, Layer, Schedule, Stream } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Layer, Schedule, Scope, Stream } from "effect"
 import { AmqpBroker, Broker, CallContext, MemoryBroker, Nameko, Service, ServiceClient } from "effect-mesh"
 import { existsSync, mkdtempSync, readFileSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -274,6 +274,31 @@ layer(MeshLive, { timeout: "120 seconds", excludeTestServices: true })("Nameko a
       assert.strictEqual(mine.user_id, "bob")
       assert.strictEqual(mine.language, "de")
       assert.strictEqual(mine.call_id_stack.length, 2)
+    }))
+
+  it.effect("a stopping instance puts back the Nameko requests it could not finish, and another instance answers them", () =>
+    Effect.gen(function*() {
+      const contract = tsSlow(`${prefix}dr`)
+      const started = yield* Deferred.make<void>()
+      const instance = (n: number) => {
+        const handlers = {
+          slow: ({ millis, tag }: { readonly tag: string; readonly millis: number }) =>
+            Deferred.succeed(started, undefined).pipe(Effect.andThen(Effect.sleep(millis)), Effect.as({ tag, pid: n }))
+        }
+        return Service.make(contract, {
+          handlers,
+          discovery: false,
+          entrypoints: [Nameko.serve(contract, handlers, { args: { slow: ["tag", "millis"] }, drainTimeout: "100 millis" })]
+        })
+      }
+      const first = yield* Scope.make()
+      yield* Layer.buildWithScope(instance(1), first)
+      const pending = yield* Effect.forkChild(call(contract.name, "slow", ["drained", 1000]))
+      yield* Deferred.await(started)
+      yield* Scope.close(first, Exit.void)
+      yield* Layer.build(instance(2))
+      const answer = yield* Fiber.join(pending)
+      assert.deepStrictEqual(answer.result, { tag: "drained", pid: 2 })
     }))
 
   it.effect("SIGKILL of a Nameko service mid-call: the request is redelivered to another instance and answered", () =>
