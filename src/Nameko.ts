@@ -36,6 +36,7 @@ import * as CallContext from "./CallContext.ts"
 import type * as Event from "./Event.ts"
 import { EventError } from "./Event.ts"
 import * as Deadlines from "./internal/deadlines.ts"
+import * as Metrics from "./internal/metrics.ts"
 import * as wire from "./internal/namekoWire.ts"
 import * as PendingCall from "./internal/pendingCall.ts"
 import * as Runner from "./internal/runner.ts"
@@ -240,9 +241,19 @@ export const makeTransport = (name = "effect_mesh"): Effect.Effect<Transport["Se
     const call: Transport["Service"]["call"] = (service, method, body, context, timeoutMillis) =>
       Effect.withFiber((fiber) => {
         const correlationId = `${prefix}${(next++).toString(36)}`
-        const pending = new PendingCall.UnaryCall(calls, service, method, correlationId, () => Exit.die("unused"), timeoutMillis ?? 0, 0)
         const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+        // the nearer of the call's own timeout and its caller's deadline
         const deadline = timeoutMillis === undefined ? context.deadline : Math.min(now + timeoutMillis, context.deadline ?? Infinity)
+        // every answer comes as an Exit made here: the call's decoder of effect/rpc's encoding is never used
+        const pending = new PendingCall.UnaryCall(
+          calls,
+          service,
+          method,
+          correlationId,
+          () => Exit.die("a Nameko reply is read by the transport"),
+          deadline === undefined ? 0 : Math.max(0, deadline - now),
+          0
+        )
         pending.begin(deadline)
         const publish = broker.publish(wire.rpcExchange, wire.rpcRoutingKey(service, method), body, {
           mandatory: true,
@@ -401,6 +412,8 @@ export const handle = <E extends Event.Any, Err, R>(
       const decode = wire.jsonDecoder(event.schema)
       const lane = Runner.lane(yield* Effect.context<never>())
       const name = `${instance.service}.${method}`
+      // the same series as the mesh's own subscriptions: duration by outcome
+      const metrics = Metrics.eventProcess(instance.service, `${event.source}.${event.type}`)
       const onDelivery = (message: Delivery): Effect.Effect<void> => {
         const json = meshWire.decodeJson(message.body)
         const payload = Option.isNone(json) ? undefined : decode(json.value)
@@ -416,6 +429,7 @@ export const handle = <E extends Event.Any, Err, R>(
             service: instance.service,
             name,
             context,
+            metrics,
             span: { kind: "consumer", attributes: { "messaging.system": "rabbitmq", "messaging.destination.name": exchange } }
           },
           handler(payload.value as Event.Payload<E>) as Effect.Effect<void, Err>,
