@@ -24,6 +24,14 @@
 #                           queues left by earlier runs never pile up
 #   RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS  Erlang flags of the node (default: schedulers that sleep
 #                           rather than spin when idle, as RabbitMQ advises where CPUs are shared)
+#   MESH_RABBITMQ_TLS_PORT  also listen for AMQP over TLS (amqps) on this port; needs the three below
+#   MESH_RABBITMQ_TLS_CA    the CA certificate (PEM) client certificates are checked against
+#   MESH_RABBITMQ_TLS_CERT  the node's certificate (PEM)
+#   MESH_RABBITMQ_TLS_KEY   the node's private key (PEM, not encrypted)
+#   MESH_RABBITMQ_TLS_VERIFY  1: clients must present a certificate the CA signed (mutual TLS);
+#                           default: a client certificate is not asked for
+# A `start` that finds the node running with other settings than these ask for (another TLS
+# listener, other certificates) restarts it.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -63,6 +71,29 @@ disk_free_limit.absolute = 50MB
 # over its own maxMessageSize (1 MiB by default) before decoding it, and this bounds what reaches it
 max_message_size = 16777216
 EOF
+  if [[ -n "${MESH_RABBITMQ_TLS_PORT:-}" ]]; then
+    local name file
+    for name in CA CERT KEY; do
+      file="MESH_RABBITMQ_TLS_$name"
+      if [[ -z "${!file:-}" || ! -r "${!file}" ]]; then
+        log "MESH_RABBITMQ_TLS_PORT is set but $file is not a readable file: '${!file:-}'"
+        exit 2
+      fi
+    done
+    local verify=verify_none fail_if_no_peer_cert=false
+    if [[ "${MESH_RABBITMQ_TLS_VERIFY:-}" == 1 ]]; then
+      verify=verify_peer
+      fail_if_no_peer_cert=true
+    fi
+    cat >>"$BASE/rabbitmq.conf" <<EOF
+listeners.ssl.1 = 127.0.0.1:$MESH_RABBITMQ_TLS_PORT
+ssl_options.cacertfile = $MESH_RABBITMQ_TLS_CA
+ssl_options.certfile = $MESH_RABBITMQ_TLS_CERT
+ssl_options.keyfile = $MESH_RABBITMQ_TLS_KEY
+ssl_options.verify = $verify
+ssl_options.fail_if_no_peer_cert = $fail_if_no_peer_cert
+EOF
+  fi
   echo '[].' >"$BASE/enabled_plugins"
   : >"$BASE/rabbitmq-env.conf"
 
@@ -140,9 +171,16 @@ do_start() {
   install_server
   setup_env
   if running; then
-    log "node $NODE already running"
-    echo "$URL"
-    return 0
+    # it booted with other settings (another TLS listener, other certificates) than asked for now
+    if [[ -f "$BASE/rabbitmq.conf.booted" ]] && ! cmp -s "$BASE/rabbitmq.conf" "$BASE/rabbitmq.conf.booted"; then
+      log "node $NODE runs with other settings than asked for: restarting it"
+      do_stop
+      setup_env
+    else
+      log "node $NODE already running"
+      echo "$URL"
+      return 0
+    fi
   fi
   if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
     log "port $PORT is taken by something that is not $NODE (another checkout's node, or another program): this checkout never touches it; set MESH_RABBITMQ_PORT to a free port"
@@ -152,7 +190,8 @@ do_start() {
     log "wiping the data of earlier runs ($BASE/mnesia)"
     rm -rf "$BASE/mnesia"
   fi
-  log "starting $NODE on 127.0.0.1:$PORT (dist $DIST_PORT, data $BASE)"
+  log "starting $NODE on 127.0.0.1:$PORT${MESH_RABBITMQ_TLS_PORT:+, TLS on $MESH_RABBITMQ_TLS_PORT} (dist $DIST_PORT, data $BASE)"
+  cp "$BASE/rabbitmq.conf" "$BASE/rabbitmq.conf.booted"
   local started
   started=$(date +%s)
   setsid "$SBIN/rabbitmq-server" </dev/null >"$BASE/log/console.log" 2>&1 &

@@ -48,6 +48,7 @@ import {
 } from "./Broker.ts"
 import * as Amqp from "./internal/amqplib.ts"
 import * as Metrics from "./internal/metrics.ts"
+import * as Tls from "./internal/tls.ts"
 
 /**
  * Options of the RabbitMQ broker.
@@ -82,7 +83,10 @@ export interface Options {
 export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerError, Scope.Scope> =>
   Effect.gen(function*() {
     const rawUrl = Redacted.isRedacted(options.url) ? Redacted.value(options.url) : options.url
-    const { heartbeat, url } = yield* connectionUrl(rawUrl, options.heartbeat)
+    const { heartbeat, url, user } = yield* connectionUrl(rawUrl, options.heartbeat)
+    // every publish says who sends it (AMQP user_id), which RabbitMQ checks against the login; not
+    // where the login is not the URL's (EXTERNAL credentials in the socket options)
+    const publisher = options.socketOptions !== undefined && "credentials" in options.socketOptions ? undefined : user
     const safeUrl = redactUrl(rawUrl)
     const socketOptions: Amqp.SocketOptions = {
       ...options.socketOptions,
@@ -203,7 +207,7 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
       replyTo: string | undefined
     ): Effect.Effect<void, BrokerError> =>
       Effect.flatMap(
-        Amqp.publish(channel, exchange, routingKey, toBuffer(body), publishOptions(options, replyTo, body)),
+        Amqp.publish(channel, exchange, routingKey, toBuffer(body), publishOptions(options, replyTo, body, publisher)),
         (written) => written ? Effect.void : Amqp.waitDrain(channel)
       )
 
@@ -217,7 +221,7 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
       replyTo: string | undefined
     ): Effect.Effect<void, BrokerError> =>
       Effect.suspend(() => {
-        const properties = publishOptions(options, replyTo, body)
+        const properties = publishOptions(options, replyTo, body, publisher)
         if (options.mandatory !== true) {
           // nothing can come back: the confirm alone says how it went
           return Amqp.publishConfirm(channel, exchange, routingKey, toBuffer(body), properties)
@@ -672,7 +676,8 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
 
     const first = yield* openSession.pipe(
       Effect.tapError((error) => Effect.logDebug(`connect attempt failed: ${error.message}`)),
-      Effect.retry(initialConnect),
+      // a refused login or TLS handshake does not mend by itself: said at once
+      Effect.retry({ schedule: initialConnect, while: (error) => error.reason !== "Tls" && error.reason !== "AccessRefused" }),
       Effect.mapError((error) =>
         new BrokerError({
           reason: error.reason,
@@ -722,7 +727,12 @@ export const layer = (options: Options): Layer.Layer<Broker, BrokerError> => Lay
 /**
  * The RabbitMQ broker configured from `AMQP_URL` (required, redacted), `AMQP_HEARTBEAT` (seconds,
  * default 10), `AMQP_CONNECTION_NAME`, `AMQP_CONNECT_TIMEOUT` (default 10 seconds) and
- * `AMQP_RECONNECT_MAX_DELAY` (the cap of the exponential reconnect delays, default 5 seconds).
+ * `AMQP_RECONNECT_MAX_DELAY` (the cap of the exponential reconnect delays, default 5 seconds). TLS, for
+ * an `amqps://` URL: `AMQP_TLS_CA` (the CA certificate file the broker's certificate must be signed
+ * by; default: node's trusted CAs), `AMQP_TLS_CERT` and `AMQP_TLS_KEY` (a client certificate and its
+ * key, files, for mutual TLS), `AMQP_TLS_KEY_PASSPHRASE` (redacted) and `AMQP_TLS_SERVER_NAME` (the
+ * name the broker's certificate must be for, when not the URL's host). A TLS setting with an
+ * `amqp://` URL, an unreadable file or a failed handshake is a `BrokerError` with reason `Tls`.
  *
  * @since 0.1.0
  */
@@ -736,7 +746,8 @@ export const layerConfig: Layer.Layer<Broker, BrokerError | Config.ConfigError> 
       Config.withDefault(Duration.seconds(10))
     )
     const maxDelay = yield* Config.Duration("AMQP_RECONNECT_MAX_DELAY").pipe(Config.withDefault(Duration.seconds(5)))
-    return yield* make({ url, heartbeat, connectionName, connectTimeout, reconnect: reconnectSchedule(maxDelay) })
+    const socketOptions = yield* Tls.socketOptions(yield* Tls.config, Redacted.value(url))
+    return yield* make({ url, heartbeat, connectionName, connectTimeout, socketOptions, reconnect: reconnectSchedule(maxDelay) })
   })
 )
 
@@ -970,7 +981,7 @@ const closeQuietly = (channel: Amqp.Channel): Effect.Effect<void> =>
 const connectionUrl = (
   url: string,
   heartbeat: number | undefined
-): Effect.Effect<{ readonly url: string; readonly heartbeat: number }, BrokerError> =>
+): Effect.Effect<{ readonly url: string; readonly heartbeat: number; readonly user: string }, BrokerError> =>
   Effect.suspend(() => {
     if (!URL.canParse(url)) {
       return Effect.fail(new BrokerError({ reason: "Transport", message: `not an AMQP URL: ${redactUrl(url)}` }))
@@ -979,7 +990,9 @@ const connectionUrl = (
     const fromUrl = Number(parsed.searchParams.get("heartbeat") ?? Number.NaN)
     const seconds = heartbeat ?? (Number.isFinite(fromUrl) ? fromUrl : 10)
     parsed.searchParams.set("heartbeat", String(seconds))
-    return Effect.succeed({ url: parsed.toString(), heartbeat: seconds })
+    // the user amqplib logs in as: the URL's (unescaped as amqplib does), else its default
+    const user = parsed.username === "" && parsed.password === "" ? "guest" : unescape(parsed.username)
+    return Effect.succeed({ url: parsed.toString(), heartbeat: seconds, user })
   })
 
 /** the URL without its password, for logs and errors */
@@ -1018,14 +1031,22 @@ const queueArguments = (options: QueueOptions | undefined): Amqp.QueueOptions =>
   return result
 }
 
-const publishOptions = (options: PublishOptions | undefined, replyTo: string | undefined, body: Body): Amqp.PublishOptions => {
+const publishOptions = (
+  options: PublishOptions | undefined,
+  replyTo: string | undefined,
+  body: Body,
+  publisher: string | undefined
+): Amqp.PublishOptions => {
   const result: Amqp.PublishOptions = {}
   const headers = headersOf(body, options)
   if (headers !== undefined) result.headers = headers
   if (options === undefined) {
     if (replyTo !== undefined) result.replyTo = replyTo
+    if (publisher !== undefined) result.userId = publisher
     return result
   }
+  const userId = options.userId ?? publisher
+  if (userId !== undefined) result.userId = userId
   if (options.mandatory === true) result.mandatory = true
   if (options.contentType !== undefined) result.contentType = options.contentType
   if (options.correlationId !== undefined) result.correlationId = options.correlationId
@@ -1048,6 +1069,7 @@ const toProperties = (raw: Amqp.RawMessage): Properties => {
   const type: unknown = p.type
   const expiration: unknown = p.expiration
   const deliveryMode: unknown = p.deliveryMode
+  const userId: unknown = p.userId
   if (typeof contentType === "string") result.contentType = contentType
   if (typeof correlationId === "string") result.correlationId = correlationId
   if (typeof replyTo === "string") result.replyTo = replyTo
@@ -1058,6 +1080,7 @@ const toProperties = (raw: Amqp.RawMessage): Properties => {
     if (Number.isFinite(millis)) result.expiration = millis
   }
   if (deliveryMode === 2) result.persistent = true
+  if (typeof userId === "string") result.userId = userId
   const headers = toHeaders(p.headers)
   if (headers !== undefined) result.headers = headers
   return result

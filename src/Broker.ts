@@ -18,12 +18,25 @@ import type { Effect, Scope, Stream } from "effect"
  * - `Unroutable`: a `mandatory` publish with `confirm` reached no queue.
  * - `Nacked`: the broker refused a confirmed publish.
  * - `NotFound`: a queue or exchange that does not exist.
- * - `Precondition`: a declaration that conflicts with an existing one.
+ * - `Precondition`: a declaration that conflicts with an existing one, or a publish the broker refused
+ *   (RabbitMQ: a `userId` that is not the connection's user).
+ * - `AccessRefused`: the broker refused the login, or the user has no permission for the operation.
+ * - `Tls`: the TLS settings or handshake failed (a broker certificate the CA does not trust, a name it
+ *   is not for, a client certificate missing or refused, an unreadable certificate file).
  * - `Transport`: every other transport failure.
  *
  * @since 0.1.0
  */
-export const BrokerErrorReason = Schema.Literals(["Closed", "Unroutable", "Nacked", "NotFound", "Precondition", "Transport"])
+export const BrokerErrorReason = Schema.Literals([
+  "Closed",
+  "Unroutable",
+  "Nacked",
+  "NotFound",
+  "Precondition",
+  "AccessRefused",
+  "Tls",
+  "Transport"
+])
 
 /**
  * @since 0.1.0
@@ -82,6 +95,13 @@ export interface Properties {
   /** survive a broker restart (on durable queues) */
   readonly persistent?: boolean | undefined
   readonly headers?: Readonly<Record<string, HeaderValue>> | undefined
+  /**
+   * who published the message, as the broker verified it (AMQP `user_id`). A publish names its
+   * sender; left out, the broker's own identity is used (RabbitMQ: the connection's user; `MemoryBroker`:
+   * its `identity` option). A broker refuses a publish naming anyone else (reason `Precondition`), so a
+   * consumer can rely on it, unlike anything in the headers.
+   */
+  readonly userId?: string | undefined
 }
 
 /**

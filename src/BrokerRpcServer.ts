@@ -35,6 +35,7 @@ import * as Admission from "./internal/admission.ts"
 import * as Codecs from "./internal/codecs.ts"
 import * as DeadLetterQueue from "./internal/deadLetterQueue.ts"
 import * as Deadlines from "./internal/deadlines.ts"
+import * as Identity from "./internal/identity.ts"
 import * as Metrics from "./internal/metrics.ts"
 import * as QueueTypes from "./internal/queueType.ts"
 import * as topology from "./internal/topology.ts"
@@ -363,7 +364,10 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
         payload: admitted.payload,
         // made when the handler reads them (DirectOptions keeps them)
         headers: () => wire.stringHeaders(properties.headers),
-        context: local?.context ?? CallContext.fromHeader(wire.stringHeader(properties.headers, CallContext.headerNames.context)),
+        context: Identity.verify(
+          local?.context ?? CallContext.fromHeader(wire.stringHeader(properties.headers, CallContext.headerNames.context)),
+          properties.userId
+        ),
         span: local !== undefined ? local.span : parent === undefined ? undefined : Tracer.externalSpan(parent)
       }, (exit) => {
         if (calls.get(clientId) !== call) return Effect.void
@@ -409,7 +413,14 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
         return { call, clientId, write: Effect.sync(() => startUnary(unary, clientId, call, admitted)) }
       }
       const parent = wire.parseTraceparent(wire.stringHeader(headers, wire.header.traceparent))
-      const request: FromClientEncoded = { _tag: "Request", id: requestId, tag: method, payload, headers: wire.headerEntries(headers), ...parent }
+      const request: FromClientEncoded = {
+        _tag: "Request",
+        id: requestId,
+        tag: method,
+        payload,
+        headers: Identity.requestHeaders(headers, delivery.properties.userId),
+        ...parent
+      }
       return { call, clientId, write: writeRequestAndEof(clientId, request) }
     }
 

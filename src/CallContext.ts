@@ -1,7 +1,8 @@
 /**
  * What travels with every call: a correlation id shared by a whole call tree, the call-id stack
  * (Nameko's `call_id_stack`: one `service.method.id` entry per hop), the user on whose behalf the
- * call runs, the deadline, and free-form entries.
+ * call runs, the deadline, and free-form entries. Beside them, on the receiving side only, the sender
+ * the broker verified (`verifiedUserId`).
  *
  * Handlers read it with `yield* CallContext.CallContext`. Calls a handler makes carry it on by
  * themselves, one entry deeper; a caller's timeout becomes the callee's deadline. On the wire it is one
@@ -21,7 +22,20 @@ export interface CallContext {
   readonly correlationId: string
   /** oldest first; the last entry is the current call (`service.method.id`) */
   readonly callIdStack: ReadonlyArray<string>
+  /**
+   * the user on whose behalf the call runs, as the caller claims it: anyone who can publish can claim
+   * anyone, so it is for logs and for passing on, not for deciding who may do what
+   */
   readonly userId: string | undefined
+  /**
+   * who sent this call, event or command, as the broker verified it: on RabbitMQ the AMQP `user_id`,
+   * which RabbitMQ checks against the sending connection's user (so it names a broker user, a
+   * service's or a gateway's, not an end user); on `MemoryBroker` its `identity` option. Set by the
+   * receiving side from the message's properties, never read from the context header nor carried on
+   * to the calls a handler makes; `undefined` where nothing was verified (outside a handler, an
+   * embedded broker without an identity).
+   */
+  readonly verifiedUserId?: string | undefined
   /** epoch milliseconds after which nobody waits for the answer */
   readonly deadline: number | undefined
   readonly entries: Readonly<Record<string, string>>
@@ -149,7 +163,8 @@ export const root = (entry: string): CallContext => {
 export const toHeaders = (context: CallContext): Record<string, string> => ({
   // the deadline first: the transports read it on every call without parsing the rest
   [headerNames.context]: JSON.stringify(
-    context.deadline === undefined ? context : {
+    // the verified sender is the receiver's to learn from its broker, never the sender's to say
+    context.deadline === undefined && context.verifiedUserId === undefined ? context : {
       deadline: context.deadline,
       correlationId: context.correlationId,
       callIdStack: context.callIdStack,

@@ -66,6 +66,12 @@ export interface Options {
    * serialized. `false` hands every consumer bytes, as RabbitMQ does.
    */
   readonly directCalls?: boolean | undefined
+  /**
+   * who every publish on this broker is from (its `userId`), as RabbitMQ stamps a connection's user;
+   * a publish naming anyone else is refused (reason `Precondition`). Default: none, so consumers see
+   * no verified sender (everything in one process is trusted alike) and any named `userId` is refused.
+   */
+  readonly identity?: string | undefined
 }
 
 /**
@@ -75,7 +81,7 @@ export interface Options {
  */
 export const makeWith = (options?: Options): Effect.Effect<Broker["Service"], never, Scope.Scope> => Effect.gen(function*() {
   const clock = yield* Clock.Clock
-  const state = new BrokerState(clock, options?.directCalls !== false)
+  const state = new BrokerState(clock, options?.directCalls !== false, options?.identity)
   yield* sweeper(state).pipe(Effect.forkScoped)
   yield* Effect.addFinalizer(() => Effect.sync(() => state.close()))
 
@@ -495,6 +501,7 @@ class LocalProperties implements Properties {
   readonly type: string | undefined
   readonly expiration: number | undefined
   readonly persistent: boolean | undefined
+  readonly userId: string | undefined
   // not own enumerable fields: a copy of the properties (`{ ...properties }`) copies the headers alone
   #made: Readonly<Record<string, HeaderValue>> | undefined = undefined
   readonly #body: Body
@@ -507,6 +514,7 @@ class LocalProperties implements Properties {
     this.type = options?.type
     this.expiration = options?.expiration
     this.persistent = options?.persistent
+    this.userId = options?.userId
     this.#body = body
     this.#options = options
   }
@@ -530,6 +538,7 @@ const plainProperties = (options: PublishOptions | undefined, replyTo: string | 
   if (options.expiration !== undefined) p.expiration = options.expiration
   if (options.persistent !== undefined) p.persistent = options.persistent
   if (options.headers !== undefined) p.headers = options.headers
+  if (options.userId !== undefined) p.userId = options.userId
   return p
 }
 
@@ -548,9 +557,13 @@ class BrokerState {
   /** set while the sweeper waits: wakes it when `nextDeadline` moves earlier */
   wake: (() => void) | undefined = undefined
 
-  constructor(clock: Clock.Clock, local: boolean) {
+  /** the sender of every publish (`Options.identity`) */
+  readonly identity: string | undefined
+
+  constructor(clock: Clock.Clock, local: boolean, identity: string | undefined) {
     this.clock = clock
     this.local = local
+    this.identity = identity
   }
 
   // -- declarations --
@@ -677,6 +690,11 @@ class BrokerState {
         exchange = this.exchanges.get(exchangeName)
         if (exchange === undefined) return fail("NotFound", `no exchange '${exchangeName}'`)
       }
+      // as RabbitMQ checks user_id against the connection's user
+      if (options?.userId !== undefined && options.userId !== this.identity) {
+        return fail("Precondition", `a publish named '${options.userId}' as its sender, which this broker is not`)
+      }
+      if (this.identity !== undefined && options?.userId === undefined) options = { ...options, userId: this.identity }
       const payload = new Payload(body, exchangeName, routingKey, toProperties(options, reply?.address, body), this.local)
       const routed = exchange === undefined ? this.routeDefault(payload) : this.route(exchange, payload)
       if (routed || options?.mandatory !== true) return Effect.void

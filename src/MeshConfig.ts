@@ -10,6 +10,12 @@
  * amqp:
  *   url: amqp://${RABBIT_USER:guest}:${RABBIT_PASSWORD:guest}@${RABBIT_HOST:localhost}:5672
  *   heartbeat: 10
+ *   tls:                       # for an amqps:// URL (AMQP_TLS_CA, AMQP_TLS_CERT, ...)
+ *     ca: /etc/mesh/ca.pem
+ *     cert: /etc/mesh/client.pem
+ *     key: /etc/mesh/client.key
+ *     keyPassphrase: ${KEY_PASSPHRASE}
+ *     serverName: rabbit.internal
  * ```
  *
  * `layerBroker` picks the broker: RabbitMQ when `AMQP_URL` is set, else the embedded one. `show`
@@ -25,6 +31,7 @@ import * as AmqpBroker from "./AmqpBroker.ts"
 import type { Broker, BrokerError } from "./Broker.ts"
 import * as DeadLetters from "./DeadLetters.ts"
 import * as Sampler from "./internal/sampler.ts"
+import * as Tls from "./internal/tls.ts"
 import * as MemoryBroker from "./MemoryBroker.ts"
 
 // ---- models ----
@@ -280,6 +287,11 @@ const meshSettings: ReadonlyArray<readonly [string, string | undefined]> = [
   ["AMQP_CONNECTION_NAME", "effect-mesh"],
   ["AMQP_CONNECT_TIMEOUT", "10 seconds"],
   ["AMQP_RECONNECT_MAX_DELAY", "5 seconds"],
+  [Tls.keys.ca, undefined],
+  [Tls.keys.cert, undefined],
+  [Tls.keys.key, undefined],
+  [Tls.keys.passphrase, undefined],
+  [Tls.keys.serverName, undefined],
   ["HTTP_PORT", undefined],
   ["HTTP_HOST", undefined],
   ["METRICS_PORT", undefined],
@@ -290,7 +302,7 @@ const meshSettings: ReadonlyArray<readonly [string, string | undefined]> = [
   [DeadLetters.keys.ttl, String(DeadLetters.defaults.ttl)]
 ]
 
-const secretKey = /PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|API_?KEY/i
+const secretKey = /PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|CREDENTIAL|PRIVATE|API_?KEY/i
 
 const redactValue = (key: string, value: string): string =>
   secretKey.test(key) ? "<redacted>" : redactUrl(value)

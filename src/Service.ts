@@ -32,6 +32,7 @@ import { Broker } from "./Broker.ts"
 import * as BrokerRpcServer from "./BrokerRpcServer.ts"
 import * as CallContext from "./CallContext.ts"
 import * as Discovery from "./Discovery.ts"
+import * as Identity from "./internal/identity.ts"
 import * as QueueTypes from "./internal/queueType.ts"
 import * as Runner from "./internal/runner.ts"
 import * as wire from "./internal/wire.ts"
@@ -324,7 +325,7 @@ type RawHandler = (payload: unknown, options: Parameters<Rpc.ToHandlerFn<Rpc.Any
  */
 const wrapHandler = (service: string, method: string, handler: RawHandler, exposeStackTraces: boolean): RawHandler =>
 (payload, options) => {
-  const context = CallContext.fromHeaders(options.headers)
+  const context = Identity.verify(CallContext.fromHeaders(options.headers), options.headers[Identity.header])
   const run = { service, name: `${service}.${method}`, context }
   return RpcModule.wrapMap(handler(payload, options), (result): HandlerResult => {
     if (Stream.isStream(result)) {

@@ -80,7 +80,11 @@ describe("MeshConfig", () => {
         "memory (embedded, in-process)"
       )
       const loaded = yield* MeshConfig.loadFile(
-        file("f.yaml", "amqp:\n  url: amqp://app:pw@rabbit/\nservice:\n  apiKey: k-123\n  name: orders\n"),
+        file(
+          "f.yaml",
+          "amqp:\n  url: amqp://app:pw@rabbit/\n  tls:\n    ca: /etc/mesh/ca.pem\n    keyPassphrase: pp-123\n" +
+            "service:\n  apiKey: k-123\n  name: orders\n"
+        ),
         {}
       )
       const env = { AMQP_HEARTBEAT: "20" }
@@ -94,6 +98,11 @@ describe("MeshConfig", () => {
         AMQP_CONNECTION_NAME: "effect-mesh (default)",
         AMQP_CONNECT_TIMEOUT: "10 seconds (default)",
         AMQP_RECONNECT_MAX_DELAY: "5 seconds (default)",
+        AMQP_TLS_CA: "/etc/mesh/ca.pem (file)",
+        AMQP_TLS_CERT: "(not set) (default)",
+        AMQP_TLS_KEY: "(not set) (default)",
+        AMQP_TLS_KEY_PASSPHRASE: "<redacted> (file)",
+        AMQP_TLS_SERVER_NAME: "(not set) (default)",
         HTTP_PORT: "(not set) (default)",
         HTTP_HOST: "(not set) (default)",
         METRICS_PORT: "(not set) (default)",

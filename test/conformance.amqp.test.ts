@@ -5,6 +5,7 @@ import { brokerContract } from "./fixtures/brokerContract.ts"
 import { brokerSuite } from "./fixtures/brokerSuite.ts"
 import { clientFaultSuite } from "./fixtures/clientFaultSuite.ts"
 import { deadLetterSuite } from "./fixtures/deadLetterSuite.ts"
+import { identitySuite } from "./fixtures/identitySuite.ts"
 
 // suspended: the URL is known only once the global setup has started RabbitMQ
 const layer = Layer.suspend(() => AmqpBroker.layer({ url: amqpUrl(), reconnect: Schedule.spaced("250 millis") }))
@@ -13,3 +14,5 @@ brokerContract("AmqpBroker", layer)
 brokerSuite("AmqpBroker", layer)
 deadLetterSuite("AmqpBroker", layer)
 clientFaultSuite("AmqpBroker", layer)
+// RabbitMQ verifies the user the URL logs in as (the tests' node: guest)
+identitySuite("AmqpBroker", layer, "guest")

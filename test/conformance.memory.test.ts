@@ -3,6 +3,7 @@ import { brokerContract } from "./fixtures/brokerContract.ts"
 import { brokerSuite } from "./fixtures/brokerSuite.ts"
 import { clientFaultSuite } from "./fixtures/clientFaultSuite.ts"
 import { deadLetterSuite } from "./fixtures/deadLetterSuite.ts"
+import { identitySuite } from "./fixtures/identitySuite.ts"
 
 brokerContract("MemoryBroker", MemoryBroker.layer)
 // calls between clients and services of one process go direct (the default) ...
@@ -11,3 +12,7 @@ brokerSuite("MemoryBroker", MemoryBroker.layer)
 brokerSuite("MemoryBroker (queued calls)", MemoryBroker.layerWith({ directCalls: false }), { rpcOnly: true })
 deadLetterSuite("MemoryBroker", MemoryBroker.layer)
 clientFaultSuite("MemoryBroker", MemoryBroker.layer)
+// no sender is verified in one process unless the broker is given an identity, which it then stamps
+identitySuite("MemoryBroker", MemoryBroker.layer, undefined)
+identitySuite("MemoryBroker (identity)", MemoryBroker.layerWith({ identity: "mesh-local" }), "mesh-local")
+identitySuite("MemoryBroker (identity, queued calls)", MemoryBroker.layerWith({ identity: "mesh-local", directCalls: false }), "mesh-local")

@@ -17,6 +17,7 @@ import * as amqp from "amqplib"
 import { Effect, Result } from "effect"
 import { BrokerError, type BrokerErrorReason } from "../Broker.ts"
 import * as FastPath from "./amqplibFastPath.ts"
+import * as Tls from "./tls.ts"
 
 /**
  * An open AMQP connection.
@@ -78,6 +79,7 @@ export type SocketOptions = amqp.SocketOptions
 
 // AMQP reply codes: amqplib puts the one the server closed a channel or connection with on the error
 const CONNECTION_FORCED = 320
+const ACCESS_REFUSED = 403
 const NOT_FOUND = 404
 const RESOURCE_LOCKED = 405
 const PRECONDITION_FAILED = 406
@@ -101,6 +103,7 @@ const messageOf = (cause: unknown): string => cause instanceof Error ? cause.mes
 export const reasonOf = (cause: unknown, closed: boolean): BrokerErrorReason => {
   const code = codeOf(cause)
   if (code === NOT_FOUND) return "NotFound"
+  if (code === ACCESS_REFUSED) return "AccessRefused"
   if (code === PRECONDITION_FAILED || code === RESOURCE_LOCKED) return "Precondition"
   if (closed || code === CONNECTION_FORCED || cause instanceof amqp.IllegalOperationError) return "Closed"
   if (typeof code === "string" && socketLost.has(code)) return "Closed"
@@ -171,8 +174,21 @@ export const connect = (url: string, socketOptions: SocketOptions): Effect.Effec
         })
         return connection
       }),
-    catch: (cause) => toBrokerError(cause, "connect", false)
+    catch: connectFailure
   }).pipe(Effect.tap(FastPath.install))
+
+/**
+ * A failed connect: a TLS handshake's failure said in words to act on; a refused login (amqplib gives
+ * no code for it, only its message: "Handshake terminated by server: 403 (ACCESS-REFUSED) ...")
+ */
+const connectFailure = (cause: unknown): BrokerError => {
+  const tls = Tls.describeFailure(cause)
+  if (tls !== undefined) return new BrokerError({ reason: "Tls", message: `connect: ${tls}`, cause })
+  if (/\b403 \(ACCESS-REFUSED\)/.test(messageOf(cause))) {
+    return new BrokerError({ reason: "AccessRefused", message: `connect: ${messageOf(cause)}`, cause })
+  }
+  return toBrokerError(cause, "connect", false)
+}
 
 /**
  * Closes a connection (and with it every channel).

@@ -317,7 +317,7 @@ const headerLengths: Array<number> = []
 const publishFrames = (path: Path, fields: Fields, content: Buffer): Buffer | undefined => {
   if (
     fields.contentEncoding !== undefined || fields.priority !== undefined || fields.timestamp !== undefined ||
-    fields.userId !== undefined || fields.appId !== undefined
+    fields.appId !== undefined
   ) return undefined
   const ch = path.ch
 
@@ -335,9 +335,10 @@ const publishFrames = (path: Path, fields: Fields, content: Buffer): Buffer | un
   const expiration = fields.expiration === undefined ? -1 : utf8Length(fields.expiration)
   const messageId = fields.messageId === undefined ? -1 : utf8Length(fields.messageId)
   const type = fields.type === undefined ? -1 : utf8Length(fields.type)
+  const userId = fields.userId === undefined ? -1 : utf8Length(fields.userId)
   if (
     contentType > 255 || correlationId > 255 || replyTo > 255 || expiration > 255 || messageId > 255 ||
-    type > 255
+    type > 255 || userId > 255
   ) return undefined
   if (contentType >= 0) {
     flags |= 32768
@@ -383,6 +384,10 @@ const publishFrames = (path: Path, fields: Fields, content: Buffer): Buffer | un
   if (type >= 0) {
     flags |= 32
     size += 1 + type
+  }
+  if (userId >= 0) {
+    flags |= 16
+    size += 1 + userId
   }
   const headerSize = size
   const bodySize = content.length > 0 ? content.length + 8 : 0
@@ -438,6 +443,7 @@ const publishFrames = (path: Path, fields: Fields, content: Buffer): Buffer | un
     offset = writeShort(bytes, fields.messageId, messageId, offset)
   }
   if (type >= 0 && fields.type !== undefined) offset = writeShort(bytes, fields.type, type, offset)
+  if (userId >= 0 && fields.userId !== undefined) offset = writeShort(bytes, fields.userId, userId, offset)
   bytes[offset++] = frameEnd
   // body frame
   if (bodySize > 0) {

@@ -13,6 +13,7 @@ import type { Broker } from "../Broker.ts"
 import * as CallContext from "../CallContext.ts"
 import type { DeathReason, Metadata } from "../Event.ts"
 import * as internal from "./events.ts"
+import * as Identity from "./identity.ts"
 import type * as Metrics from "./metrics.ts"
 import * as topology from "./topology.ts"
 import * as wire from "./wire.ts"
@@ -127,7 +128,7 @@ export const make = (
         messageId: eventIdOf(delivery),
         attempt: (numberHeader(headers?.[internal.header.retries]) ?? 0) + 1,
         redelivered: delivery.redelivered,
-        context: CallContext.fromHeaders(wire.stringHeaders(headers))
+        context: Identity.verify(CallContext.fromHeaders(wire.stringHeaders(headers)), props.userId)
       }
     }
   }
