@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A private RabbitMQ node for tests and local runs, without Docker.
 #
-#   scripts/rabbitmq.sh start|stop|restart|status|url|port [offset]
+#   scripts/rabbitmq.sh start|stop|restart|status|url|port [offset]|ctl <rabbitmqctl arguments>
 #
 # `start` installs Debian's rabbitmq-server when missing (as root, without letting the package's own
 # service run), then starts a node of our own: its own name, AMQP port, Erlang distribution port,
@@ -12,7 +12,8 @@
 # of the checkout (a hash of its path), so a node another checkout started is never taken for ours (a
 # port it holds is refused with a clear message), and each checkout has ports of its own by default:
 # `port <offset>` prints the checkout's base port plus the offset (0: the tests' node, 1: the
-# benchmark's, 2-5: the fault tests' nodes).
+# benchmark's, 2-5: the fault tests' nodes). `ctl` runs rabbitmqctl against the node (users and
+# permissions for the security tests: `ctl add_user name password`, `ctl set_permissions ...`).
 #
 # Environment:
 #   MESH_RABBITMQ_PORT      AMQP port (default: the checkout's base port, between 5600 and 5990); the
@@ -267,8 +268,13 @@ case "${1:-}" in
   status) do_status ;;
   url) echo "$URL" ;;
   port) echo $((BASE_PORT + ${2:-0})) ;;
+  ctl)
+    shift
+    setup_env
+    ctl "$@"
+    ;;
   *)
-    echo "usage: $0 start|stop|restart|status|url|port [offset]" >&2
+    echo "usage: $0 start|stop|restart|status|url|port [offset]|ctl <rabbitmqctl arguments>" >&2
     exit 2
     ;;
 esac

@@ -48,6 +48,7 @@ import {
 } from "./Broker.ts"
 import * as Amqp from "./internal/amqplib.ts"
 import * as Metrics from "./internal/metrics.ts"
+import { redactUrl } from "./internal/redact.ts"
 import * as Tls from "./internal/tls.ts"
 
 /**
@@ -994,9 +995,6 @@ const connectionUrl = (
     const user = parsed.username === "" && parsed.password === "" ? "guest" : unescape(parsed.username)
     return Effect.succeed({ url: parsed.toString(), heartbeat: seconds, user })
   })
-
-/** the URL without its password, for logs and errors */
-const redactUrl = (url: string): string => url.replace(/\/\/([^:@/]*):[^@/]*@/, "//$1:***@")
 
 /** RabbitMQ takes bytes: a `LocalBody` is made into its bytes here */
 const toBuffer = (body: Body): Buffer => {

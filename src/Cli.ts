@@ -45,6 +45,7 @@ import * as Service from "./Service.ts"
 import * as ServiceClient from "./ServiceClient.ts"
 import { oneLine, renderCallError, renderDescriptions } from "./internal/render.ts"
 import * as Shell from "./internal/shell.ts"
+import * as Tls from "./internal/tls.ts"
 
 // ---- models ----
 
@@ -395,10 +396,14 @@ const layerCommandBroker: Layer.Layer<Broker, BrokerError | CliFailure | Config.
 const connectOnce = Effect.fnUntraced(function*(url: Redacted.Redacted<string>) {
   const connectTimeout = yield* Config.Duration("AMQP_CONNECT_TIMEOUT").pipe(Config.withDefault(Duration.seconds(5)))
   const connectionName = yield* Config.String("AMQP_CONNECTION_NAME").pipe(Config.withDefault("effect-mesh cli"))
+  const socketOptions = yield* Tls.socketOptions(yield* Tls.config, Redacted.value(url)).pipe(
+    Effect.mapError((error) => unreachable(Redacted.value(url), error))
+  )
   return yield* AmqpBroker.make({
     url,
     connectTimeout,
     connectionName,
+    socketOptions,
     initialConnect: Schedule.max([Schedule.exponential("200 millis"), Schedule.recurs(2)])
   }).pipe(Effect.mapError((error) => unreachable(Redacted.value(url), error)))
 })
@@ -410,7 +415,7 @@ const unreachable = (url: string, error: BrokerError): CliFailure =>
   new CliFailure({
     message: `cannot reach RabbitMQ at ${MeshConfig.redactUrl(url)}: ` +
       `${oneLine(error.message).replace(/^could not connect to \S+: (connect: )?/, "")} ` +
-      `(check AMQP_URL, or amqp.url in --config)`,
+      (error.reason === "Tls" ? `(check AMQP_TLS_*, or amqp.tls in --config)` : `(check AMQP_URL, or amqp.url in --config)`),
     exitCode: 2
   })
 

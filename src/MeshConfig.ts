@@ -30,6 +30,7 @@ import { Otlp, OtlpSerialization } from "effect/observability"
 import * as AmqpBroker from "./AmqpBroker.ts"
 import type { Broker, BrokerError } from "./Broker.ts"
 import * as DeadLetters from "./DeadLetters.ts"
+import * as Redact from "./internal/redact.ts"
 import * as Sampler from "./internal/sampler.ts"
 import * as Tls from "./internal/tls.ts"
 import * as MemoryBroker from "./MemoryBroker.ts"
@@ -272,11 +273,11 @@ export const show = (
   })
 
 /**
- * Masks the password of a URL (`amqp://user:***@host/`).
+ * Masks the password of a URL (`amqp://user:***@host/`); one with an unencoded `/` or `@` in it whole.
  *
  * @since 0.1.0
  */
-export const redactUrl = (url: string): string => url.replace(/\/\/([^:@/]*):[^@/]*@/, "//$1:***@")
+export const redactUrl: (url: string) => string = Redact.redactUrl
 
 // ---- internal ----
 

@@ -5,7 +5,7 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Config, ConfigProvider, Effect, Option } from "effect"
-import { Broker, MeshConfig } from "effect-mesh"
+import { AmqpBroker, Broker, MeshConfig } from "effect-mesh"
 import { writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -17,6 +17,16 @@ const file = (name: string, text: string) => {
 }
 
 describe("MeshConfig", () => {
+  it.effect("a URL's password is masked whole, even with an unencoded / or @ that makes the URL unparsable", () =>
+    Effect.gen(function*() {
+      assert.strictEqual(MeshConfig.redactUrl("amqps://app:s3cret@rabbit:5671/prod"), "amqps://app:***@rabbit:5671/prod")
+      assert.strictEqual(MeshConfig.redactUrl("amqp://app:se/cr@t@rabbit:5672/"), "amqp://app:***@rabbit:5672/")
+      assert.strictEqual(MeshConfig.redactUrl("amqp://rabbit:5672/?name=a@b"), "amqp://rabbit:5672/?name=a@b")
+      // and so in the broker's own error for a URL it cannot read
+      const error = yield* Effect.flip(Effect.scoped(AmqpBroker.make({ url: "amqp://app:se/cret@rabbit:5672" })))
+      assert.strictEqual(error.message, "not an AMQP URL: amqp://app:***@rabbit:5672")
+    }))
+
   it.effect("expand: ${VAR}, ${VAR:default}, $${literal}; a missing variable without default fails", () =>
     Effect.gen(function*() {
       const env = { HOST: "rabbit", EMPTY: "" }

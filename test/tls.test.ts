@@ -9,12 +9,15 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { afterAll, beforeAll } from "vitest"
-import { Clock, ConfigProvider, Effect, Layer, Stream } from "effect"
-import { writeFileSync } from "node:fs"
+import { Cause, Clock, ConfigProvider, Effect, Layer, Stream } from "effect"
+import { readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { inspect } from "node:util"
 import { Broker, MeshConfig } from "effect-mesh"
 import { checkoutPort } from "./fixtures/ports.ts"
-import { type Certificates, makeCertificates, tlsNode } from "./fixtures/tls.ts"
+import { spawnProgram } from "./fixtures/processes.ts"
+import { type Certificates, makeCertificates, tlsNode, tlsPortOf } from "./fixtures/tls.ts"
 
 const port = checkoutPort("tls")
 const passphrase = `passphrase-${crypto.randomUUID().slice(0, 8)}`
@@ -167,4 +170,103 @@ describe("mutual TLS: the node requires client certificates", () => {
       assert.strictEqual(wrongPassphrase.reason, "Tls")
       assert.match(wrongPassphrase.message, /client key could not be decrypted; check AMQP_TLS_KEY_PASSPHRASE/)
     }))
+})
+
+describe("secrets stay secret", () => {
+  const bin = fileURLToPath(new URL("../src/bin.ts", import.meta.url))
+  const user = `mesh-secrets-${crypto.randomUUID().slice(0, 6)}`
+  const password = `pw-${crypto.randomUUID()}`
+  const wrongPassword = `wrong-pw-${crypto.randomUUID()}`
+  const apiKey = `api-${crypto.randomUUID()}`
+  const wrongPassphrase = `wrong-pp-${crypto.randomUUID()}`
+
+  beforeAll(async () => {
+    await Effect.runPromise(Effect.gen(function*() {
+      yield* node.start({ verify: true })
+      yield* node.ctl("add_user", user, password)
+      yield* node.ctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
+    }))
+  }, 180_000)
+
+  /** a config file: the URL's password from the environment, the key's passphrase and an API key in the file */
+  const configFile = (name: string, passphraseInFile: string) => {
+    const path = join(certificates.dir, name)
+    writeFileSync(path, [
+      "amqp:",
+      `  url: amqps://${user}:\${MESH_SECRET_PASSWORD}@127.0.0.1:${tlsPortOf(port)}`,
+      "  tls:",
+      `    ca: ${certificates.ca}`,
+      `    cert: ${certificates.clientCert}`,
+      `    key: ${certificates.clientKey}`,
+      `    keyPassphrase: ${passphraseInFile}`,
+      "billing:",
+      `  apiKey: ${apiKey}`
+    ].join("\n"))
+    return path
+  }
+
+  it.live("no password, passphrase, API key or private key in logs, errors, describe answers or show-config", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const config = configFile("secrets.yaml", passphrase)
+      const wrongConfig = configFile("wrong-passphrase.yaml", wrongPassphrase)
+      const env = { MESH_SECRET_PASSWORD: password, LOG_LEVEL: "Debug", LOG_FORMAT: "json" }
+      const outputs: Array<string> = []
+      const mesh = (args: ReadonlyArray<string>, extra: Readonly<Record<string, string>> = {}) =>
+        Effect.scoped(Effect.gen(function*() {
+          const proc = yield* spawnProgram(bin, { ...env, ...extra }, args)
+          const { code } = yield* proc.exited
+          outputs.push(...proc.output())
+          return { code, lines: proc.output() }
+        }))
+
+      // a service on the TLS node, logging everything it does
+      const run = yield* spawnProgram(bin, env, ["--config", config, "run", "examples/calculator/service.ts"])
+      yield* run.waitFor(/mesh: running/, "60 seconds")
+      const added = yield* mesh(["--config", config, "call", "calculator.add", "{\"a\":1,\"b\":2}"])
+      assert.deepStrictEqual(added, { code: 0, lines: ["3"] }, JSON.stringify(added))
+      const described = yield* mesh(["--config", config, "describe", "calculator", "--json", "--wait", "1 second"])
+      assert.strictEqual(described.code, 0)
+      assert.include(described.lines.join(""), run.pid.toString())
+      const shown = yield* mesh(["--config", config, "show-config"])
+      assert.strictEqual(shown.code, 0)
+      assert.match(shown.lines.join("\n"), /AMQP_TLS_KEY_PASSPHRASE\s+= <redacted> {2}\(file\)/)
+      assert.match(shown.lines.join("\n"), new RegExp(`amqps://${user}:\\*\\*\\*@127\\.0\\.0\\.1`))
+      // failures: a wrong passphrase, a wrong password
+      const badKey = yield* mesh(["--config", wrongConfig, "call", "calculator.add", "{\"a\":1,\"b\":2}"])
+      assert.notStrictEqual(badKey.code, 0)
+      assert.match(badKey.lines.join("\n"), /client key could not be decrypted/)
+      const badLogin = yield* mesh(["--config", config, "call", "calculator.add", "{\"a\":1,\"b\":2}"], {
+        MESH_SECRET_PASSWORD: wrongPassword
+      })
+      assert.notStrictEqual(badLogin.code, 0)
+      assert.match(badLogin.lines.join("\n"), /ACCESS-REFUSED/)
+      yield* run.kill("SIGTERM")
+      yield* run.exited
+      outputs.push(...run.output())
+
+      // the same failures in a program of one's own: the errors, their causes and their rendering
+      const file = yield* MeshConfig.loadFile(wrongConfig, { MESH_SECRET_PASSWORD: wrongPassword })
+      const error = yield* Effect.flip(roundTrip.pipe(
+        Effect.provide(Layer.fresh(MeshConfig.layerBroker).pipe(Layer.provide(ConfigProvider.layer(MeshConfig.provider(file, {})))))
+      ))
+      outputs.push(String(error), inspect(error, { depth: 10 }), Cause.pretty(Cause.fail(error)), JSON.stringify(error))
+      const settings = yield* MeshConfig.show(file, {}).pipe(
+        Effect.provideService(ConfigProvider.ConfigProvider, MeshConfig.provider(file, {}))
+      )
+      outputs.push(JSON.stringify(settings))
+
+      assert.isAbove(outputs.length, 20, "the run logged")
+      const text = outputs.join("\n")
+      const privateKey = readFileSync(certificates.clientKey, "utf8").split("\n")[1]
+      for (const [what, secret] of [
+        ["password", password],
+        ["wrong password", wrongPassword],
+        ["passphrase", passphrase],
+        ["wrong passphrase", wrongPassphrase],
+        ["API key", apiKey],
+        ["private key", privateKey]
+      ] as const) {
+        assert.notInclude(text, secret, `the ${what} leaked`)
+      }
+    }).pipe(Effect.provide(NodeServices.layer))), 120_000)
 })
