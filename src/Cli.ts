@@ -44,6 +44,7 @@ import * as MeshConfig from "./MeshConfig.ts"
 import * as Service from "./Service.ts"
 import * as ServiceClient from "./ServiceClient.ts"
 import { oneLine, renderCallError, renderDescriptions } from "./internal/render.ts"
+import * as Permissions from "./internal/permissions.ts"
 import * as Shell from "./internal/shell.ts"
 import * as Tls from "./internal/tls.ts"
 
@@ -272,6 +273,44 @@ const showConfigCommand = Command.make(
   })
 ).pipe(Command.withDescription("Print the effective configuration, secrets redacted"))
 
+const permissionsCommand = Command.make(
+  "permissions",
+  {
+    modules: Argument.String("module").pipe(
+      Argument.withDescription("a module exporting service Layers, or module:Export for one Layer export"),
+      Argument.variadic({ min: 1 })
+    ),
+    user: Flag.String("user").pipe(Flag.withDescription("the RabbitMQ user, for the rabbitmqctl line"), Flag.withDefault("<user>")),
+    vhost: Flag.String("vhost").pipe(Flag.withDescription("the virtual host, for the rabbitmqctl line"), Flag.withDefault("/")),
+    json: Flag.Boolean("json").pipe(Flag.withDescription("print them as JSON, on one line"), Flag.withDefault(false))
+  },
+  Effect.fnUntraced(function*({ modules, user, vhost, json }) {
+    const loaded = (yield* Effect.forEach(modules, load)).flat()
+    const permissions = yield* Permissions.of(
+      loaded.map((l) => l.layer),
+      loaded.flatMap((l) => l.service === undefined ? [] : [l.service])
+    ).pipe(
+      Effect.mapError((error) => new CliFailure({ message: `the services could not start: ${messageOf(error)}`, exitCode: 1 }))
+    )
+    if (json) return yield* Console.log(JSON.stringify(permissions))
+    const quote = (s: string) => `'${s.replace(/'/g, "'\\''")}'`
+    yield* Console.log([
+      `# what ${permissions.services.join(", ")} need on RabbitMQ (configure, write, read)`,
+      `configure: ${permissions.configure}`,
+      `write:     ${permissions.write}`,
+      `read:      ${permissions.read}`,
+      `rabbitmqctl set_permissions -p ${quote(vhost)} ${quote(user)} ${quote(permissions.configure)} ${
+        quote(permissions.write)
+      } ${quote(permissions.read)}`
+    ].join("\n"))
+  })
+).pipe(
+  Command.withDescription("Print the RabbitMQ permissions a module's services (and their clients) need, least privilege"),
+  Command.withExamples([
+    { command: "mesh permissions examples/calculator/service.ts --user calculator", description: "as rabbitmqctl takes them" }
+  ])
+)
+
 const shellCommand = Command.make(
   "shell",
   {
@@ -323,7 +362,16 @@ const shellCommand = Command.make(
  * @since 0.1.0
  */
 export const command = root.pipe(
-  Command.withSubcommands([runCommand, callCommand, emitCommand, describeCommand, dlqCommand, showConfigCommand, shellCommand])
+  Command.withSubcommands([
+    runCommand,
+    callCommand,
+    emitCommand,
+    describeCommand,
+    dlqCommand,
+    showConfigCommand,
+    permissionsCommand,
+    shellCommand
+  ])
 )
 
 /**
