@@ -66,6 +66,7 @@ describe("mesh", () => {
       const multiplied = yield* mesh(["call", "calculator.multiply", "{\"a\":2,\"b\":3}", "--user", "ada", "--context", "tenant=acme"])
       assert.deepStrictEqual(multiplied, { code: 0, lines: ["6"] })
       yield* run.waitFor(/^ {2}userId: 'ada',$/)
+      yield* run.waitFor(/^ {2}verifiedUserId: 'guest',$/)
       yield* run.waitFor(/^ {2}entries: \{ tenant: 'acme' \}$/)
 
       const described = yield* mesh(["describe", "calculator", "--json", "--wait", "1 second"])

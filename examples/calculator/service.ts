@@ -22,6 +22,8 @@ export const CalculatorLive = Service.make(Calculator, {
           correlationId: context.correlationId,
           callIdStack: context.callIdStack,
           userId: context.userId,
+          // who sent the call, as the broker verified it (the user id above is only what the caller claims)
+          verifiedUserId: context.verifiedUserId,
           entries: context.entries
         })
         return a * b
