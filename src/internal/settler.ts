@@ -58,6 +58,12 @@ const numberHeader = (value: HeaderValue | undefined): number | undefined => {
   return Number.isFinite(n) ? n : undefined
 }
 
+/** a count the mesh wrote (`x-mesh-retries`): a whole number from 0, else none (a header from outside may say anything) */
+const countHeader = (value: HeaderValue | undefined): number | undefined => {
+  const n = numberHeader(value)
+  return n !== undefined && Number.isSafeInteger(n) && n >= 0 ? n : undefined
+}
+
 const maxErrorLength = 2000
 
 const describe = (error: unknown): string => {
@@ -126,7 +132,7 @@ export const make = (
       payload: decoded.value,
       metadata: {
         messageId: eventIdOf(delivery),
-        attempt: (numberHeader(headers?.[internal.header.retries]) ?? 0) + 1,
+        attempt: (countHeader(headers?.[internal.header.retries]) ?? 0) + 1,
         redelivered: delivery.redelivered,
         context: Identity.verify(CallContext.fromHeaders(wire.stringHeaders(headers)), props.userId)
       }
@@ -197,7 +203,7 @@ export const make = (
     const message = describe(error)
     return Effect.gen(function*() {
       const headers = delivery.properties.headers
-      const failures = (numberHeader(headers?.[internal.header.retries]) ?? 0) + 1
+      const failures = (countHeader(headers?.[internal.header.retries]) ?? 0) + 1
       const now = yield* Clock.currentTimeMillis
       const firstFailure = numberHeader(headers?.[internal.header.firstFailure]) ?? now
       const delay = yield* delayAfter(retry, failures, error, firstFailure, now)
