@@ -17,7 +17,9 @@
  * Every request runs with a `CallContext`: the correlation id from `x-correlation-id` (or a fresh one,
  * echoed in the response), the user id from `x-user-id` (unless `trustUserIdHeader: false`) or from
  * an `authenticate` hook. Bodies over `maxBodySize` get 413, bodies that are not JSON 400, defects
- * 500 without a stack.
+ * 500 without a stack. Requests with more than `maxHeaderCount` header lines, or a head (request line
+ * and headers) over `maxHeaderSize`, get 431; a WebSocket message over `maxWebSocketMessageSize` closes
+ * its socket with 1009 (Message Too Big).
  *
  * ```ts
  * const Edge = HttpGateway.layer({ port: 8080, contracts: [Calculator] }).pipe(
@@ -26,7 +28,7 @@
  *
  * @since 0.1.0
  */
-import { NodeHttpServer } from "@effect/platform-node"
+import { NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
 import { ByteSize, Cause, Config, Context, Effect, Layer, Option, Schema, Scope, Stream } from "effect"
 import type { Duration } from "effect"
 import { Sse } from "effect/encoding"
@@ -45,6 +47,7 @@ import type { ServeError } from "effect/http/HttpServerError"
 import { isHttpServerError } from "effect/http/HttpServerError"
 import { RpcClient, RpcSerialization, RpcServer } from "effect/rpc"
 import { createServer } from "node:http"
+import type { Server } from "node:http"
 import * as CallContext from "./CallContext.ts"
 import * as BrokerRpcClient from "./BrokerRpcClient.ts"
 import * as edge from "./internal/edge.ts"
@@ -63,6 +66,12 @@ export interface ServerOptions {
   readonly host?: string | undefined
   /** larger request bodies get 413 (default 1 MiB) */
   readonly maxBodySize?: ByteSize.Input | undefined
+  /** a request with more header lines gets 431 (default 100) */
+  readonly maxHeaderCount?: number | undefined
+  /** a request whose request line and headers are larger gets 431 (default 16 KiB, node's own) */
+  readonly maxHeaderSize?: ByteSize.Input | undefined
+  /** a WebSocket message (a frame, or a message's frames together) larger closes its socket with 1009 (default 1 MiB) */
+  readonly maxWebSocketMessageSize?: ByteSize.Input | undefined
   /** take the user id from `x-user-id` (default true: the edge sits behind a trusted proxy) */
   readonly trustUserIdHeader?: boolean | undefined
   /** no request log lines */
@@ -118,6 +127,37 @@ export class Forbidden extends Schema.TaggedError<Forbidden>()("Forbidden", {
   message: Schema.String
 }) {}
 
+/**
+ * The configuration keys of the edge's limits (`http.maxBodySize` in a config file is `HTTP_MAX_BODY_SIZE`).
+ *
+ * @since 0.1.0
+ */
+export const configKeys = {
+  maxBodySize: "HTTP_MAX_BODY_SIZE",
+  maxHeaderCount: "HTTP_MAX_HEADER_COUNT",
+  maxHeaderSize: "HTTP_MAX_HEADER_SIZE",
+  maxWebSocketMessageSize: "WS_MAX_MESSAGE_SIZE"
+} as const
+
+/**
+ * The edge's limits when nothing sets them: bodies and WebSocket messages 1 MiB (as a service's
+ * `maxMessageSize`), 100 header lines (Apache's `LimitRequestFields`), 16 KiB of request line and
+ * headers (node's own `maxHeaderSize`).
+ *
+ * @since 0.1.0
+ */
+export const limits: {
+  readonly maxBodySize: ByteSize.ByteSize
+  readonly maxHeaderCount: number
+  readonly maxHeaderSize: ByteSize.ByteSize
+  readonly maxWebSocketMessageSize: ByteSize.ByteSize
+} = {
+  maxBodySize: ByteSize.mebibytes(1),
+  maxHeaderCount: 100,
+  maxHeaderSize: ByteSize.kibibytes(16),
+  maxWebSocketMessageSize: ByteSize.mebibytes(1)
+}
+
 // ---- layers ----
 
 /**
@@ -130,9 +170,10 @@ export const layerServer = (
   options: ServerOptions
 ): Layer.Layer<HttpRouter.HttpRouter | HttpServer.HttpServer, ServeError> =>
   serveRouter(options).pipe(
-    Layer.provideMerge(NodeHttpServer.layer(createServer, {
+    Layer.provideMerge(NodeHttpServer.layer(() => nodeServer(options), {
       port: options.port,
-      ...(options.host === undefined ? {} : { host: options.host })
+      ...(options.host === undefined ? {} : { host: options.host }),
+      websocket: { maxPayload: bytes(options.maxWebSocketMessageSize, limits.maxWebSocketMessageSize) }
     }))
   )
 
@@ -170,8 +211,36 @@ export const layer = (
     ? layerServer(options)
     : layerRoutes({ ...options, contracts: options.contracts }).pipe(Layer.provideMerge(layerServer(options)))
 
+type Limits = Pick<ServerOptions, "maxBodySize" | "maxHeaderCount" | "maxHeaderSize" | "maxWebSocketMessageSize">
+
+/** a size with its unit (`512 KiB`), or a number of bytes */
+const byteSizeConfig = (key: string): Config.Config<ByteSize.ByteSize> =>
+  Config.ByteSize(key).pipe(Config.orElse(() => Config.Int(key).pipe(Config.map(ByteSize.bytes))))
+
 /**
- * `layer` with the port and host read from `HTTP_PORT` (default 8080) and `HTTP_HOST`.
+ * The edge's limits as the configuration sets them: `HTTP_MAX_BODY_SIZE`, `HTTP_MAX_HEADER_COUNT`,
+ * `HTTP_MAX_HEADER_SIZE` and `WS_MAX_MESSAGE_SIZE` (sizes as `512 KiB`, `1 MiB` or bytes); what is not
+ * set keeps its default.
+ *
+ * @since 0.1.0
+ */
+export const limitsConfig: Config.Config<Limits> = Config.all({
+  maxBodySize: Config.option(byteSizeConfig(configKeys.maxBodySize)),
+  maxHeaderCount: Config.option(Config.Int(configKeys.maxHeaderCount)),
+  maxHeaderSize: Config.option(byteSizeConfig(configKeys.maxHeaderSize)),
+  maxWebSocketMessageSize: Config.option(byteSizeConfig(configKeys.maxWebSocketMessageSize))
+}).pipe(Config.map((set): Limits => {
+  // only the keys that are set, so that spreading options over them keeps the options' own
+  const found: Record<string, ByteSize.ByteSize | number> = {}
+  for (const [key, value] of Object.entries(set) as Array<[string, Option.Option<ByteSize.ByteSize | number>]>) {
+    if (Option.isSome(value)) found[key] = value.value
+  }
+  return found
+}))
+
+/**
+ * `layer` with the port and host read from `HTTP_PORT` (default 8080) and `HTTP_HOST`, and the limits
+ * the options leave unset from `limitsConfig`.
  *
  * @since 0.1.0
  */
@@ -181,7 +250,8 @@ export const layerConfig = (
   Layer.unwrap(Effect.gen(function*() {
     const port = yield* Config.Port("HTTP_PORT").pipe(Config.withDefault(8080))
     const host = yield* Config.option(Config.String("HTTP_HOST"))
-    return layer({ ...options, port, host: Option.getOrUndefined(host) })
+    const configured = yield* limitsConfig
+    return layer({ ...configured, ...options, port, host: Option.getOrUndefined(host) })
   }))
 
 /**
@@ -281,7 +351,33 @@ const pathOf = (url: string): string => {
   return q === -1 ? url : url.slice(0, q)
 }
 
-const defaultMaxBodySize = ByteSize.fromInputUnsafe("1 MiB")
+const byteSize = (given: ByteSize.Input | undefined, fallback: ByteSize.ByteSize): ByteSize.ByteSize =>
+  given === undefined ? fallback : ByteSize.fromInputUnsafe(given)
+
+const bytes = (given: ByteSize.Input | undefined, fallback: ByteSize.ByteSize): number =>
+  ByteSize.toNumberUnsafe(byteSize(given, fallback))
+
+
+/**
+ * node's server with the header limits: node refuses a head over `maxHeaderSize` itself (431); it
+ * drops the header lines past `maxHeadersCount` silently, so it keeps one more than the limit and
+ * `refuseManyHeaders` answers the request that has it
+ */
+const nodeServer = (options: ServerOptions): Server => {
+  const server = createServer({ maxHeaderSize: bytes(options.maxHeaderSize, limits.maxHeaderSize) })
+  server.maxHeadersCount = (options.maxHeaderCount ?? limits.maxHeaderCount) + 1
+  return server
+}
+
+/** 431 for a request with more header lines than the limit */
+const refuseManyHeaders = (maxHeaderCount: number) =>
+<E, R>(
+  effect: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R | HttpServerRequest.HttpServerRequest>
+): Effect.Effect<HttpServerResponse.HttpServerResponse, E, R | HttpServerRequest.HttpServerRequest> =>
+  Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
+    NodeHttpServerRequest.toIncomingMessage(request).rawHeaders.length / 2 > maxHeaderCount
+      ? Effect.succeed(edge.headersTooLarge(`more than ${maxHeaderCount} header lines`))
+      : effect)
 
 /** serves the router it provides; every request gets the edge's call context and error bodies */
 const serveRouter = (options: ServerOptions) =>
@@ -290,12 +386,11 @@ const serveRouter = (options: ServerOptions) =>
     Effect.gen(function*() {
       const router = yield* HttpRouter.make
       const server = yield* HttpServer.HttpServer
-      const maxBodySize = options.maxBodySize === undefined
-        ? defaultMaxBodySize
-        : ByteSize.fromInputUnsafe(options.maxBodySize)
+      const maxBodySize = byteSize(options.maxBodySize, limits.maxBodySize)
       // looked up per request: routes and global middleware may be added after the server starts
       const app = Effect.suspend(() => router.asHttpEffect()).pipe(
         withEdgeContext(options.trustUserIdHeader !== false),
+        refuseManyHeaders(options.maxHeaderCount ?? limits.maxHeaderCount),
         Effect.catchCause(onUnhandled),
         Effect.provideService(HttpIncomingMessage.MaxBodySize, maxBodySize)
       )

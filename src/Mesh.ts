@@ -164,7 +164,8 @@ export const layerConfig = <const S extends Services>(
       ? yield* Config.option(Config.Port("METRICS_PORT"))
       : Option.some(options.metricsPort)
     const host = Option.getOrUndefined(yield* Config.option(Config.String("HTTP_HOST")))
-    const http = Option.map(port, (port): HttpOptions => ({ host, ...options?.http, port }))
+    const limits = yield* HttpGateway.limitsConfig
+    const http = Option.map(port, (port): HttpOptions => ({ host, ...limits, ...options?.http, port }))
     const metrics = Option.map(metricsPort, (port): HttpGateway.ServerOptions => ({ host, port }))
     // the loggers and exporters first: the services' runs log and trace as the configuration says
     return make(services, MeshConfig.layerBroker, Option.getOrUndefined(http), Option.getOrUndefined(metrics)).pipe(

@@ -30,6 +30,7 @@ import { Otlp, OtlpSerialization } from "effect/observability"
 import * as AmqpBroker from "./AmqpBroker.ts"
 import type { Broker, BrokerError } from "./Broker.ts"
 import * as DeadLetters from "./DeadLetters.ts"
+import * as HttpGateway from "./HttpGateway.ts"
 import * as Redact from "./internal/redact.ts"
 import * as Sampler from "./internal/sampler.ts"
 import * as Tls from "./internal/tls.ts"
@@ -295,6 +296,11 @@ const meshSettings: ReadonlyArray<readonly [string, string | undefined]> = [
   [Tls.keys.serverName, undefined],
   ["HTTP_PORT", undefined],
   ["HTTP_HOST", undefined],
+  // the edge's limits (HttpGateway.limits)
+  [HttpGateway.configKeys.maxBodySize, "1 MiB"],
+  [HttpGateway.configKeys.maxHeaderCount, String(HttpGateway.limits.maxHeaderCount)],
+  [HttpGateway.configKeys.maxHeaderSize, "16 KiB"],
+  [HttpGateway.configKeys.maxWebSocketMessageSize, "1 MiB"],
   ["METRICS_PORT", undefined],
   ["OTEL_EXPORTER_OTLP_ENDPOINT", undefined],
   ["OTEL_SERVICE_NAME", undefined],

@@ -60,15 +60,27 @@ export interface Received<A> {
 }
 
 /**
- * Why reading a source failed: the request or the connection failed, the server did not answer 200
- * with `text/event-stream`, or an event was too large.
+ * Why reading a source failed (`reason`): the request or the connection failed (`Request`), the server
+ * did not answer 200 with `text/event-stream` (`Status`), a line was longer than `maxLineSize`
+ * (`LineTooLong`) or an event larger than `maxEventSize` (`EventTooLarge`).
  *
  * @since 0.1.0
  */
 export class SseSourceError extends Schema.TaggedError<SseSourceError>()("SseSourceError", {
   url: Schema.String,
+  reason: Schema.Literals(["Request", "Status", "LineTooLong", "EventTooLarge"]),
   message: Schema.String
 }) {}
+
+/**
+ * The limits of a source when its options do not set them: a line of 64 KiB, an event of 1 MiB.
+ *
+ * @since 0.1.0
+ */
+export const limits = {
+  maxLineSize: 64 * 1024,
+  maxEventSize: 1024 * 1024
+} as const
 
 /**
  * Options of `source`.
@@ -83,6 +95,10 @@ export interface SourceOptions {
    * `retry:` sets the delay of the next attempt); `false` reads one connection and surfaces its error
    */
   readonly reconnect?: Schedule.Schedule<unknown, unknown> | false | undefined
+  /** the longest line read, in bytes (default 64 KiB): a longer one fails the connection with `LineTooLong` */
+  readonly maxLineSize?: number | undefined
+  /** the largest event read, its lines together in bytes (default 1 MiB): a larger one fails the connection with `EventTooLarge` */
+  readonly maxEventSize?: number | undefined
 }
 
 // ---- out: responses ----
@@ -222,7 +238,7 @@ export const source = (
       lastEventId: undefined,
       retry: undefined
     }
-    const once = connect(url, options?.headers, state)
+    const once = connect(url, options, state)
     const reconnect = options?.reconnect
     if (reconnect === false) return once
     const schedule = reconnect ?? Schedule.spaced("1 second")
@@ -280,35 +296,40 @@ export const entrypoint = <A, RD, E, R>(
 /** one connection: events as they arrive; remembers the last id and the server's retry delay */
 const connect = (
   url: string,
-  headers: Readonly<Record<string, string>> | undefined,
+  options: SourceOptions | undefined,
   state: { lastEventId: string | undefined; retry: Duration.Duration | undefined }
 ): Stream.Stream<Received<string>, SseSourceError, HttpClient.HttpClient> =>
   Stream.unwrap(Effect.gen(function*() {
     const client = yield* HttpClient.HttpClient
-    const fail = (message: string) => new SseSourceError({ url, message })
+    const fail = (reason: SseSourceError["reason"], message: string) => new SseSourceError({ url, reason, message })
     const request = HttpClientRequest.get(url).pipe(
       HttpClientRequest.setHeaders({
         accept: "text/event-stream",
-        ...headers,
+        ...options?.headers,
         ...(state.lastEventId === undefined ? {} : { "last-event-id": state.lastEventId })
       })
     )
     const response = yield* client.execute(request).pipe(
-      Effect.mapError((error: HttpClientError.HttpClientError) => fail(error.message))
+      Effect.mapError((error: HttpClientError.HttpClientError) => fail("Request", error.message))
     )
     const type = response.headers["content-type"] ?? ""
     if (response.status !== 200 || !type.startsWith("text/event-stream")) {
-      return yield* fail(`answered ${response.status} ${type}`)
+      return yield* fail("Status", `answered ${response.status} ${type}`)
     }
+    const maxLineSize = options?.maxLineSize ?? limits.maxLineSize
+    const maxEventSize = options?.maxEventSize ?? limits.maxEventSize
     return response.stream.pipe(
+      Stream.mapError((error) => fail("Request", error.message)),
+      withinLimits(maxLineSize, maxEventSize, fail),
       Stream.decodeText,
-      Stream.pipeThroughChannel(SseEncoding.decode()),
+      Stream.pipeThroughChannel(SseEncoding.decode({ maxEventSize })),
       Stream.catch((error) => {
         if (SseEncoding.Retry.is(error)) {
           state.retry = error.duration
           return Stream.empty
         }
-        return Stream.fail(fail(error.message))
+        if (error._tag === "SseError") return Stream.fail(eventTooLarge(fail, maxEventSize))
+        return Stream.fail(error)
       }),
       Stream.map((event): Received<string> => {
         if (event.id !== undefined) state.lastEventId = event.id
@@ -316,3 +337,43 @@ const connect = (
       })
     )
   }))
+
+const eventTooLarge = (fail: (reason: SseSourceError["reason"], message: string) => SseSourceError, max: number) =>
+  fail("EventTooLarge", `an event is larger than ${max} bytes (maxEventSize)`)
+
+/**
+ * Fails the stream, before its bytes are decoded or buffered, when a line (up to CR, LF or CRLF) is
+ * longer than `maxLine` bytes or an event's lines (up to a blank line) are more than `maxEvent` bytes
+ * together: the SSE decoder keeps an unfinished line and an unfinished event whole, however long.
+ */
+const withinLimits = (
+  maxLine: number,
+  maxEvent: number,
+  fail: (reason: SseSourceError["reason"], message: string) => SseSourceError
+) =>
+<R>(bytes: Stream.Stream<Uint8Array, SseSourceError, R>): Stream.Stream<Uint8Array, SseSourceError, R> =>
+  Stream.suspend(() => {
+    let line = 0
+    let event = 0
+    let afterCR = false
+    return Stream.mapEffect(bytes, (chunk) => {
+      for (let i = 0; i < chunk.length; i++) {
+        const byte = chunk[i]
+        if (byte === 10 || byte === 13) {
+          // the LF of a CRLF ends no second line
+          if (byte === 10 && afterCR) {
+            afterCR = false
+            continue
+          }
+          afterCR = byte === 13
+          if (line === 0) event = 0
+          line = 0
+          continue
+        }
+        afterCR = false
+        if (++line > maxLine) return Effect.fail(fail("LineTooLong", `a line is longer than ${maxLine} bytes (maxLineSize)`))
+        if (++event > maxEvent) return Effect.fail(eventTooLarge(fail, maxEvent))
+      }
+      return Effect.succeed(chunk)
+    })
+  })

@@ -78,6 +78,10 @@ export const payloadTooLarge: HttpServerResponse.HttpServerResponse = jsonRespon
   message: "the request body is larger than the limit"
 })
 
+/** a request whose headers are over the edge's limits (`maxHeaderCount`) */
+export const headersTooLarge = (message: string): HttpServerResponse.HttpServerResponse =>
+  jsonResponse(431, { _tag: "RequestHeaderFieldsTooLarge", message })
+
 export const internalError: HttpServerResponse.HttpServerResponse = jsonResponse(500, {
   _tag: "InternalServerError",
   message: "internal server error"
