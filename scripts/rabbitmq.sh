@@ -33,6 +33,23 @@
 #                           default: a client certificate is not asked for
 # A `start` that finds the node running with other settings than these ask for (another TLS
 # listener, other certificates) restarts it.
+#
+# A private three-node cluster, for what happens past one node (test/cluster*.test.ts, the scaling
+# benchmark):
+#
+#   scripts/rabbitmq.sh cluster start|stop|status|urls|ports|kill <n>|restart <n>|start <n>|ctl <n> ...
+#
+# `cluster start` starts the nodes that are not running, joins them into one cluster and prints the
+# three AMQP URLs, comma-separated (what AMQP_URL takes); idempotent like `start`. `kill <n>` ends
+# node n (1..3) with SIGKILL, as a crash would; `restart <n>` stops it cleanly (when it runs) and
+# starts it again with its data, back in the cluster; `start <n>` starts one node that is down.
+# Ports: a range of the checkout's own, apart from the single nodes' (the checkout's base port plus
+# 0..9, bases 10 apart in 5600..5990): node n listens on base + 1000 + n - 1, in 6600..6992, and its
+# distribution port is that + 20000 (26600..26992, apart from the single nodes' 25600..25990).
+# `MESH_RABBITMQ_CLUSTER_PORT` moves the first node's port (the others follow). Names
+# `mesh-<checkout id>-c<n>@localhost`, one cookie for the three (`effect-mesh-<checkout id>-cluster`),
+# data under `.rabbitmq/cluster-<first port>/<n>/`. MESH_RABBITMQ_FRESH=1 wipes the data of a
+# `cluster start` that finds no node running.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -44,7 +61,10 @@ TIMEOUT="${MESH_RABBITMQ_TIMEOUT:-120}"
 NODE="mesh-$CHECKOUT_ID-$PORT@localhost"
 DIST_PORT=$((PORT + 20000))
 URL="amqp://guest:guest@127.0.0.1:$PORT"
+COOKIE="effect-mesh-$CHECKOUT_ID-$PORT"
 SBIN=/usr/lib/rabbitmq/bin
+CLUSTER_PORT="${MESH_RABBITMQ_CLUSTER_PORT:-$((BASE_PORT + 1000))}"
+CLUSTER_SIZE=3
 
 log() { echo "rabbitmq.sh: $*" >&2; }
 # shellcheck source=scripts/apt.sh
@@ -54,12 +74,12 @@ source "$ROOT/scripts/apt.sh"
 # with the cookie in $HOME, so they must run with the same environment as the node.
 setup_env() {
   mkdir -p "$BASE/home" "$BASE/mnesia" "$BASE/log"
-  # A cookie of this checkout and port: the CLI tools of another checkout cannot talk to this node,
-  # nor ours to theirs.
+  # A cookie of this checkout and port (of its cluster, for a cluster's node): the CLI tools of
+  # another checkout cannot talk to this node, nor ours to theirs.
   local cookie="$BASE/home/.erlang.cookie"
-  if [[ ! -f "$cookie" || "$(cat "$cookie")" != "effect-mesh-$CHECKOUT_ID-$PORT" ]]; then
+  if [[ ! -f "$cookie" || "$(cat "$cookie")" != "$COOKIE" ]]; then
     rm -f "$cookie"
-    printf 'effect-mesh-%s-%s' "$CHECKOUT_ID" "$PORT" >"$cookie"
+    printf '%s' "$COOKIE" >"$cookie"
   fi
   chmod 400 "$cookie"
   cat >"$BASE/rabbitmq.conf" <<EOF
@@ -258,7 +278,187 @@ do_status() {
   fi
 }
 
+# ---- the cluster ----
+
+# makes node n of the cluster the one the functions above work on
+cluster_node() {
+  local n="$1"
+  if [[ ! "$n" =~ ^[1-9][0-9]*$ ]] || ((n > CLUSTER_SIZE)); then
+    log "no cluster node '$n': nodes are 1..$CLUSTER_SIZE"
+    exit 2
+  fi
+  PORT=$((CLUSTER_PORT + n - 1))
+  DIST_PORT=$((PORT + 20000))
+  BASE="${MESH_RABBITMQ_DIR:-$ROOT/.rabbitmq}/cluster-$CLUSTER_PORT/$n"
+  NODE="mesh-$CHECKOUT_ID-c$n@localhost"
+  URL="amqp://guest:guest@127.0.0.1:$PORT"
+  COOKIE="effect-mesh-$CHECKOUT_ID-cluster"
+  unset MESH_RABBITMQ_TLS_PORT || true
+}
+
+cluster_urls() {
+  local n urls=()
+  for n in $(seq 1 "$CLUSTER_SIZE"); do
+    urls+=("amqp://guest:guest@127.0.0.1:$((CLUSTER_PORT + n - 1))")
+  done
+  (IFS=,; echo "${urls[*]}")
+}
+
+# the nodes node n sees running in its cluster, one a line
+cluster_running_nodes() {
+  (cluster_node "$1"; setup_env; ctl eval 'rabbit_nodes:all_running().' 2>/dev/null | tr -d '[]\n ' | tr ',' '\n' | sed "s/'//g")
+}
+
+cluster_start_node() {
+  (cluster_node "$1"; MESH_RABBITMQ_FRESH=0 do_start >/dev/null)
+}
+
+# joins node n to the cluster of the first running node it is not clustered with
+cluster_join() {
+  local n="$1" seed
+  for seed in $(seq 1 "$CLUSTER_SIZE"); do
+    [[ "$seed" == "$n" ]] && continue
+    (cluster_node "$seed"; setup_env; running) || continue
+    local seed_node="mesh-$CHECKOUT_ID-c$seed@localhost"
+    if cluster_running_nodes "$n" | grep -qx "$seed_node"; then
+      return 0
+    fi
+    log "joining mesh-$CHECKOUT_ID-c$n@localhost to $seed_node"
+    (
+      cluster_node "$n"
+      setup_env
+      # the CLI's own chatter (feature flags, tracking tables of a node that is joining) to the log
+      {
+        ctl stop_app && ctl reset && ctl join_cluster "$seed_node" && ctl start_app &&
+          ctl await_startup --timeout "$TIMEOUT"
+      } >>"$BASE/log/join.log" 2>&1 || {
+        log "node $NODE could not join $seed_node; see $BASE/log/join.log"
+        exit 1
+      }
+    )
+    return 0
+  done
+}
+
+cluster_start() {
+  install_server
+  local n any=0
+  for n in $(seq 1 "$CLUSTER_SIZE"); do
+    if (cluster_node "$n"; setup_env; running); then any=1; fi
+  done
+  if [[ "$any" == 0 && "${MESH_RABBITMQ_FRESH:-}" == 1 ]]; then
+    log "wiping the data of earlier cluster runs"
+    rm -rf "${MESH_RABBITMQ_DIR:-$ROOT/.rabbitmq}/cluster-$CLUSTER_PORT"
+  fi
+  # one at a time: a node that boots with others of its cluster down waits for them (mnesia), and
+  # the first to boot must be one that stopped last; starting all three in the background lets
+  # each find the others
+  local pids=()
+  for n in $(seq 1 "$CLUSTER_SIZE"); do
+    cluster_start_node "$n" &
+    pids+=($!)
+  done
+  local failed=0 pid
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  if [[ "$failed" == 1 ]]; then
+    log "a cluster node did not start (see above)"
+    exit 1
+  fi
+  for n in $(seq 2 "$CLUSTER_SIZE"); do cluster_join "$n"; done
+  local expected
+  expected=$(seq 1 "$CLUSTER_SIZE" | sed "s/^/mesh-$CHECKOUT_ID-c/; s/\$/@localhost/" | sort)
+  if [[ "$(cluster_running_nodes 1 | sort)" != "$expected" ]]; then
+    log "the nodes did not form one cluster: node 1 sees $(cluster_running_nodes 1 | tr '\n' ' ')"
+    exit 1
+  fi
+  log "cluster of $CLUSTER_SIZE nodes up"
+  cluster_urls
+}
+
+cluster_stop() {
+  local n
+  for n in $(seq "$CLUSTER_SIZE" -1 1); do
+    (cluster_node "$n"; do_stop)
+  done
+}
+
+cluster_status() {
+  local n down=0
+  for n in $(seq 1 "$CLUSTER_SIZE"); do
+    if (cluster_node "$n"; setup_env; running); then
+      echo "node $n running mesh-$CHECKOUT_ID-c$n@localhost amqp://guest:guest@127.0.0.1:$((CLUSTER_PORT + n - 1)) cluster: $(cluster_running_nodes "$n" | tr '\n' ' ')"
+    else
+      echo "node $n stopped mesh-$CHECKOUT_ID-c$n@localhost"
+      down=1
+    fi
+  done
+  [[ "$down" == 0 ]] || return 3
+}
+
+cluster_kill() {
+  (
+    cluster_node "$1"
+    setup_env
+    local pid
+    pid="$(server_pid)"
+    if [[ -z "$pid" ]]; then
+      log "node $NODE is not running"
+      exit 0
+    fi
+    log "SIGKILL to $NODE (pid $pid)"
+    kill -KILL "$pid"
+    local i
+    for i in $(seq 1 100); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+  )
+}
+
+cluster_restart() {
+  (cluster_node "$1"; do_stop)
+  cluster_start_node "$1"
+  cluster_join "$1"
+  log "node $1 back"
+}
+
+cluster() {
+  local what="${1:-}"
+  shift || true
+  case "$what" in
+    start)
+      if [[ -n "${1:-}" ]]; then
+        cluster_node "$1"
+        cluster_start_node "$1"
+        cluster_join "$1"
+      else
+        cluster_start
+      fi
+      ;;
+    stop) cluster_stop ;;
+    status) cluster_status ;;
+    urls) cluster_urls ;;
+    ports) seq "$CLUSTER_PORT" $((CLUSTER_PORT + CLUSTER_SIZE - 1)) ;;
+    kill) cluster_kill "${1:-}" ;;
+    restart) cluster_restart "${1:-}" ;;
+    ctl)
+      cluster_node "${1:-}"
+      shift
+      setup_env
+      ctl "$@"
+      ;;
+    *)
+      echo "usage: $0 cluster start [n]|stop|status|urls|ports|kill <n>|restart <n>|ctl <n> <rabbitmqctl arguments>" >&2
+      exit 2
+      ;;
+  esac
+}
+
 case "${1:-}" in
+  cluster)
+    shift
+    cluster "$@"
+    ;;
   start) do_start ;;
   stop) do_stop ;;
   restart)
@@ -274,7 +474,7 @@ case "${1:-}" in
     ctl "$@"
     ;;
   *)
-    echo "usage: $0 start|stop|restart|status|url|port [offset]|ctl <rabbitmqctl arguments>" >&2
+    echo "usage: $0 start|stop|restart|status|url|port [offset]|ctl <rabbitmqctl arguments>|cluster ..." >&2
     exit 2
     ;;
 esac
