@@ -426,9 +426,9 @@ const withEdgeContext = (trustUserId: boolean) =>
 const onUnhandled = (cause: Cause.Cause<unknown>): Effect.Effect<HttpServerResponse.HttpServerResponse, unknown> => {
   if (Cause.hasInterruptsOnly(cause)) return Effect.failCause(cause)
   const failure = edge.failureOf(cause)
-  if (failure._tag === "Fail" && isHttpServerError(failure.error)) {
-    return Effect.succeed(edge.requestErrorResponse(failure.error))
-  }
+  // effect/rpc's HTTP protocol dies of a body it could not read (over maxBodySize): still the request's fault
+  const error = failure._tag === "Fail" ? failure.error : failure._tag === "Die" ? failure.defect : undefined
+  if (isHttpServerError(error)) return Effect.succeed(edge.requestErrorResponse(error))
   return Effect.as(Effect.logError("an HTTP request failed", cause), edge.internalError)
 }
 

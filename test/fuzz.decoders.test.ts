@@ -218,7 +218,7 @@ describe("fuzzed decoders", () => {
       )
     }).pipe(Effect.provide(MemoryBroker.layer)))
 
-  it.effect("SSE streams: effect's decoder with the source's limits reads any text as events, a Retry or an SseError", () =>
+  it.effect("SSE text: effect's decoder, which Sse.source reads with, makes any text events, a Retry or an SseError", () =>
     Effect.promise(() =>
       fc.assert(
         fc.asyncProperty(
