@@ -21,6 +21,9 @@
  * answers a success with the value too. Streams, untyped calls and rpcs with middleware go through
  * `RpcClient`.
  *
+ * A request is written in its contract's format (WireFormat.ts), resolved once per rpc (unary calls)
+ * or per client (the others); a reply is read in the format its `content_type` names.
+ *
  * @since 0.1.0
  */
 import { Clock, Context, Effect, Exit, Layer, Option, Schema, Scope, Stream } from "effect"
@@ -33,6 +36,7 @@ import { Broker } from "./Broker.ts"
 import * as CallContext from "./CallContext.ts"
 import * as Codecs from "./internal/codecs.ts"
 import * as Deadlines from "./internal/deadlines.ts"
+import * as Formats from "./internal/formats.ts"
 import { LocalRequest } from "./internal/local.ts"
 import * as PendingCall from "./internal/pendingCall.ts"
 import * as topology from "./internal/topology.ts"
@@ -91,12 +95,26 @@ export type Unary = (
   }
 ) => Effect.Effect<unknown, unknown>
 
+/**
+ * The rpcs of a contract, as a protocol looks them up by tag.
+ *
+ * @since 0.1.0
+ */
+export interface Requests {
+  readonly requests: ReadonlyMap<string, Rpc.Any>
+}
+
 const clockOf = (fiber: Fiber.Fiber<unknown, unknown>): number => fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
 
-/** a reply's answer: a success as a value (from this process), or effect/rpc's message; undefined when it is not JSON */
+/**
+ * a reply's answer: a success as a value (from this process), or effect/rpc's message; undefined when
+ * it is not a message in a format this process reads
+ */
 const answerOf = (message: Message): PendingCall.Answer | undefined => {
   if (Exit.isExit(message.local)) return message.local
-  const body = wire.decodeJson(message.body)
+  const format = Formats.ofContentType(message.properties.contentType)
+  if (format === undefined) return undefined
+  const body = format.decode(message.body)
   return Option.isNone(body) || typeof body.value !== "object" || body.value === null
     ? undefined
     : body.value as FromServerEncoded
@@ -206,7 +224,10 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
     if (route === undefined) return Effect.void
     if (incoming._tag === "Returned") return route.returned()
     const answer = answerOf(incoming.message)
-    if (answer === undefined) return Effect.logWarning(`a reply for ${correlationId} was not JSON; dropped`)
+    if (answer === undefined) {
+      const contentType = incoming.message.properties.contentType ?? Formats.json.contentType
+      return Effect.logWarning(`a reply for ${correlationId} was not a message in a format this process reads (${contentType}); dropped`)
+    }
     const instance = incoming.message.properties.headers?.[wire.header.instance]
     return route.reply(answer, typeof instance === "string" ? instance : undefined)
   }
@@ -223,7 +244,7 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
       return true
     }
     const answer = answerOf(incoming.message)
-    // a reply that is not JSON goes the long way, to be logged
+    // a reply that cannot be read goes the long way, to be logged
     if (answer === undefined) return false
     route.answer(answer)
     return true
@@ -246,7 +267,8 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
     body: Body,
     headers: Readonly<Record<string, string>> | undefined,
     deadline: number | undefined,
-    fiber: Fiber.Fiber<unknown, unknown>
+    fiber: Fiber.Fiber<unknown, unknown>,
+    format: Formats.BodyFormat
   ) => {
     call.begin(deadline)
     // the clock is read only when needed: most calls find the sweep armed, and many have no deadline
@@ -255,7 +277,7 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
       mandatory: true,
       type: call.method,
       correlationId: call.correlationId,
-      contentType: wire.contentType,
+      contentType: format.contentType,
       headers,
       expiration: deadline === undefined ? undefined : Math.max(1, deadline - clockOf(fiber))
     })
@@ -276,17 +298,18 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
       const body: LocalBody = {
         _tag: "LocalBody",
         value: new LocalRequest(rpc, made.value, request.context, span),
-        bytes: () => wire.encodeJson(codecs.encodePayloadSync(made.value)),
+        bytes: () => codecs.format.encode(codecs.encodePayloadSync(made.value)),
         headers: () =>
           span === undefined
             ? request.headers()
             : { ...request.headers(), [wire.header.traceparent]: wire.traceparent(span.traceId, span.spanId, span.sampled) }
       }
       const deadline = request.deadline
-      return call.run(fiber, send(call, body, undefined, deadline, fiber))
+      return call.run(fiber, send(call, body, undefined, deadline, fiber, codecs.format))
     })
 
-  const makeProtocol = (service: string) =>
+  /** a protocol to one service; its requests in their rpcs' formats (a contract's), JSON without one */
+  const makeProtocol = (service: string, group?: Requests) =>
     RpcClient.Protocol.make(Effect.fnUntraced(function*(write) {
       const protocol: PendingCall.Protocol = { write, pending: new Map(), scope }
 
@@ -298,6 +321,8 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
             headers[wire.header.traceparent] = wire.traceparent(request.traceId, request.spanId, request.sampled ?? true)
           }
           const deadline = CallContext.deadlineOf(headers[CallContext.headerNames.context])
+          const rpc = group?.requests.get(request.tag) as Rpc.AnyWithProps | undefined
+          const format = rpc === undefined ? Formats.json : Codecs.codecsOf(rpc).format
           const call = new PendingCall.ProtocolCall(
             calls,
             protocol,
@@ -310,7 +335,7 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
             sweeps
           )
           return Effect.catch(
-            send(call, wire.encodeJson(request.payload), headers, deadline, fiber),
+            send(call, format.encode(request.payload), headers, deadline, fiber, format),
             (error) => Effect.fail(transportError(call.unsent(error).message, error))
           )
         })
@@ -350,13 +375,17 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
 /**
  * A `Transport` whose clients speak effect/rpc over the given protocols: for each service one
  * protocol for untyped calls and one client per contract version (two versions of one contract get
- * two clients), each made once, in the current scope. The gateways' remote transports use it too.
+ * two clients), each made once, in the current scope; a contract's protocol is given its group (whose
+ * rpcs say their wire format), the untyped one none. The gateways' remote transports use it too.
  *
  * @since 0.1.0
  */
 export const makeTransportWith = <E, R>(
   id: string,
-  protocolFor: (service: string) => Effect.Effect<RpcClient.Protocol["Service"], E, R | Scope.Scope>,
+  protocolFor: (
+    service: string,
+    group?: Requests
+  ) => Effect.Effect<RpcClient.Protocol["Service"], E, R | Scope.Scope>,
   options?: {
     /** the protocols fail calls past their deadline themselves (default false) */
     readonly enforcesDeadlines?: boolean | undefined
@@ -381,7 +410,7 @@ export const makeTransportWith = <E, R>(
         if (cached !== undefined) return Effect.succeed(cached as RpcClient.RpcClient<Rpcs, RpcClientError.RpcClientError>)
         const versions = byGroup
         return made(
-          Effect.flatMap(protocolFor(service), (protocol) =>
+          Effect.flatMap(protocolFor(service, group), (protocol) =>
             RpcClient.make(group, { spanPrefix: service }).pipe(Effect.provideService(RpcClient.Protocol, protocol)))
         ).pipe(
           Effect.tap((rpc) => Effect.sync(() => versions.set(group, rpc)))

@@ -15,7 +15,7 @@
  * Every delivery is admitted once (internal/admission.ts). Unary rpcs without middleware (the hot
  * path) skip `RpcServer`: the instance's runner (`unary`) runs the handler in a fiber of its own, and
  * that fiber encodes the Exit with the rpc's schemas, publishes it and acks, in effect/rpc's wire format
- * all the same; a request that came as a value (a caller of this process, on the embedded broker) is
+ * all the same, written in the format the request came in (WireFormat.ts); a request that came as a value (a caller of this process, on the embedded broker) is
  * answered with a success as a value. Past its caller's deadline a call is stopped and its request
  * acked unanswered, as one that expired in the queue: the caller has told itself `CallTimeout`.
  * Streams and rpcs with middleware go through `RpcServer`.
@@ -34,6 +34,7 @@ import * as CallContext from "./CallContext.ts"
 import * as Admission from "./internal/admission.ts"
 import * as Codecs from "./internal/codecs.ts"
 import * as DeadLetterQueue from "./internal/deadLetterQueue.ts"
+import type * as Formats from "./internal/formats.ts"
 import * as Deadlines from "./internal/deadlines.ts"
 import * as Identity from "./internal/identity.ts"
 import * as Metrics from "./internal/metrics.ts"
@@ -142,6 +143,20 @@ const encodeExit = (rpc: Rpc.AnyWithProps, exit: Exit.Exit<unknown, unknown>): r
 }
 
 /** a success as the value it is, and its bytes for whoever reads them */
+/** why an answer is a failure, for a failed command's warning: a mesh error's message, or the error's */
+const failureOf = (answer: Answer): string => {
+  if (answer._tag !== "Exit" || answer.exit._tag === "Success") return "interrupted"
+  for (const reason of answer.exit.cause) {
+    if (reason._tag === "Interrupt") continue
+    const failure = reason._tag === "Fail" ? reason.error : reason.defect
+    const meshError = wire.serviceErrorOfDefect(failure)
+    if (Option.isSome(meshError)) return meshError.value.message
+    const fields = typeof failure === "object" && failure !== null ? failure as Record<string, unknown> : {}
+    return typeof fields["message"] === "string" ? fields["message"] : typeof fields["_tag"] === "string" ? fields["_tag"] : String(failure)
+  }
+  return "interrupted"
+}
+
 const localAnswer = (rpc: Rpc.AnyWithProps, requestId: string, exit: Exit.Exit<unknown, unknown>): LocalBody => ({
   _tag: "LocalBody",
   value: exit,
@@ -163,6 +178,8 @@ interface RunningRequest {
   fiber: Fiber.Fiber<unknown, unknown> | undefined
   /** the request came as a value: a success is answered as one */
   readonly local: boolean
+  /** the format its answer is written in: the request's */
+  readonly format: Formats.BodyFormat
   /** its method's metrics, and when it began (`performance.now()`) */
   readonly metrics: Metrics.RunMetrics
   readonly startedAt: number
@@ -220,10 +237,10 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       if (idle !== undefined && calls.size === 0) Deferred.doneUnsafe(idle, Exit.void)
     }
 
-    const publishReply = (replyTo: string, requestId: string, message: Answer) =>
-      broker.publish("", replyTo, message._tag === "LocalBody" ? message : wire.encodeJson(message), {
+    const publishReply = (replyTo: string, requestId: string, message: Answer, format: Formats.BodyFormat) =>
+      broker.publish("", replyTo, message._tag === "LocalBody" ? message : format.encode(message), {
         correlationId: requestId,
-        contentType: wire.contentType,
+        contentType: format.contentType,
         headers: message._tag === "Chunk" ? chunkHeaders : undefined
       })
 
@@ -232,7 +249,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       message._tag === "LocalBody" || (message._tag === "Exit" && message.exit._tag === "Success")
         ? call.delivery.ack
         : Effect.andThen(
-          Effect.logWarning(`${service}: command ${call.requestId} (${call.delivery.properties.type}) failed; dead-lettered`),
+          Effect.logWarning(`${service}: command ${call.requestId} (${call.delivery.properties.type}) dead-lettered: ${failureOf(message)}`),
           call.delivery.nack(false)
         )
 
@@ -240,7 +257,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
     const finish = (clientId: number, call: RunningRequest, message: Answer) => {
       forget(clientId, call, Metrics.outcomeOfAnswer(message))
       if (call.command) return settleCommand(call, message)
-      return publishReply(call.replyTo, call.requestId, message).pipe(
+      return publishReply(call.replyTo, call.requestId, message, call.format).pipe(
         Effect.matchCauseEffect({
           onSuccess: () => call.delivery.ack,
           onFailure: (cause) =>
@@ -252,13 +269,13 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
       )
     }
 
-    const answer = (delivery: Delivery, replyTo: string, requestId: string, error: ServiceError) =>
+    const answer = (delivery: Delivery, replyTo: string, requestId: string, error: ServiceError, format: Formats.BodyFormat) =>
       replyTo === ""
         ? Effect.andThen(
           Effect.logWarning(`${service}: command ${requestId} dead-lettered: ${error.message}`),
           delivery.nack(false)
         )
-        : publishReply(replyTo, requestId, { _tag: "Exit", requestId, exit: wire.serviceErrorExit(error) }).pipe(
+        : publishReply(replyTo, requestId, { _tag: "Exit", requestId, exit: wire.serviceErrorExit(error) }, format).pipe(
         Effect.matchCauseEffect({
           onSuccess: () => delivery.ack,
           onFailure: () => delivery.nack(true)
@@ -316,7 +333,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
           // the caller has given up: running it now would be wasted work
           return Effect.andThen(Effect.logDebug(`${service}.${admitted.method}: dropped a request past its deadline`), delivery.ack)
         case "Refused":
-          return draining ? delivery.nack(true) : answer(delivery, admitted.replyTo, admitted.requestId, admitted.error)
+          return draining ? delivery.nack(true) : answer(delivery, admitted.replyTo, admitted.requestId, admitted.error, admitted.format)
       }
       if (draining) return delivery.nack(true)
       const started = start(delivery, admitted)
@@ -392,6 +409,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
         timer: undefined,
         fiber: undefined,
         local: admitted.local !== undefined,
+        format: admitted.format,
         metrics: callMetrics,
         startedAt: performance.now()
       }
@@ -456,7 +474,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
             case "Chunk":
               // a command's stream is drained, not sent: acknowledge each chunk on the caller's behalf
               if (call.command) return writeRequest(clientId, { _tag: "Ack", requestId: call.requestId })
-              return Effect.ignore(publishReply(call.replyTo, call.requestId, response))
+              return Effect.ignore(publishReply(call.replyTo, call.requestId, response, call.format))
             case "Exit":
               return finish(clientId, call, response)
             case "Defect":

@@ -51,7 +51,8 @@ export const send = <
       schema.makeEffect(payload),
       (issue) => new InvalidPayload({ service, method, issue: formatIssue(issue) })
     )
-    const encoded = Codecs.codecsOf(rpc).encodePayload(made)
+    const codecs = Codecs.codecsOf(rpc)
+    const encoded = codecs.encodePayload(made)
     if (Exit.isFailure(encoded)) {
       return yield* new InvalidPayload({
         service,
@@ -72,11 +73,12 @@ export const send = <
       `${service}.${method} send`,
       { kind: "producer", attributes: { "messaging.system": "rabbitmq", "messaging.operation.type": "send", "rpc.method": method } },
       (span) =>
-        broker.publish(topology.rpcExchange, topology.rpcRoutingKey(service), wire.encodeJson(encoded.value), {
+        broker.publish(topology.rpcExchange, topology.rpcRoutingKey(service), codecs.format.encode(encoded.value), {
           mandatory: true,
           confirm: true,
           persistent: true,
-          contentType: wire.contentType,
+          // in its contract's format, as a call is
+          contentType: codecs.format.contentType,
           type: method,
           correlationId: id,
           messageId: id,

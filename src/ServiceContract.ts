@@ -3,9 +3,14 @@
  * `Service.make`, callers get a typed client from it with `ServiceClient.make`; both sides import the
  * same value, so payloads, successes, errors and streams are checked at compile time on both ends.
  *
+ * A contract also says the wire format its callers write (`format`, JSON by default; WireFormat.ts).
+ * A service reads every format it knows, whatever its contract says, and answers in the request's:
+ * a caller whose contract says MessagePack calls a service whose contract says JSON, and back.
+ *
  * @since 0.1.0
  */
 import type { Rpc, RpcGroup } from "effect/rpc"
+import * as WireFormat from "./WireFormat.ts"
 
 /**
  * @since 0.1.0
@@ -29,19 +34,33 @@ export type Any = ServiceContract<string, Rpc.Any>
  */
 export type Rpcs<C> = C extends ServiceContract<infer _Name, infer R> ? R : never
 
+/**
+ * Options of a contract.
+ *
+ * @since 0.1.0
+ */
+export interface Options {
+  /** the format its callers write requests in (default `WireFormat.json`) */
+  readonly format?: WireFormat.WireFormat | undefined
+}
+
 const validName = /^[A-Za-z0-9_-]+$/
 
 /**
  * Names a group of rpcs as a service. The name becomes the routing key: letters, digits, `_`, `-`.
+ * A `format` other than JSON is put on every rpc of the group (as the `WireFormat.Format`
+ * annotation), where callers find it once per rpc.
  *
  * @since 0.1.0
  */
 export const make = <const Name extends string, Rpcs extends Rpc.Any>(
   name: Name,
-  group: RpcGroup.RpcGroup<Rpcs>
+  group: RpcGroup.RpcGroup<Rpcs>,
+  options?: Options
 ): ServiceContract<Name, Rpcs> => {
   if (!validName.test(name)) {
     throw new globalThis.Error(`invalid service name "${name}": use letters, digits, "_" and "-"`)
   }
-  return { name, group }
+  const format = options?.format
+  return { name, group: format === undefined || format === WireFormat.json ? group : group.annotateRpcs(WireFormat.Format, format) }
 }

@@ -55,4 +55,6 @@ export * as Timer from "./Timer.ts"
 /** @since 0.1.0 */
 export * as WebSocketGateway from "./WebSocketGateway.ts"
 /** @since 0.1.0 */
+export * as WireFormat from "./WireFormat.ts"
+/** @since 0.1.0 */
 export * as Worker from "./Worker.ts"

@@ -6,6 +6,7 @@ import { brokerSuite } from "./fixtures/brokerSuite.ts"
 import { clientFaultSuite } from "./fixtures/clientFaultSuite.ts"
 import { deadLetterSuite } from "./fixtures/deadLetterSuite.ts"
 import { identitySuite } from "./fixtures/identitySuite.ts"
+import { wireFormatSuite } from "./fixtures/wireFormatSuite.ts"
 
 // suspended: the URL is known only once the global setup has started RabbitMQ
 const layer = Layer.suspend(() => AmqpBroker.layer({ url: amqpUrl(), reconnect: Schedule.spaced("250 millis") }))
@@ -16,3 +17,4 @@ deadLetterSuite("AmqpBroker", layer)
 clientFaultSuite("AmqpBroker", layer)
 // RabbitMQ verifies the user the URL logs in as (the tests' node: guest)
 identitySuite("AmqpBroker", layer, "guest")
+wireFormatSuite("AmqpBroker", layer)

@@ -4,6 +4,7 @@ import { brokerSuite } from "./fixtures/brokerSuite.ts"
 import { clientFaultSuite } from "./fixtures/clientFaultSuite.ts"
 import { deadLetterSuite } from "./fixtures/deadLetterSuite.ts"
 import { identitySuite } from "./fixtures/identitySuite.ts"
+import { wireFormatSuite } from "./fixtures/wireFormatSuite.ts"
 
 brokerContract("MemoryBroker", MemoryBroker.layer)
 // calls between clients and services of one process go direct (the default) ...
@@ -16,3 +17,5 @@ clientFaultSuite("MemoryBroker", MemoryBroker.layer)
 identitySuite("MemoryBroker", MemoryBroker.layer, undefined)
 identitySuite("MemoryBroker (identity)", MemoryBroker.layerWith({ identity: "mesh-local" }), "mesh-local")
 identitySuite("MemoryBroker (identity, queued calls)", MemoryBroker.layerWith({ identity: "mesh-local", directCalls: false }), "mesh-local")
+wireFormatSuite("MemoryBroker", MemoryBroker.layer)
+wireFormatSuite("MemoryBroker (queued calls)", MemoryBroker.layerWith({ directCalls: false }))

@@ -1,6 +1,6 @@
 /**
  * The one admission step of a service instance: a delivery from the service's queue is checked once
- * (reply-to and correlation id, size, method, content type, JSON, payload, deadline) and becomes
+ * (reply-to and correlation id, size, method, content type, body, payload, deadline) and becomes
  * admitted work or a refusal that says how to settle it. A request that came as a value
  * (`LocalRequest`) for the very rpc served is admitted as it is, without bytes to check. Every route of the instance (the unary hot
  * path in the transport's callback, the stream of deliveries, RpcServer for streams and middleware)
@@ -16,6 +16,7 @@ import type { ServiceError } from "../ServiceError.ts"
 import { InvalidPayload, MethodNotFound } from "../ServiceError.ts"
 import * as Codecs from "./codecs.ts"
 import * as events from "./events.ts"
+import * as Formats from "./formats.ts"
 import { LocalRequest } from "./local.ts"
 import * as wire from "./wire.ts"
 
@@ -31,6 +32,8 @@ export interface Admitted {
   readonly requestId: string
   readonly command: boolean
   readonly deadline: number
+  /** the format the request came in: its answer is written in it */
+  readonly format: Formats.BodyFormat
   /** the request as a value, when it came so: its context and span are the caller's own */
   readonly local: LocalRequest | undefined
 }
@@ -41,6 +44,8 @@ export interface Refused {
   readonly replyTo: string
   readonly requestId: string
   readonly error: ServiceError
+  /** the format to answer in: the request's, JSON where the service does not know it */
+  readonly format: Formats.BodyFormat
 }
 
 /** nobody to answer (no reply-to or correlation id): dead-lettered, not sent around in circles */
@@ -90,26 +95,31 @@ export const make = (service: string, group: RpcGroup.RpcGroup<Rpc.Any>, maxMess
   if (local instanceof LocalRequest && local.rpc === rpc && props.replyTo !== undefined && requestId !== undefined) {
     const deadline = local.context.deadline ?? Number.NaN
     if (Number.isFinite(deadline) && deadline <= now()) return { _tag: "Expired", method }
-    return { _tag: "Admitted", rpc, payload: local.payload, replyTo: props.replyTo, requestId, command: false, deadline, local }
+    // it came as a value, in no format: what is answered in bytes (a failure) is JSON
+    return { _tag: "Admitted", rpc, payload: local.payload, replyTo: props.replyTo, requestId, command: false, deadline, format: Formats.json, local }
   }
   const command = events.isCommand(props.headers)
   const replyTo = command ? "" : props.replyTo
   if (replyTo === undefined || (replyTo === "" && !command) || requestId === undefined) return unanswerable
-  const refuse = (error: ServiceError): Refused => ({ _tag: "Refused", replyTo, requestId, error })
+  // a format known to this process, or JSON to say that it is not
+  const format = Formats.ofContentType(props.contentType)
+  const refuse = (error: ServiceError): Refused => ({ _tag: "Refused", replyTo, requestId, error, format: format ?? Formats.json })
   if (delivery.body.length > maxMessageSize) {
     return refuse(new InvalidPayload({ service, method, issue: wire.tooLarge(delivery.body.length, maxMessageSize) }))
   }
   if (rpc === undefined) return refuse(new MethodNotFound({ service, method }))
-  if (props.contentType !== undefined && props.contentType !== wire.contentType) {
-    return refuse(new InvalidPayload({ service, method, issue: `content-type "${props.contentType}" is not ${wire.contentType}` }))
+  if (format === undefined) {
+    return refuse(new InvalidPayload({ service, method, issue: Formats.unknownContentType(String(props.contentType)) }))
   }
-  const body = wire.decodeJson(delivery.body)
-  if (Option.isNone(body)) return refuse(new InvalidPayload({ service, method, issue: "the body is not JSON" }))
+  const body = format.decode(delivery.body)
+  if (Option.isNone(body)) {
+    return refuse(new InvalidPayload({ service, method, issue: `the body is not ${format === Formats.json ? "JSON" : "MessagePack"}` }))
+  }
   const decoded = Codecs.codecsOf(rpc).decodePayload(body.value)
   if (Exit.isFailure(decoded)) {
     return refuse(new InvalidPayload({ service, method, issue: explain(rpc, body.value, decoded) }))
   }
   const deadline = deadlineOf(props.headers)
   if (Number.isFinite(deadline) && deadline <= now()) return { _tag: "Expired", method }
-  return { _tag: "Admitted", rpc, payload: decoded.value, replyTo, requestId, command, deadline, local: undefined }
+  return { _tag: "Admitted", rpc, payload: decoded.value, replyTo, requestId, command, deadline, format, local: undefined }
 }

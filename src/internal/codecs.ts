@@ -2,6 +2,9 @@
  * An rpc's schemas as the JSON codecs of effect/rpc's wire format, made once per rpc and shared by the
  * unary paths of the client (BrokerRpcClient) and of the instance (BrokerRpcServer).
  *
+ * The wire format its requests are written in (the rpc's `WireFormat.Format` annotation, JSON without
+ * one) is resolved here too, once per rpc: a caller pays nothing per call to know it.
+ *
  * An Exit that succeeded, the common case, is encoded and decoded with the success schema alone:
  * `{ _tag: "Success", value }` is what the Exit schema makes of it too, without a pass through the
  * Exit's union of causes.
@@ -12,11 +15,15 @@ import { Context, Effect, Exit, Option, Schema, SchemaIssue } from "effect"
 import type { SchemaAST } from "effect"
 import { Rpc, RpcSchema } from "effect/rpc"
 import { InvalidPayload } from "../ServiceError.ts"
+import * as WireFormat from "../WireFormat.ts"
+import * as Formats from "./formats.ts"
 
 type Parse = (u: unknown) => Exit.Exit<unknown, Schema.SchemaError>
 
 /** @internal */
 export interface Codecs {
+  /** the format the rpc's requests are written in */
+  readonly format: Formats.BodyFormat
   readonly encodePayload: Parse
   /** a payload of its type to its encoded form; throws (Schema's own error) where its encoding fails */
   readonly encodePayloadSync: (u: unknown) => unknown
@@ -40,6 +47,7 @@ export const codecsOf = (rpc: Rpc.AnyWithProps): Codecs => {
   let codecs = cache.get(rpc)
   if (codecs !== undefined) return codecs
   const options: SchemaAST.ParseOptions = Context.get(rpc.annotations, Rpc.ParseOptions)
+  const format = Formats.of(Context.get(rpc.annotations, WireFormat.Format))
   const exit = json(Rpc.exitSchema(rpc as Rpc.Any))
   const encodeFullExit = Schema.encodeUnknownExit(exit, options)
   const decodeFullExit = Schema.decodeUnknownExit(exit, options) as (
@@ -51,7 +59,7 @@ export const codecsOf = (rpc: Rpc.AnyWithProps): Codecs => {
   const encodePayloadSync = Schema.encodeUnknownSync(payload, options)
   if (RpcSchema.isStreamSchema(rpc.successSchema)) {
     // a stream's Exit carries no value: nothing to take a shorter way for
-    codecs = { encodePayload, encodePayloadSync, decodePayload, encodeExit: encodeFullExit, decodeExit: decodeFullExit }
+    codecs = { format, encodePayload, encodePayloadSync, decodePayload, encodeExit: encodeFullExit, decodeExit: decodeFullExit }
     cache.set(rpc, codecs)
     return codecs
   }
@@ -59,6 +67,7 @@ export const codecsOf = (rpc: Rpc.AnyWithProps): Codecs => {
   const encodeSuccess = Schema.encodeUnknownExit(success, options)
   const decodeSuccess = Schema.decodeUnknownExit(success, options)
   codecs = {
+    format,
     encodePayload,
     encodePayloadSync,
     decodePayload,

@@ -1,8 +1,10 @@
 /**
  * How RPC messages look on the broker. A request is one message: the method in `type`, the request id
  * in `correlationId`, the call context and the caller's span (W3C `traceparent`) in headers, the
- * encoded payload as JSON body. Replies and control messages carry effect/rpc's own encoded envelopes
- * as JSON bodies; a stream chunk names the instance that sent it, so that its ack goes back there.
+ * encoded payload as body, in its contract's wire format (WireFormat.ts, internal/formats.ts; JSON by
+ * default). Replies carry effect/rpc's own encoded envelopes in the request's format; control messages
+ * are the mesh's own, always JSON. A stream chunk names the instance that sent it, so that its ack goes
+ * back there.
  *
  * Every header costs on both ends (amqplib encodes and decodes field tables byte by byte), so there
  * are as few as the protocol needs.
