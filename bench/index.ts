@@ -23,6 +23,9 @@
  * and a Prometheus scrape of the process's metrics every second), in the same rounds; their ratio is
  * observed over plain, and column `spans/call` is what the receiver got (client and server) per call.
  *
+ * Wire formats (`echo10k-json`, `echo10k-msgpack`, `echo1m-json`, `echo1m-msgpack`): echo 10 KB and
+ * 1 MB with requests and replies in JSON and in MessagePack, raw (msgpackr) and the mesh alike.
+ *
  * `--only rpc1,rpc64,events` runs the cells whose ids start so (`rpc64` takes `rpc64-observed` too);
  * `--rounds` is at least 3.
  *
@@ -40,7 +43,7 @@ import { cpus, loadavg } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
-import type { Command, EmbeddedMeasure, Impl, ObservedStats, PublishMeasure, Reply, Request, RpcMeasure, RpcRun } from "./shared.ts"
+import type { Command, EmbeddedMeasure, Format, Impl, ObservedStats, PublishMeasure, Reply, Request, RpcMeasure, RpcRun } from "./shared.ts"
 import { baseRunId, median } from "./shared.ts"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
@@ -351,7 +354,7 @@ const main = async () => {
     return receiver.received(family, "client").spans + receiver.received(family, "server").spans
   }
 
-  const rpcCell = (id: string, title: string, method: "add" | "echo", size: number, inFlight: number, impls: ReadonlyArray<string>, durationMs: number, baselines: Readonly<Record<string, string>> = rpcBaselines): Cell => ({
+  const rpcCell = (id: string, title: string, method: "add" | "echo", size: number, inFlight: number, impls: ReadonlyArray<string>, durationMs: number, baselines: Readonly<Record<string, string>> = rpcBaselines, format: Format = "json"): Cell => ({
     id,
     title,
     impls,
@@ -359,7 +362,7 @@ const main = async () => {
     measure: async (impl) => {
       const client = clients[familyOf(impl)]!
       const server = servers[familyOf(impl)]!
-      const run: RpcRun = { impl: implOf(impl), method, size, inFlight, warmupMs: settings.warmupMs, durationMs }
+      const run: RpcRun = { impl: implOf(impl), method, size, format, inFlight, warmupMs: settings.warmupMs, durationMs }
       await client.call({ _tag: "RpcWarmup", run })
       const before = await server.call<NodeJS.CpuUsage>({ _tag: "Cpu" })
       const broker = brokerCpu()
@@ -435,6 +438,11 @@ const main = async () => {
     rpcCell("payload-100B", "RPC echo 100 B, 1 in flight", "echo", 100, 1, payloadImpls, settings.payloadMs),
     rpcCell("payload-10KB", "RPC echo 10 KB, 1 in flight", "echo", 10_000, 1, payloadImpls, settings.payloadMs),
     rpcCell("payload-1MB", "RPC echo 1 MB, 1 in flight", "echo", 1_000_000, 1, payloadImpls, settings.payloadMs),
+    // wire formats: the same echo written in JSON and in MessagePack, raw and the mesh alike
+    ...(["json", "msgpack"] as const).flatMap((format) => [
+      rpcCell(`echo10k-${format}`, `RPC echo 10 KB in ${format}, 1 in flight`, "echo", 10_000, 1, payloadImpls, settings.payloadMs, rpcBaselines, format),
+      rpcCell(`echo1m-${format}`, `RPC echo 1 MB in ${format}, 1 in flight`, "echo", 1_000_000, 1, payloadImpls, settings.payloadMs, rpcBaselines, format)
+    ]),
     {
       id: "events",
       title: `events publish → handled, ${eventsInFlight} publishes in flight, pool`,

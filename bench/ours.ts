@@ -141,21 +141,25 @@ export interface OursClient {
 }
 
 export const client = async (url: string, names: MeshNames, observe?: Observe): Promise<OursClient> => {
-  const { contract, event } = names
+  const { contract, event, msgpackContract } = names
   const scrapes = newScrapes()
   const runtime = ManagedRuntime.make(
     ServiceClient.layer.pipe(Layer.provideMerge(AmqpBroker.layer({ url })), Layer.provideMerge(observability(observe, scrapes)))
   )
   // `npm run bench -- --timeout 10s` sets it: every call then has a deadline, as real clients do
   const timeout = process.env["BENCH_CALL_TIMEOUT"]
-  const calc = await runtime.runPromise(ServiceClient.make(contract, timeout === undefined ? undefined : { timeout: Duration.fromInputUnsafe(timeout as Duration.Input) }))
+  const options = timeout === undefined ? undefined : { timeout: Duration.fromInputUnsafe(timeout as Duration.Input) }
+  const calc = await runtime.runPromise(ServiceClient.make(contract, options))
+  // the same calls written in MessagePack (`echo10k-msgpack`, ...): the service answers in it
+  const packed = await runtime.runPromise(ServiceClient.make(msgpackContract, options))
   const sum = await runtime.runPromise(calc.add({ a: 1, b: 2 }))
   if (sum !== 3) throw new Error(`add returned ${sum}`)
   let calls = 1
   return {
     rpc: async (run, durationMs) => {
       const data = payloadOf(run.size)
-      const call = run.method === "add" ? () => calc.add({ a: 1, b: 2 }) : () => calc.echo({ data })
+      const client = run.format === "msgpack" ? packed : calc
+      const call = run.method === "add" ? () => client.add({ a: 1, b: 2 }) : () => client.echo({ data })
       const measured = await runtime.runPromise(drive(call, run.inFlight, durationMs))
       calls += measured.calls
       return measured

@@ -5,7 +5,8 @@
  * `Service.make({ queueType: "quorum" })` declares, and a durable classic queue with dead-lettering
  * like `queueType: "classic"` declares (`raw-classic`); `raw-headers` uses the quorum queue with
  * requests that carry headers like effect-mesh's. The server parses the JSON request, publishes the
- * JSON reply to the caller's direct reply-to address, then acks. The client publishes `mandatory`
+ * JSON reply to the caller's direct reply-to address, then acks; a request in MessagePack (msgpackr,
+ * standard maps, as the mesh writes it) is read and answered in MessagePack. The client publishes `mandatory`
  * requests with a correlation id and matches replies on `amq.rabbitmq.reply-to`.
  * Events: a durable topic exchange and a queue as `Event.handle` declares them, quorum (`raw`) or
  * classic (`raw-events-classic`), each source with an exchange of its own; persistent messages
@@ -13,10 +14,14 @@
  * Every connection has `noDelay`.
  */
 import amqp from "amqplib"
+import { Packr, Unpackr } from "msgpackr"
 import type { Impl, Names, PublishMeasure, PublishRun, RpcMeasure, RpcRun } from "./shared.ts"
 import { cpuMicros, Latencies, payloadOf, serverConcurrency } from "./shared.ts"
 
 const contentType = "application/json"
+const msgpackType = "application/msgpack"
+const packr = new Packr({ useRecords: false })
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true })
 const directReplyTo = "amq.rabbitmq.reply-to"
 
 const quorum = (deadQueue: string, deliveryLimit: number): amqp.Options.AssertQueue => ({
@@ -64,9 +69,11 @@ export const server = async (url: string, n: Names, base: Names): Promise<RawSer
     await channel.consume(queue, (message) => {
       if (message === null) return
       const { replyTo, correlationId, type } = message.properties as { replyTo: string; correlationId: string; type: string }
-      const payload = JSON.parse(message.content.toString("utf8")) as { a: number; b: number; data: string }
+      const packed = message.properties.contentType === msgpackType
+      const payload = (packed ? unpackr.unpack(message.content) : JSON.parse(message.content.toString("utf8"))) as { a: number; b: number; data: string }
       const result = type === "echo" ? payload.data : payload.a + payload.b
-      channel.publish("", replyTo, Buffer.from(JSON.stringify(result)), { correlationId, contentType })
+      if (packed) channel.publish("", replyTo, packr.pack(result), { correlationId, contentType: msgpackType })
+      else channel.publish("", replyTo, Buffer.from(JSON.stringify(result)), { correlationId, contentType })
       channel.ack(message)
     })
   }
@@ -136,7 +143,9 @@ export const client = async (url: string, n: Names): Promise<RawClient> => {
     const resolve = pending.get(message.properties.correlationId as string)
     if (resolve === undefined) return
     pending.delete(message.properties.correlationId as string)
-    resolve(JSON.parse(message.content.toString("utf8")))
+    resolve(
+      message.properties.contentType === msgpackType ? unpackr.unpack(message.content) : JSON.parse(message.content.toString("utf8"))
+    )
   }, { noAck: true })
   const confirms = await connection.createConfirmChannel()
 
@@ -150,14 +159,14 @@ export const client = async (url: string, n: Names): Promise<RawClient> => {
     "x-mesh-client": client,
     traceparent: `00-${"0".repeat(32)}-${"1".repeat(16)}-01`
   })
-  const call = async (queue: string, method: string, payload: unknown, headers: boolean): Promise<unknown> => {
+  const call = async (queue: string, method: string, payload: unknown, headers: boolean, packed: boolean): Promise<unknown> => {
     const correlationId = String(nextId++)
     const reply = new Promise<unknown>((resolve) => pending.set(correlationId, resolve))
-    const written = channel.publish("", queue, Buffer.from(JSON.stringify(payload)), {
+    const written = channel.publish("", queue, packed ? packr.pack(payload) : Buffer.from(JSON.stringify(payload)), {
       correlationId,
       replyTo: directReplyTo,
       mandatory: true,
-      contentType,
+      contentType: packed ? msgpackType : contentType,
       type: method,
       ...(headers ? { headers: meshHeaders(correlationId) } : {})
     })
@@ -179,7 +188,7 @@ export const client = async (url: string, n: Names): Promise<RawClient> => {
       const worker = async () => {
         while (performance.now() < end) {
           const t0 = performance.now()
-          await call(queue, run.method, payload, run.impl === "raw-headers")
+          await call(queue, run.method, payload, run.impl === "raw-headers", run.format === "msgpack")
           latencies.record(performance.now() - t0)
           calls++
         }

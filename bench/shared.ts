@@ -4,7 +4,7 @@
  */
 import { Effect, Schema } from "effect"
 import { Rpc, RpcGroup } from "effect/rpc"
-import { Event, ServiceContract } from "effect-mesh"
+import { Event, ServiceContract, WireFormat } from "effect-mesh"
 import * as topology from "../src/internal/topology.ts"
 
 // ---- the workload ----
@@ -20,6 +20,8 @@ const meshNames = (service: string) => {
   return {
     service,
     contract: ServiceContract.make(service, BenchRpcs),
+    /** the same service as a caller that writes MessagePack sees it (the service reads both) */
+    msgpackContract: ServiceContract.make(service, BenchRpcs, { format: WireFormat.msgPack }),
     event: Event.make(service, "tick", Schema.Struct({ seq: Schema.Number, note: Schema.String })),
     /** what the mesh declares for the service and its subscription, deleted after the run */
     queues: [
@@ -118,10 +120,15 @@ export interface ObservedStats {
   readonly calls: number
 }
 
+/** the wire format a call's request and reply are written in */
+export type Format = "json" | "msgpack"
+
 export interface RpcRun {
   readonly impl: Impl
   readonly method: "add" | "echo"
   readonly size: number
+  /** JSON unless said */
+  readonly format?: Format | undefined
   readonly inFlight: number
   readonly warmupMs: number
   readonly durationMs: number
