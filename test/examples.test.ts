@@ -69,6 +69,20 @@ describe("examples", () => {
       assert.deepStrictEqual(yield* proc.exited, { code: 0, signal: null }, proc.output().join("\n"))
     }).pipe(Effect.scoped), 90_000)
 
+  it.live("examples/formats/main.ts: a JSON caller and a MessagePack caller of one service, on RabbitMQ", () =>
+    Effect.gen(function*() {
+      const proc = yield* spawnProgram(example("formats/main.ts"), env())
+      const { code } = yield* proc.exited
+      assert.strictEqual(code, 0, proc.output().join("\n"))
+      for (const contentType of ["application/json", "application/msgpack"]) {
+        assert.include(
+          proc.output(),
+          `${contentType}: add 1 + 2 → 3, divide by 0 → DivisionByZero, countdown → 3 2 1 0`,
+          proc.output().join("\n")
+        )
+      }
+    }).pipe(Effect.scoped), 90_000)
+
   it.live("the timers example logs pretty, as the others do, not logfmt", () =>
     Effect.gen(function*() {
       const proc = yield* spawnProgram(example("timers/main.ts"), env())
