@@ -8,20 +8,30 @@
  * the same channel; a second one in confirm mode once the reply queue makes a `confirm` publish). A
  * channel that a channel error closed (404, 406, ...) is opened again for the next operation.
  *
+ * Several nodes of a cluster may be given (`url` a list, or URLs separated by commas): the broker
+ * connects to the first that answers, starting from one picked at random (so that a fleet of
+ * processes spreads over the nodes), and after losing a node tries the next ones in turn.
+ *
  * amqplib does not recover from a lost connection, so this module does: when the connection drops,
- * it reconnects on a `Schedule`, declares again every exchange, queue and binding declared through
+ * it reconnects on a `Schedule` (to any of the nodes), declares again every exchange, queue and binding declared through
  * it, and re-attaches every consumer and reply queue, so their streams keep flowing. While the
- * connection is down, operations fail at once with `BrokerError` reason `Closed` (they do not wait);
+ * connection is down, operations fail at once with `BrokerError` reason `Closed` (they do not wait),
+ * but for a reply to a caller's direct reply-to address: it waits for the reconnection (up to the
+ * connect timeout) and goes out on the new connection, since its caller still waits for it and the
+ * address stays valid across a cluster as long as the caller's channel lives. On a cluster, the
+ * request a reply answers may not come back to another instance until the lost node is back (a
+ * quorum queue keeps what it delivered over a connection to a node it lost sight of):
+ * without the reply, its caller would wait out its deadline;
  * deliveries received before the drop can no longer be settled (the broker redelivers them) and
  * replies in flight are lost: a reply queue says so with `Lost` when its channel closes. When the
  * schedule gives up, every stream fails with `Closed`.
  *
  * @since 0.1.0
  */
-import { Cause, Channel, Config, Deferred, Duration, Effect, Exit, FiberSet, Layer, Metric, Queue, Redacted, Schedule, Scheduler, Semaphore, Stream } from "effect"
+import { Cause, Channel, Config, Deferred, Duration, Effect, Exit, FiberSet, Layer, Metric, Queue, Redacted, Schedule, Scheduler, Schema, Semaphore, Stream } from "effect"
 import type { Scope } from "effect"
 import { identity } from "effect/Function"
-import type { NonEmptyReadonlyArray } from "effect/Array"
+import { isArrayNonEmpty as isNonEmpty, type NonEmptyReadonlyArray } from "effect/Array"
 import type { ConnectionOptions } from "node:tls"
 import {
   type Body,
@@ -48,7 +58,7 @@ import {
 } from "./Broker.ts"
 import * as Amqp from "./internal/amqplib.ts"
 import * as Metrics from "./internal/metrics.ts"
-import { redactUrl } from "./internal/redact.ts"
+import { redactUrl, splitUrls } from "./internal/redact.ts"
 import * as Tls from "./internal/tls.ts"
 
 /**
@@ -57,8 +67,11 @@ import * as Tls from "./internal/tls.ts"
  * @since 0.1.0
  */
 export interface Options {
-  /** `amqp://user:password@host:port/vhost` (or `amqps://`) */
-  readonly url: string | Redacted.Redacted<string>
+  /**
+   * `amqp://user:password@host:port/vhost` (or `amqps://`); for a cluster, one URL per node, as a list
+   * or separated by commas (`amqp://...@rabbit-1,amqp://...@rabbit-2`)
+   */
+  readonly url: string | Redacted.Redacted<string> | NonEmptyReadonlyArray<string | Redacted.Redacted<string>>
   /** heartbeat interval in seconds (default: the URL's `heartbeat` parameter, else 10) */
   readonly heartbeat?: number | undefined
   /** TLS and socket options passed to the socket as they are (`noDelay` is always set) */
@@ -83,12 +96,19 @@ export interface Options {
  */
 export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerError, Scope.Scope> =>
   Effect.gen(function*() {
-    const rawUrl = Redacted.isRedacted(options.url) ? Redacted.value(options.url) : options.url
-    const { heartbeat, url, user } = yield* connectionUrl(rawUrl, options.heartbeat)
+    const given: ReadonlyArray<string | Redacted.Redacted<string>> = typeof options.url === "string" || Redacted.isRedacted(options.url)
+      ? [options.url]
+      : options.url
+    const rawUrls = given.flatMap((url) => splitUrls(Redacted.isRedacted(url) ? Redacted.value(url) : url))
+    const nodes = yield* Effect.forEach(rawUrls, (url) => connectionUrl(url, options.heartbeat))
+    if (!isNonEmpty(nodes)) {
+      return yield* new BrokerError({ reason: "Transport", message: "no AMQP URL given" })
+    }
+    const heartbeat = Math.max(...nodes.map((node) => node.heartbeat))
     // every publish says who sends it (AMQP user_id), which RabbitMQ checks against the login; not
     // where the login is not the URL's (EXTERNAL credentials in the socket options)
-    const publisher = options.socketOptions !== undefined && "credentials" in options.socketOptions ? undefined : user
-    const safeUrl = redactUrl(rawUrl)
+    const external = options.socketOptions !== undefined && "credentials" in options.socketOptions
+    const safeUrl = rawUrls.map(redactUrl).join(",")
     const socketOptions: Amqp.SocketOptions = {
       ...options.socketOptions,
       noDelay: true,
@@ -96,18 +116,48 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
       clientProperties: { connection_name: options.connectionName ?? "effect-mesh" }
     }
     const reconnect = options.reconnect ?? defaultReconnect
+    const replyGrace = Duration.fromInputUnsafe(options.connectTimeout ?? "10 seconds")
+    /** several nodes: what only happens on a cluster is guarded against */
+    const cluster = nodes.length > 1
     const initialConnect = options.initialConnect ?? Schedule.max([defaultReconnect, Schedule.during("30 seconds")])
     const run = yield* FiberSet.makeRuntime<never, unknown, unknown>()
     const state = new State()
+    // the node of the first attempt, at random; after it, each attempt starts from the node after the last one
+    state.next = Math.floor(Math.random() * nodes.length)
+    let publisher: string | undefined = external ? undefined : nodes[state.next].user
     const log = (effect: Effect.Effect<void>) => {
       run(Effect.annotateLogs(effect, { broker: "amqp", url: safeUrl }))
     }
 
     // -- sessions (one per connection) --
 
+    /** a connection to the first node that answers, trying each once from `state.next` */
+    const connectAny: Effect.Effect<{ readonly connection: Amqp.Connection; readonly node: number }, BrokerError> = Effect
+      .suspend(() => {
+        const start = state.next
+        const attempt = (i: number): Effect.Effect<{ readonly connection: Amqp.Connection; readonly node: number }, BrokerError> => {
+          const node = (start + i) % nodes.length
+          return Amqp.connect(nodes[node].url, socketOptions).pipe(
+            Effect.map((connection) => ({ connection, node })),
+            Effect.catch((error) =>
+              i + 1 < nodes.length
+                ? Effect.andThen(
+                  Effect.logDebug(`could not connect to ${redactUrl(rawUrls[node])}: ${error.message}; trying the next node`),
+                  attempt(i + 1)
+                )
+                : Effect.fail(error)
+            )
+          )
+        }
+        return attempt(0)
+      })
+
     const openSession = Effect.gen(function*() {
-      const connection = yield* Amqp.connect(url, socketOptions)
-      const session = new Session(++state.sessions, connection)
+      const { connection, node } = yield* connectAny
+      // the next connection after this one is lost goes to the next node first
+      state.next = (node + 1) % nodes.length
+      if (!external) publisher = nodes[node].user
+      const session = new Session(++state.sessions, connection, redactUrl(rawUrls[node]))
       yield* Amqp.onConnectionClose(connection, (error) => {
         session.down = true
         session.error = error
@@ -128,6 +178,18 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
       if (state.ready && session !== undefined && !session.down) return Effect.succeed(session)
       return Effect.fail(state.closedError())
     })
+
+    /** the session; for a reply to a direct reply-to address, after the reconnection when it is under way */
+    const awaitReady = (exchange: string, routingKey: string): Effect.Effect<Session, BrokerError> =>
+      Effect.suspend(() => {
+        if (state.ready || state.shutdown || state.fatal !== undefined || exchange !== "" || !routingKey.startsWith(directReplyPrefix)) {
+          return readySession
+        }
+        return Deferred.await(state.recovered).pipe(
+          Effect.timeoutOrElse({ duration: replyGrace, orElse: () => Effect.void }),
+          Effect.andThen(readySession)
+        )
+      })
 
     const isCurrent = (session: Session): boolean => state.session === session && !session.down && !state.shutdown
 
@@ -253,10 +315,18 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
         )
       })
 
-    const publish = (exchange: string, routingKey: string, body: Body, options?: PublishOptions) =>
+    const publish = (exchange: string, routingKey: string, body: Body, options?: PublishOptions): Effect.Effect<void, BrokerError> =>
       Effect.suspend(() => {
         // the common cases first, in as few steps as they take: connected, the channel open
         const session = state.session
+        if (options?.confirm !== true && cluster && exchange === "" && routingKey.startsWith(directReplyPrefix)) {
+          // on a cluster, a reply is confirmed before it counts as sent (and its request is acked):
+          // RabbitMQ 3.10 closes the whole connection of a publisher that replies to a caller on a
+          // node that is down (a crash in its direct reply-to), dropping the replies behind it on
+          // other channels, while the acks of their requests may still go through; unconfirmed, the
+          // request stays unacked and is redelivered
+          return publish(exchange, routingKey, body, { ...options, confirm: true })
+        }
         if (options?.confirm === true) {
           const confirms = state.confirms.channel
           if (
@@ -286,7 +356,7 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
       })
 
     const publishSlow = (exchange: string, routingKey: string, body: Body, options?: PublishOptions) =>
-      Effect.flatMap(readySession, (session) => {
+      Effect.flatMap(awaitReady(exchange, routingKey), (session) => {
         if (options?.confirm === true) {
           // no second try here: a confirm lost with its channel leaves unknown whether the message went out
           return Effect.flatMap(
@@ -628,6 +698,7 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
           })
         }
         state.ready = true
+        Deferred.doneUnsafe(state.recovered, Effect.void)
       })
 
     const giveUp = (error: BrokerError) =>
@@ -638,6 +709,7 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
           cause: error
         })
         state.ready = false
+        Deferred.doneUnsafe(state.recovered, Effect.void)
         yield* Effect.logError(state.fatal.message)
         for (const consumer of state.consumers) yield* failConsumer(consumer, state.fatal)
         for (const reply of state.replies) yield* failReply(reply, state.fatal)
@@ -649,6 +721,7 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
         while (true) {
           yield* Deferred.await(session.closed)
           state.ready = false
+          state.recovered = Deferred.makeUnsafe<void>()
           yield* Effect.logWarning(
             `lost the connection to RabbitMQ (${session.error?.message ?? "closed"}): reconnecting`
           )
@@ -660,7 +733,7 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
           const recovered = yield* Effect.exit(recover(next))
           if (Exit.isSuccess(recovered)) {
             yield* Metric.update(Metrics.reconnects, 1)
-            yield* Effect.logInfo("reconnected to RabbitMQ; topology, consumers and reply queues restored")
+            yield* Effect.logInfo(`reconnected to RabbitMQ at ${next.node}; topology, consumers and reply queues restored`)
           } else if (!next.down) {
             // something other than the connection failed: start over on a fresh connection
             yield* Effect.logWarning(`recovery failed (${Cause.pretty(recovered.cause)}): reconnecting again`)
@@ -693,6 +766,7 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
       Effect.suspend(() => {
         state.shutdown = true
         state.ready = false
+        Deferred.doneUnsafe(state.recovered, Effect.void)
         for (const consumer of state.consumers) Queue.endUnsafe(consumer.mailbox)
         for (const reply of state.replies) Queue.endUnsafe(reply.mailbox)
         const session = state.session
@@ -726,7 +800,20 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
 export const layer = (options: Options): Layer.Layer<Broker, BrokerError> => Layer.effect(Broker, make(options))
 
 /**
- * The RabbitMQ broker configured from `AMQP_URL` (required, redacted), `AMQP_HEARTBEAT` (seconds,
+ * Where RabbitMQ is, from the configuration: `AMQP_URLS` (a list in a config file, `amqp.urls`, or
+ * URLs separated by commas in the environment), else `AMQP_URL` (one URL, or several separated by
+ * commas), one URL per node of a cluster. Redacted; the nodes' URLs as one comma-separated list.
+ *
+ * @since 0.1.0
+ */
+export const urlConfig: Config.Config<Redacted.Redacted<string>> = Config.Array(Schema.String, "AMQP_URLS").pipe(
+  Config.map((urls) => Redacted.make(urls.join(","))),
+  Config.orElse(() => Config.Redacted("AMQP_URL"))
+)
+
+/**
+ * The RabbitMQ broker configured from `AMQP_URL` or `AMQP_URLS` (`urlConfig`: required, redacted; a
+ * cluster's nodes), `AMQP_HEARTBEAT` (seconds,
  * default 10), `AMQP_CONNECTION_NAME`, `AMQP_CONNECT_TIMEOUT` (default 10 seconds) and
  * `AMQP_RECONNECT_MAX_DELAY` (the cap of the exponential reconnect delays, default 5 seconds). TLS, for
  * an `amqps://` URL: `AMQP_TLS_CA` (the CA certificate file the broker's certificate must be signed
@@ -740,7 +827,7 @@ export const layer = (options: Options): Layer.Layer<Broker, BrokerError> => Lay
 export const layerConfig: Layer.Layer<Broker, BrokerError | Config.ConfigError> = Layer.effect(
   Broker,
   Effect.gen(function*() {
-    const url = yield* Config.Redacted("AMQP_URL")
+    const url = yield* urlConfig
     const heartbeat = yield* Config.Int("AMQP_HEARTBEAT").pipe(Config.withDefault(10))
     const connectionName = yield* Config.String("AMQP_CONNECTION_NAME").pipe(Config.withDefault("effect-mesh"))
     const connectTimeout = yield* Config.Duration("AMQP_CONNECT_TIMEOUT").pipe(
@@ -774,6 +861,9 @@ const wakeInline = new Scheduler.MixedScheduler("sync")
 
 const directReplyTo = "amq.rabbitmq.reply-to"
 
+/** where a reply to a direct reply-to address goes: RabbitMQ's name of the caller's channel after this */
+const directReplyPrefix = `${directReplyTo}.`
+
 const lost: Incoming = { _tag: "Lost" }
 
 type MutableProperties = { -readonly [K in keyof Properties]: Properties[K] }
@@ -796,9 +886,12 @@ class Session {
   error: Error | undefined = undefined
   readonly id: number
   readonly connection: Amqp.Connection
-  constructor(id: number, connection: Amqp.Connection) {
+  /** the node's URL, its password masked */
+  readonly node: string
+  constructor(id: number, connection: Amqp.Connection, node: string) {
     this.id = id
     this.connection = connection
+    this.node = node
   }
 }
 
@@ -881,9 +974,13 @@ class ReplyState {
 
 class State {
   sessions = 0
+  /** the node the next connection attempt starts from */
+  next = 0
   session: Session | undefined = undefined
   /** connected, with topology, consumers and reply queues restored */
   ready = false
+  /** done when `ready` is true again after a lost connection (or the broker gave up or shut down) */
+  recovered = Deferred.makeUnsafe<void>()
   shutdown = false
   fatal: BrokerError | undefined = undefined
   readonly exchanges = new Map<string, { readonly type: ExchangeType; readonly options: ExchangeOptions | undefined }>()

@@ -18,7 +18,10 @@
  *     serverName: rabbit.internal
  * ```
  *
- * `layerBroker` picks the broker: RabbitMQ when `AMQP_URL` is set, else the embedded one. `show`
+ * A RabbitMQ cluster is several URLs: `amqp: { urls: [amqp://...@rabbit-1, amqp://...@rabbit-2] }`
+ * in the file (`AMQP_URLS`), or a comma-separated list in `AMQP_URL` or `AMQP_URLS`.
+ *
+ * `layerBroker` picks the broker: RabbitMQ when `AMQP_URL` (or `AMQP_URLS`) is set, else the embedded one. `show`
  * renders the effective settings with secrets redacted.
  *
  * @since 0.1.0
@@ -153,11 +156,12 @@ export const layer = (path: Option.Option<string>): Layer.Layer<never, MeshConfi
   ))
 
 /**
- * Whether the configuration names a RabbitMQ (`AMQP_URL`).
+ * Whether the configuration names a RabbitMQ (`AMQP_URLS` or `AMQP_URL`: `AmqpBroker.urlConfig`), and
+ * its nodes' URLs, comma-separated.
  *
  * @since 0.1.0
  */
-export const amqpUrl: Config.Config<Option.Option<Redacted.Redacted<string>>> = Config.option(Config.Redacted("AMQP_URL"))
+export const amqpUrl: Config.Config<Option.Option<Redacted.Redacted<string>>> = Config.option(AmqpBroker.urlConfig)
 
 /**
  * How logs are written, from the configuration: `LOG_FORMAT` is `pretty` (effect's
@@ -221,7 +225,7 @@ export const layerOtlp = (serviceName: string): Layer.Layer<never, Config.Config
   }))
 
 /**
- * The broker the configuration asks for: RabbitMQ (`AmqpBroker.layerConfig`) when `AMQP_URL` is set,
+ * The broker the configuration asks for: RabbitMQ (`AmqpBroker.layerConfig`) when `AMQP_URL` or `AMQP_URLS` is set,
  * else the embedded `MemoryBroker`.
  *
  * @since 0.1.0
@@ -231,7 +235,7 @@ export const layerBroker: Layer.Layer<Broker, BrokerError | Config.ConfigError> 
 )
 
 /**
- * Where a broker is, for logs: the URL without its password (or "embedded, in-process").
+ * Where a broker is, for logs: the URL (each node's, for a cluster) without its password (or "embedded, in-process").
  *
  * @since 0.1.0
  */
@@ -256,7 +260,10 @@ export const show = (
     const sourceOf = (key: string): Setting["source"] =>
       file !== undefined && key in file.flat ? "file" : env[key] !== undefined && env[key] !== "" ? "env" : "default"
     for (const [key, fallback] of meshSettings) {
-      const value = yield* Config.option(Config.String(key))
+      // a list (AMQP_URLS from a file) as its items separated by commas
+      const value = yield* Config.option(
+        listSettings.has(key) ? Config.map(Config.Array(Schema.String, key), (items) => items.join(",")) : Config.String(key)
+      )
       if (Option.isNone(value) && fallback === undefined) {
         settings.push({ key, value: "(not set)", source: "default" })
         continue
@@ -268,13 +275,19 @@ export const show = (
     for (const key of Object.keys(file?.flat ?? {}).sort()) {
       if (known.has(key)) continue
       const value = file?.flat[key]
-      settings.push({ key, value: redactValue(key, typeof value === "string" ? value : JSON.stringify(value)), source: "file" })
+      const text = typeof value === "string"
+        ? value
+        : Array.isArray(value) && value.every((item) => typeof item === "string")
+        ? value.join(",")
+        : JSON.stringify(value)
+      settings.push({ key, value: redactValue(key, text), source: "file" })
     }
     return settings
   })
 
 /**
- * Masks the password of a URL (`amqp://user:***@host/`); one with an unencoded `/` or `@` in it whole.
+ * Masks the password of a URL (`amqp://user:***@host/`), of each URL of a comma-separated list; one
+ * with an unencoded `/` or `@` in it whole.
  *
  * @since 0.1.0
  */
@@ -285,6 +298,7 @@ export const redactUrl: (url: string) => string = Redact.redactUrl
 /** the settings the mesh itself reads, with their defaults */
 const meshSettings: ReadonlyArray<readonly [string, string | undefined]> = [
   ["AMQP_URL", undefined],
+  ["AMQP_URLS", undefined],
   ["AMQP_HEARTBEAT", "10"],
   ["AMQP_CONNECTION_NAME", "effect-mesh"],
   ["AMQP_CONNECT_TIMEOUT", "10 seconds"],
@@ -308,6 +322,9 @@ const meshSettings: ReadonlyArray<readonly [string, string | undefined]> = [
   [DeadLetters.keys.maxLength, String(DeadLetters.defaults.maxLength)],
   [DeadLetters.keys.ttl, String(DeadLetters.defaults.ttl)]
 ]
+
+/** settings whose value may be a list */
+const listSettings: ReadonlySet<string> = new Set(["AMQP_URLS"])
 
 const secretKey = /PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|CREDENTIAL|PRIVATE|API_?KEY/i
 

@@ -104,6 +104,7 @@ describe("MeshConfig", () => {
       const byKey = Object.fromEntries(settings.map((s) => [s.key, `${s.value} (${s.source})`]))
       assert.deepStrictEqual(byKey, {
         AMQP_URL: "amqp://app:***@rabbit/ (file)",
+        AMQP_URLS: "(not set) (default)",
         AMQP_HEARTBEAT: "20 (env)",
         AMQP_CONNECTION_NAME: "effect-mesh (default)",
         AMQP_CONNECT_TIMEOUT: "10 seconds (default)",
