@@ -278,7 +278,8 @@ export const make = <const Source extends string, const Type extends string, S e
  */
 export const publish = <Source extends string, Type extends string, S extends Schema.Top>(
   event: Event<Source, Type, S>,
-  payload: S["~type.make.in"]
+  payload: S["~type.make.in"],
+  options?: PublishOptions | undefined
 ): Effect.Effect<void, EventError, Broker> =>
   // no `Effect.gen` on this path: a generator function created per call costs more than the rest of
   // the client's work for an event (V8 builds a new map for the objects of every new generator function)
@@ -288,21 +289,43 @@ export const publish = <Source extends string, Type extends string, S extends Sc
         event.schema.makeEffect(payload),
         (issue) => eventError(event, "InvalidPayload", formatIssue(issue))
       ),
-      (made) => publishMade(Context.get(context, Broker), Context.get(context, CallContext.CallContext), event, made)
+      (made) =>
+        publishMade(
+          Context.get(context, Broker),
+          Context.get(context, CallContext.CallContext),
+          event,
+          made,
+          options?.messageId
+        )
     )
   )
+
+/**
+ * Options of `publish`.
+ *
+ * @since 0.1.0
+ */
+export interface PublishOptions {
+  /**
+   * the event's message id (`Metadata.messageId`), random by default: a publisher that may publish the
+   * same event twice (the transactional outbox after a crash) gives its own stable id, so that
+   * subscribers can tell a repeat
+   */
+  readonly messageId?: string | undefined
+}
 
 const publishMade = (
   broker: Broker["Service"],
   parent: CallContext.CallContext,
   event: Any,
-  made: unknown
+  made: unknown,
+  messageId: string | undefined
 ): Effect.Effect<void, EventError> => {
   const codec = codecOf(event)
   const encoded = codec.encode(made)
   if (Exit.isFailure(encoded)) return Effect.fail(eventError(event, "InvalidPayload", issueOf(encoded)))
   const exchange = codec.exchange
-  const id = crypto.randomUUID()
+  const id = messageId ?? crypto.randomUUID()
   const context = internal.nextContextOf(parent, event.source, event.type, id)
   // the publish has a span of its own (a producer's), which the handlers' spans are children of
   const send = Effect.useSpan(

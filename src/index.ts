@@ -41,6 +41,8 @@ export * as MeshTest from "./MeshTest.ts"
 /** @since 0.1.0 */
 export * as Nameko from "./Nameko.ts"
 /** @since 0.1.0 */
+export * as Outbox from "./Outbox.ts"
+/** @since 0.1.0 */
 export * as Service from "./Service.ts"
 /** @since 0.1.0 */
 export * as ServiceClient from "./ServiceClient.ts"
@@ -48,6 +50,8 @@ export * as ServiceClient from "./ServiceClient.ts"
 export * as ServiceContract from "./ServiceContract.ts"
 /** @since 0.1.0 */
 export * as ServiceError from "./ServiceError.ts"
+/** @since 0.1.0 */
+export * as Sql from "./Sql.ts"
 /** @since 0.1.0 */
 export * as Sse from "./Sse.ts"
 /** @since 0.1.0 */
