@@ -1,5 +1,8 @@
-import type { Layer } from "effect"
-import { CallContext, MemoryBroker } from "effect-mesh"
+import { Effect, Layer, Schema } from "effect"
+import { Rpc, RpcGroup } from "effect/rpc"
+import { CallContext, MemoryBroker, Service, ServiceContract } from "effect-mesh"
+import type { ServiceError } from "effect-mesh/ServiceError"
+import { Forbidden } from "effect-mesh/ServiceError"
 import type { Broker, BrokerErrorReason, Properties, PublishOptions } from "effect-mesh/Broker"
 import { describe, expect, it } from "tstyche"
 
@@ -23,5 +26,25 @@ describe("Security", () => {
   it("the embedded broker takes an identity", () => {
     expect(MemoryBroker.layerWith({ identity: "orders" })).type.toBe<Layer.Layer<Broker>>()
     expect(MemoryBroker.layerWith).type.not.toBeCallableWith({ identity: 42 })
+  })
+
+  it("a service's authorization policy sees the call and answers a boolean; a denial is Forbidden, one of the mesh's errors", () => {
+    class Vault extends RpcGroup.make(Rpc.make("open", { payload: { door: Schema.Int }, success: Schema.String })) {}
+    const contract = ServiceContract.make("vault", Vault)
+    const layer = Service.make(contract, {
+      handlers: { open: ({ door }) => Effect.succeed(`door ${door}`) },
+      authorize: (call) => {
+        expect(call).type.toBe<Service.Call>()
+        expect(call.context.verifiedUserId).type.toBe<string | undefined>()
+        return Effect.succeed(call.method === "open" && call.context.verifiedUserId === "edge")
+      }
+    })
+    expect(layer).type.toBeAssignableTo<Layer.Layer<never, unknown, Broker>>()
+    expect(Service.make).type.not.toBeCallableWith(contract, {
+      handlers: { open: () => Effect.succeed("") },
+      authorize: () => true
+    })
+    expect<Forbidden>().type.toBeAssignableTo<ServiceError>()
+    expect(new Forbidden({ service: "vault", method: "open" }).caller).type.toBe<string | undefined>()
   })
 })

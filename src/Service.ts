@@ -37,7 +37,7 @@ import * as QueueTypes from "./internal/queueType.ts"
 import * as Runner from "./internal/runner.ts"
 import * as wire from "./internal/wire.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
-import { RemoteDefect } from "./ServiceError.ts"
+import { Forbidden, RemoteDefect } from "./ServiceError.ts"
 
 /**
  * @since 0.1.0
@@ -67,6 +67,27 @@ export interface Options<Handlers, EX, RX> {
   readonly discovery?: boolean | undefined
   /** the events the service publishes, for `describe` (an `Event.Event` fits) */
   readonly publishes?: ReadonlyArray<Discovery.PublishedEvent> | undefined
+  /**
+   * the authorization policy: asked before every call and command runs (on every route: the mesh, the
+   * HTTP and WebSocket gateways, Nameko callers); `false` denies it, and the caller gets `Forbidden`
+   * without the handler running. Decide on `context.verifiedUserId`, the sender the broker verified,
+   * never on the claimed `userId` alone. A policy that needs services gets them where the Layer is
+   * built (`Layer.unwrap`)
+   */
+  readonly authorize?: ((call: Call) => Effect.Effect<boolean>) | undefined
+}
+
+/**
+ * A call as the authorization policy sees it: which method, its payload (made by its schema), and the
+ * caller's context (`verifiedUserId`: the sender the broker verified).
+ *
+ * @since 0.1.0
+ */
+export interface Call {
+  readonly service: string
+  readonly method: string
+  readonly payload: unknown
+  readonly context: CallContext.CallContext
 }
 
 /**
@@ -217,7 +238,7 @@ const rpcLayer = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
       : build as unknown as Record<string, RawHandler>
     const wrapped: Record<string, RawHandler> = {}
     for (const tag in handlers) {
-      wrapped[tag] = wrapHandler(contract.name, tag, handlers[tag], options.exposeStackTraces === true)
+      wrapped[tag] = wrapHandler(contract.name, tag, handlers[tag], options)
     }
     const context = yield* contract.group.toHandlers(wrapped as unknown as RpcGroup.HandlersFrom<Rpcs>)
     // unary rpcs without middleware run on the instance's own runner
@@ -259,6 +280,7 @@ const unaryRunner = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
     const base = yield* Effect.context<never>()
     const service = contract.name
     const exposeStackTraces = options.exposeStackTraces === true
+    const authorize = options.authorize
     const rpcs = new Map<string, Rpc.Any>()
     const spanOf = new Map<string, { readonly name: string; readonly attributes: Record<string, unknown> }>()
     for (const [tag, rpc] of contract.group.requests) {
@@ -273,12 +295,16 @@ const unaryRunner = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
       const tag = request.rpc._tag
       const handler = handlers[tag]
       const id = nextRequest++
-      return withStack(service, tag, exposeStackTraces)(Effect.suspend(() => {
+      const run = Effect.suspend(() => {
         const made = handler(request.payload, new DirectOptions(id, request))
         if (!RpcModule.isWrapper(made)) return made as Effect.Effect<unknown, unknown>
         const inner = made.value as Effect.Effect<unknown, unknown>
         return made.uninterruptible ? Effect.uninterruptible(inner) : inner
-      }))
+      })
+      const allowed = authorize === undefined
+        ? run
+        : Effect.andThen(authorized(authorize, { service, method: tag, payload: request.payload, context: request.context }), run)
+      return withStack(service, tag, exposeStackTraces)(allowed)
     }
     // each request on the instance runner: its scope, `CallContext` and server span (internal/runner.ts)
     const start = (
@@ -321,24 +347,46 @@ type RawHandler = (payload: unknown, options: Parameters<Rpc.ToHandlerFn<Rpc.Any
 
 /**
  * A handler as effect/rpc's RpcServer runs it (streams, rpcs with middleware): with the caller's
- * `CallContext` and the run's log annotations, as the instance runner gives its own runs
+ * `CallContext` and the run's log annotations, as the instance runner gives its own runs, and behind
+ * the service's authorization policy
  */
-const wrapHandler = (service: string, method: string, handler: RawHandler, exposeStackTraces: boolean): RawHandler =>
-(payload, options) => {
-  const context = Identity.verify(CallContext.fromHeaders(options.headers), options.headers[Identity.header])
+const wrapHandler = (
+  service: string,
+  method: string,
+  handler: RawHandler,
+  options: Pick<Options<unknown, unknown, unknown>, "exposeStackTraces" | "authorize">
+): RawHandler =>
+(payload, handlerOptions) => {
+  const context = Identity.verify(CallContext.fromHeaders(handlerOptions.headers), handlerOptions.headers[Identity.header])
   const run = { service, name: `${service}.${method}`, context }
-  return RpcModule.wrapMap(handler(payload, options), (result): HandlerResult => {
+  const policy = options.authorize
+  const allowed = policy === undefined ? undefined : authorized(policy, { service, method, payload, context })
+  return RpcModule.wrapMap(handler(payload, handlerOptions), (result): HandlerResult => {
     if (Stream.isStream(result)) {
       const stream = Stream.provideService(result, CallContext.CallContext, context)
-      return Stream.unwrap(Effect.map(Runner.annotations(run), (annotations) =>
-        Stream.provideService(stream, References.CurrentLogAnnotations, annotations)))
+      return Stream.unwrap(Effect.map(
+        allowed === undefined ? Runner.annotations(run) : Effect.andThen(allowed, Runner.annotations(run)),
+        (annotations) => Stream.provideService(stream, References.CurrentLogAnnotations, annotations)
+      ))
     }
+    const effect = Effect.provideService(result, CallContext.CallContext, context)
     // the caller's deadline is enforced by the protocol (BrokerRpcServer), for every call at once
-    return withStack(service, method, exposeStackTraces)(
-      Runner.annotated(run, Effect.provideService(result, CallContext.CallContext, context))
+    return withStack(service, method, options.exposeStackTraces === true)(
+      Runner.annotated(run, allowed === undefined ? effect : Effect.andThen(allowed, effect))
     )
   })
 }
+
+/** the policy's answer: on `false`, the caller's `Forbidden` (as a defect, as every mesh error travels) */
+const authorized = (policy: (call: Call) => Effect.Effect<boolean>, call: Call): Effect.Effect<void> =>
+  Effect.flatMap(policy(call), (allowed) =>
+    allowed ? Effect.void : Effect.die(wire.serviceErrorDefect(
+      new Forbidden({
+        service: call.service,
+        method: call.method,
+        ...(call.context.verifiedUserId === undefined ? {} : { caller: call.context.verifiedUserId })
+      })
+    )))
 
 /** with `exposeStackTraces`, a defect reaches the caller as a RemoteDefect with its stack */
 const withStack = (service: string, method: string, exposeStackTraces: boolean) =>

@@ -3,7 +3,7 @@
  *
  * Each is a `Schema.TaggedError`, so it crosses the wire typed: a server answers an unknown method
  * with `MethodNotFound`, a payload that fails its schema with `InvalidPayload` (carrying the schema
- * issue text), and a handler's defect or undeclared failure with `RemoteDefect`. The client adds
+ * issue text), a call its authorization policy denies with `Forbidden`, and a handler's defect or undeclared failure with `RemoteDefect`. The client adds
  * `ServiceNotFound`, `CallTimeout` and `TransportError`.
  *
  * A handler that calls another service gets these errors too, and its own contract does not declare
@@ -110,6 +110,23 @@ export class RemoteDefect extends Schema.TaggedError<RemoteDefect>()("RemoteDefe
 }) {}
 
 /**
+ * The service's authorization policy (`Service.make`'s `authorize`) denied the call: the handler did
+ * not run. `caller` is the sender the broker verified, when there was one (never a claimed user id).
+ *
+ * @since 0.1.0
+ */
+export class Forbidden extends Schema.TaggedError<Forbidden>()("Forbidden", {
+  service: Schema.String,
+  method: Schema.String,
+  caller: Schema.optionalKey(Schema.String)
+}) {
+  override get message(): string {
+    const who = this.caller === undefined ? "a caller the broker did not verify" : `"${this.caller}"`
+    return `${who} may not call ${this.service}.${this.method}`
+  }
+}
+
+/**
  * What a transport failure means for the request, when the client knows more than that it failed.
  *
  * - `OutcomeUnknown`: the connection to the broker was lost while the call was in flight: the request
@@ -145,6 +162,7 @@ export type ServiceError =
   | ServiceNotFound
   | MethodNotFound
   | InvalidPayload
+  | Forbidden
   | CallTimeout
   | RemoteDefect
   | TransportError
@@ -155,13 +173,14 @@ export type ServiceError =
  * @since 0.1.0
  */
 export const ServiceError: Schema.Codec<ServiceError, unknown> = Schema.toCodecJson(
-  Schema.Union([ServiceNotFound, MethodNotFound, InvalidPayload, CallTimeout, RemoteDefect, TransportError])
+  Schema.Union([ServiceNotFound, MethodNotFound, InvalidPayload, Forbidden, CallTimeout, RemoteDefect, TransportError])
 ) as Schema.Codec<ServiceError, unknown>
 
 const tags: ReadonlySet<string> = new Set([
   "ServiceNotFound",
   "MethodNotFound",
   "InvalidPayload",
+  "Forbidden",
   "CallTimeout",
   "RemoteDefect",
   "TransportError"

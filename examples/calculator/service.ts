@@ -29,5 +29,11 @@ export const CalculatorLive = Service.make(Calculator, {
         return a * b
       }),
     sleep: ({ millis }) => Effect.sleep(millis).pipe(Effect.as(`slept ${millis} ms`))
-  }
+  },
+  // who may call what: a caller the broker did not verify may not hold an instance for more than 5 s
+  // (it gets ServiceError.Forbidden, and the handler does not run)
+  authorize: ({ context, method, payload }) =>
+    Effect.succeed(
+      method !== "sleep" || context.verifiedUserId !== undefined || (payload as { readonly millis: number }).millis <= 5_000
+    )
 })

@@ -43,6 +43,8 @@ export const statusOfServiceError = (error: ServiceError): number => {
       return 404
     case "InvalidPayload":
       return 400
+    case "Forbidden":
+      return 403
     case "CallTimeout":
       return 504
     case "RemoteDefect":
