@@ -254,6 +254,12 @@ export class ProtocolCall extends PendingCall {
     if (instance !== undefined) this.instance = instance
     // a chunk waits for its consumer to pull; it must not hold up other calls' replies.
     // Order is kept: the next chunk is only sent after this one is written and acked
+    if (answer._tag === "Defect") {
+      // one delivery is one protocol client on the server, so its defect is this call's: as an Exit, it
+      // ends this call alone. effect/rpc's client would clear every call of the client, then fail to
+      // decode a malformed defect, and leave this one waiting for ever
+      return this.write({ _tag: "Exit", requestId: String(this.requestId), exit: { _tag: "Failure", cause: [{ _tag: "Die", defect: answer.defect }] } })
+    }
     return answer._tag === "Chunk"
       ? Effect.asVoid(Effect.forkIn(this.write(answer), this.protocol.scope))
       : this.write(answer)
