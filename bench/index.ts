@@ -1,5 +1,7 @@
 /**
  * `npm run bench [-- --quick] [-- --rounds 5] [-- --only rpc,events] [-- --cpu-prof]`
+ * `npm run bench -- --scale [--quick]`: throughput with 1, 2 and 4 processes a side, on one node and on
+ * a three-node cluster (bench/scale.ts)
  *
  * effect-mesh against hand-written amqplib on a real RabbitMQ, server and client in separate
  * processes, plus the embedded broker in one process. Every scenario runs once per round for every
@@ -56,9 +58,16 @@ const { values: flags } = parseArgs({
     peers: { type: "string" },
     compare: { type: "string" },
     timeout: { type: "string" },
-    "cpu-prof": { type: "boolean", default: false }
+    "cpu-prof": { type: "boolean", default: false },
+    scale: { type: "boolean", default: false }
   }
 })
+if (flags.scale === true) {
+  // how throughput grows with processes, on one node and on a cluster: bench/scale.ts
+  const { runScale } = await import("./scale.ts")
+  await runScale({ quick: flags.quick === true })
+  process.exit(0)
+}
 const quick = flags.quick === true
 const rounds = Math.max(3, Number(flags.rounds ?? (quick ? 3 : 5)))
 const list = (flag: string | undefined) => flag?.split(",").map((s) => s.trim()).filter((s) => s !== "")
