@@ -45,6 +45,9 @@ describe("Security", () => {
       authorize: () => true
     })
     expect<Forbidden>().type.toBeAssignableTo<ServiceError>()
+    // an entrypoint that serves calls on a wire of its own asks its instance's policy
+    expect<Service.Instance["authorize"]>().type.toBe<((call: Service.Call) => Effect.Effect<boolean>) | undefined>()
+    expect(Service.authorized).type.toBe<(policy: (call: Service.Call) => Effect.Effect<boolean>, call: Service.Call) => Effect.Effect<void>>()
     expect(new Forbidden({ service: "vault", method: "open" }).caller).type.toBe<string | undefined>()
   })
 })

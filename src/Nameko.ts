@@ -553,7 +553,13 @@ const serveRpc = (
             ? wire.contractError(service, encoded.value)
             : wire.defect(`an error the contract does not declare: ${messageOf(reason.error)}`))
         }
-        if (Cause.isDieReason(reason)) return wire.reply(null, wire.defect(messageOf(reason.defect)))
+        if (Cause.isDieReason(reason)) {
+          // the mesh's own errors (a policy's Forbidden) keep their tag: `exc_type`
+          const meshError = meshWire.serviceErrorOfDefect(reason.defect)
+          return wire.reply(null, Option.isSome(meshError)
+            ? wire.contractError(service, { _tag: meshError.value._tag, message: meshError.value.message })
+            : wire.defect(messageOf(reason.defect)))
+        }
       }
       return wire.reply(null, wire.defect("the call was interrupted"))
     }
@@ -579,7 +585,7 @@ const serveRpc = (
       const id = nextRequest++
       const headers = delivery.properties.headers
       const context = wire.contextOf(headers, { service, method, id: crypto.randomUUID() })
-      const run = Effect.suspend(() => {
+      const handle = Effect.suspend(() => {
         const made = handler(request.payload, {
           client: new Rpc.ServerClient(id),
           requestId: RequestId(id),
@@ -590,6 +596,10 @@ const serveRpc = (
         const inner = made.value as Effect.Effect<unknown, unknown>
         return made.uninterruptible ? Effect.uninterruptible(inner) : inner
       })
+      const policy = instance.authorize
+      const run = policy === undefined
+        ? handle
+        : Effect.andThen(Service.authorized(policy, { service, method, payload: request.payload, context }), handle)
       lane.start(
         {
           service,

@@ -98,6 +98,8 @@ export interface Call {
 export interface Instance {
   readonly service: string
   readonly instanceId: string
+  /** the service's authorization policy (`Options.authorize`), for entrypoints that serve calls too */
+  readonly authorize?: ((call: Call) => Effect.Effect<boolean>) | undefined
 }
 
 /**
@@ -174,7 +176,7 @@ export const make = <
 > =>
   mark(
     Layer.unwrap(Effect.sync(() => {
-      const instance: Instance = { service: contract.name, instanceId: crypto.randomUUID() }
+      const instance: Instance = { service: contract.name, instanceId: crypto.randomUUID(), authorize: options.authorize }
       const entrypoints = (options.entrypoints ?? []).map((e) => e.layer(instance))
       const discovery = options.discovery === false ? [] : [Discovery.layer({
         ...instance,
@@ -377,8 +379,14 @@ const wrapHandler = (
   })
 }
 
-/** the policy's answer: on `false`, the caller's `Forbidden` (as a defect, as every mesh error travels) */
-const authorized = (policy: (call: Call) => Effect.Effect<boolean>, call: Call): Effect.Effect<void> =>
+/**
+ * Asks a service's authorization policy about a call: on `false`, the caller's `Forbidden`, as a defect
+ * (as every mesh error travels: `ServiceError` reads it back). For entrypoints that serve calls on a
+ * wire of their own (`Nameko.serve`), with their instance's `authorize`.
+ *
+ * @since 0.1.0
+ */
+export const authorized = (policy: (call: Call) => Effect.Effect<boolean>, call: Call): Effect.Effect<void> =>
   Effect.flatMap(policy(call), (allowed) =>
     allowed ? Effect.void : Effect.die(wire.serviceErrorDefect(
       new Forbidden({

@@ -61,7 +61,9 @@ const tsCalcHandlers = {
 const TsCalcLive = Service.make(TsCalc, {
   handlers: tsCalcHandlers,
   discovery: false,
-  entrypoints: [Nameko.serve(TsCalc, tsCalcHandlers, { args: { add: ["a", "b"], divide: ["a", "b"] } })]
+  entrypoints: [Nameko.serve(TsCalc, tsCalcHandlers, { args: { add: ["a", "b"], divide: ["a", "b"] } })],
+  // one policy for both wires: nobody adds to 666
+  authorize: ({ method, payload }) => Effect.succeed(!(method === "add" && (payload as { readonly a: number }).a === 666))
 })
 
 /** an instance subscribing to Python's events with each of Nameko's handler types */
@@ -119,6 +121,14 @@ layer(MeshLive, { timeout: "120 seconds", excludeTestServices: true })("Nameko a
       assert.strictEqual((yield* call(service, "add", [4], { b: 6 })).result, 10)
       const divided = yield* call(service, "divide", [1, 0])
       assert.deepStrictEqual(divided.error, { class: "RemoteError", exc_type: "DivisionByZero", value: "DivisionByZero" })
+      // the service's authorization policy holds on Nameko's wire as on the mesh's
+      const denied = yield* call(service, "add", [666, 1])
+      assert.deepStrictEqual(denied.error, {
+        class: "RemoteError",
+        exc_type: "Forbidden",
+        value: `a caller the broker did not verify may not call ${service}.add`
+      })
+      assert.strictEqual((yield* Effect.flip((yield* ServiceClient.make(TsCalc)).add({ a: 666, b: 1 })))._tag, "Forbidden")
       const crashed = yield* call(service, "crash", [])
       assert.strictEqual(crashed.error?.exc_type, "RemoteDefect")
       assert.strictEqual(crashed.error?.value, "the handler crashed")
