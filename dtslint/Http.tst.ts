@@ -1,4 +1,4 @@
-import { Context, Effect, Layer, Schema } from "effect"
+import { Config, Context, Effect, Layer, Schema, Stream } from "effect"
 import type { HttpClient, HttpRouter, HttpServer } from "effect/http"
 import type { HttpServerResponse } from "effect/http"
 import type { ServeError } from "effect/http/HttpServerError"
@@ -108,5 +108,35 @@ describe("the edge's Layers", () => {
         return Effect.void
       }
     )
+  })
+})
+
+describe("limits at the edge", () => {
+  it("the server takes its limits as options, sizes as bytes or with a unit", () => {
+    expect(HttpGateway.layerServer).type.toBeCallableWith({
+      port: 0,
+      maxBodySize: "256 KiB",
+      maxHeaderCount: 50,
+      maxHeaderSize: 8192,
+      maxWebSocketMessageSize: "64 KiB"
+    })
+    expect(HttpGateway.layerServer).type.not.toBeCallableWith({ port: 0, maxHeaderCount: "50" })
+    expect(HttpGateway.layerServer).type.not.toBeCallableWith({ port: 0, maxWebSocketMessageSize: "big" })
+  })
+
+  it("limitsConfig reads the limits a configuration sets", () => {
+    expect(HttpGateway.limitsConfig).type.toBe<
+      Config.Config<
+        Pick<HttpGateway.ServerOptions, "maxBodySize" | "maxHeaderCount" | "maxHeaderSize" | "maxWebSocketMessageSize">
+      >
+    >()
+  })
+
+  it("an SSE source's limits are options; its error says which one with a reason", () => {
+    expect(Sse.source).type.toBeCallableWith("http://example.com/ticks", { maxLineSize: 4096, maxEventSize: 65536 })
+    expect(Stream.runDrain(Sse.source("http://example.com/ticks"))).type.toBe<
+      Effect.Effect<void, Sse.SseSourceError, HttpClient.HttpClient>
+    >()
+    expect<Sse.SseSourceError["reason"]>().type.toBe<"Request" | "Status" | "LineTooLong" | "EventTooLarge">()
   })
 })
