@@ -6,6 +6,8 @@
  *   `POST /rpc/calculator` (effect/rpc's protocol, for `ServiceClient` over `HttpGateway.layerClient`)
  * - a notes service with HTTP entrypoints: `GET /notes/:id`, `POST /notes`
  * - an auth hook: requests need `authorization: Bearer <user>` (except `GET /health`)
+ * - limits: a body over 64 KiB gets 413, more than 50 header lines 431 (HTTP_MAX_BODY_SIZE and
+ *   HTTP_MAX_HEADER_COUNT set them from the configuration, with `HttpGateway.layerConfig`)
  *
  * On the embedded broker by default; set AMQP_URL to run on RabbitMQ, HTTP_PORT to change the port.
  */
@@ -95,7 +97,9 @@ const MeshLive = Layer.mergeAll(CalculatorLive, NotesLive, Health, Auth).pipe(
     port: once ? 0 : port,
     contracts: [Calculator],
     errorStatus: { DivisionByZero: 422 },
-    disableLogger: once
+    disableLogger: once,
+    maxBodySize: "64 KiB",
+    maxHeaderCount: 50
   })),
   Layer.provideMerge(ServiceClient.layer),
   Layer.provideMerge(url === undefined ? MemoryBroker.layer : AmqpBroker.layer({ url }))
@@ -121,6 +125,7 @@ const tour = Effect.gen(function*() {
   yield* show("GET /notes/1", HttpClientRequest.get(`${base}/notes/1`).pipe(auth))
   yield* show("GET /notes/9", HttpClientRequest.get(`${base}/notes/9`).pipe(auth))
   yield* show("GET /notes/1 without a token", HttpClientRequest.get(`${base}/notes/1`))
+  yield* show("POST /notes with a body over 64 KiB", json("/notes", { text: "x".repeat(70_000) }))
   yield* say("ServiceClient over HTTP (HttpGateway.layerClient):")
   yield* Effect.gen(function*() {
     const calc = yield* ServiceClient.make(Calculator)
