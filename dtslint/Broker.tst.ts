@@ -5,6 +5,7 @@ import type {
   BrokerError,
   Consumer,
   Delivery,
+  ExchangeType,
   Incoming,
   LocalBody,
   Message,
@@ -18,6 +19,12 @@ import { describe, expect, it } from "tstyche"
 declare const broker: Broker["Service"]
 
 describe("Broker", () => {
+  it("binds to headers exchanges with arguments", () => {
+    expect<"headers">().type.toBeAssignableTo<ExchangeType>()
+    expect(broker.bindQueue("q", "x", "", { "x-match": "any", kind: "invoice", urgent: true })).type.toBe<Effect.Effect<void, BrokerError>>()
+    expect(broker.bindQueue).type.not.toBeCallableWith("q", "x", "", { kind: { nested: true } })
+  })
+
   it("opens a reply queue with or without a take", () => {
     expect(broker.replyQueue()).type.toBe<Effect.Effect<ReplyQueue, BrokerError, Scope.Scope>>()
     expect(broker.replyQueue({ take: (incoming: Incoming) => incoming._tag === "Reply" })).type.toBe<

@@ -34,6 +34,7 @@ import { identity } from "effect/Function"
 import { isArrayNonEmpty as isNonEmpty, type NonEmptyReadonlyArray } from "effect/Array"
 import type { ConnectionOptions } from "node:tls"
 import {
+  type BindingArguments,
   type Body,
   Broker,
   BrokerError,
@@ -217,7 +218,7 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
       opsOn(session, (channel) => Amqp.assertQueue(channel, name, queueArguments(options)))
 
     const bindOn = (session: Session, binding: Binding) =>
-      opsOn(session, (channel) => Amqp.bindQueue(channel, binding.queue, binding.exchange, binding.pattern))
+      opsOn(session, (channel) => Amqp.bindQueue(channel, binding.queue, binding.exchange, binding.pattern, binding.args))
 
     const declareExchange = (name: string, type: ExchangeType, options?: ExchangeOptions) =>
       Effect.flatMap(readySession, (session) =>
@@ -247,16 +248,16 @@ export const make = (options: Options): Effect.Effect<Broker["Service"], BrokerE
 
     const checkQueue = (name: string) => ops((channel) => Amqp.checkQueue(channel, name))
 
-    const bindQueue = (queue: string, exchange: string, pattern: string) =>
+    const bindQueue = (queue: string, exchange: string, pattern: string, args?: BindingArguments) =>
       Effect.flatMap(readySession, (session) => {
-        const binding: Binding = { queue, exchange, pattern }
+        const binding: Binding = { queue, exchange, pattern, args }
         return Effect.tap(bindOn(session, binding), () => Effect.sync(() => state.bindings.set(bindingKey(binding), binding)))
       })
 
-    const unbindQueue = (queue: string, exchange: string, pattern: string) =>
+    const unbindQueue = (queue: string, exchange: string, pattern: string, args?: BindingArguments) =>
       Effect.tap(
-        ops((channel) => Amqp.unbindQueue(channel, queue, exchange, pattern)),
-        () => Effect.sync(() => state.bindings.delete(bindingKey({ queue, exchange, pattern })))
+        ops((channel) => Amqp.unbindQueue(channel, queue, exchange, pattern, args)),
+        () => Effect.sync(() => state.bindings.delete(bindingKey({ queue, exchange, pattern, args })))
       )
 
     // -- publishing --
@@ -872,9 +873,15 @@ interface Binding {
   readonly queue: string
   readonly exchange: string
   readonly pattern: string
+  readonly args?: BindingArguments | undefined
 }
 
-const bindingKey = (binding: Binding): string => `${binding.queue}\u0000${binding.exchange}\u0000${binding.pattern}`
+/** a binding's identity: its queue, exchange, pattern and arguments (two differing in them are two, as in RabbitMQ) */
+const bindingKey = (binding: Binding): string => {
+  const args = binding.args
+  const argsKey = args === undefined ? "" : JSON.stringify(Object.keys(args).sort().map((key) => [key, args[key]]))
+  return `${binding.queue}\u0000${binding.exchange}\u0000${binding.pattern}\u0000${argsKey}`
+}
 
 interface ReturnTracker {
   returned: boolean

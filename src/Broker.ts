@@ -213,7 +213,15 @@ export interface Returned extends Message {
 /**
  * @since 0.1.0
  */
-export type ExchangeType = "direct" | "topic" | "fanout"
+export type ExchangeType = "direct" | "topic" | "fanout" | "headers"
+
+/**
+ * The arguments of a binding: on a `headers` exchange, the headers a message must have (`x-match`:
+ * `all`, the default, or `any` of them); other exchange types route by the pattern alone.
+ *
+ * @since 0.1.0
+ */
+export type BindingArguments = Readonly<Record<string, HeaderValue>>
 
 /**
  * @since 0.1.0
@@ -398,8 +406,8 @@ export class Broker extends Context.Service<Broker, {
   readonly deleteQueue: (name: string) => Effect.Effect<void, BrokerError>
   /** what a queue holds, without declaring it; fails with reason `NotFound` when it does not exist */
   readonly checkQueue: (name: string) => Effect.Effect<QueueInfo, BrokerError>
-  readonly bindQueue: (queue: string, exchange: string, pattern: string) => Effect.Effect<void, BrokerError>
-  readonly unbindQueue: (queue: string, exchange: string, pattern: string) => Effect.Effect<void, BrokerError>
+  readonly bindQueue: (queue: string, exchange: string, pattern: string, args?: BindingArguments) => Effect.Effect<void, BrokerError>
+  readonly unbindQueue: (queue: string, exchange: string, pattern: string, args?: BindingArguments) => Effect.Effect<void, BrokerError>
   readonly publish: Publish
   readonly consume: (queue: string, options: ConsumeOptions) => Effect.Effect<Consumer, BrokerError, Scope.Scope>
   readonly replyQueue: (options?: ReplyQueueOptions) => Effect.Effect<ReplyQueue, BrokerError, Scope.Scope>

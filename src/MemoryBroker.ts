@@ -14,6 +14,7 @@ import { Cause, Channel, Clock, Effect, Layer, Queue, Scheduler, Stream } from "
 import type { Scope } from "effect"
 import type { NonEmptyReadonlyArray } from "effect/Array"
 import {
+  type BindingArguments,
   type Body,
   Broker,
   BrokerError,
@@ -123,8 +124,8 @@ export const makeWith = (options?: Options): Effect.Effect<Broker["Service"], ne
     declareQueue: (name, options) => Effect.suspend(() => state.declareQueue(name, options)),
     deleteQueue: (name) => Effect.suspend(() => state.deleteQueueByName(name)),
     checkQueue: (name) => Effect.suspend(() => state.checkQueue(name)),
-    bindQueue: (queue, exchange, pattern) => Effect.suspend(() => state.bind(queue, exchange, pattern)),
-    unbindQueue: (queue, exchange, pattern) => Effect.suspend(() => state.unbind(queue, exchange, pattern)),
+    bindQueue: (queue, exchange, pattern, args) => Effect.suspend(() => state.bind(queue, exchange, pattern, args)),
+    unbindQueue: (queue, exchange, pattern, args) => Effect.suspend(() => state.unbind(queue, exchange, pattern, args)),
     publish: (exchange, routingKey, body, options) => state.publish(exchange, routingKey, body, options, undefined),
     consume,
     replyQueue
@@ -291,6 +292,30 @@ interface Binding {
   readonly queue: QueueState
   readonly pattern: string
   readonly words: ReadonlyArray<string>
+  /** its arguments, and the same as text: two bindings differing only in them are two (as in RabbitMQ) */
+  readonly args: BindingArguments | undefined
+  readonly argsKey: string
+}
+
+const argsKeyOf = (args: BindingArguments | undefined): string =>
+  args === undefined ? "" : JSON.stringify(Object.keys(args).sort().map((key) => [key, args[key]]))
+
+/**
+ * A headers exchange's match, as RabbitMQ's: every header of the binding (`x-match` `all`, the
+ * default) or one of them (`any`) has the same value in the message; arguments starting with `x-` are
+ * not headers to match
+ */
+const matchHeaders = (args: BindingArguments | undefined, headers: Readonly<Record<string, HeaderValue>> | undefined): boolean => {
+  const any = args?.["x-match"] === "any"
+  let matched = false
+  for (const key in args) {
+    if (key.startsWith("x-")) continue
+    const same = headers !== undefined && key in headers && headers[key] === args[key]
+    if (any && same) return true
+    if (!any && !same) return false
+    matched = true
+  }
+  return !any && matched
 }
 
 class ExchangeState {
@@ -323,6 +348,12 @@ class ExchangeState {
     } else if (this.type === "fanout") {
       this.fanout = Array.from(new Set(bindings.map((b) => b.queue)))
     }
+  }
+
+  routeHeaders(headers: Readonly<Record<string, HeaderValue>> | undefined): ReadonlyArray<QueueState> {
+    const matched = new Set<QueueState>()
+    for (const b of this.bindings) if (matchHeaders(b.args, headers)) matched.add(b.queue)
+    return Array.from(matched)
   }
 
   routeTopic(routingKey: string): ReadonlyArray<QueueState> {
@@ -639,30 +670,32 @@ class BrokerState {
     return Effect.succeed({ messages: queue.messages.length, consumers: queue.consumers.length })
   }
 
-  bind(queueName: string, exchangeName: string, pattern: string): Effect.Effect<void, BrokerError> {
+  bind(queueName: string, exchangeName: string, pattern: string, args?: BindingArguments): Effect.Effect<void, BrokerError> {
     if (this.closed) return closedError()
     if (exchangeName === "") return fail("Precondition", "queues cannot be bound to the default exchange")
     const exchange = this.exchanges.get(exchangeName)
     if (exchange === undefined) return fail("NotFound", `no exchange '${exchangeName}'`)
     const queue = this.queues.get(queueName)
     if (queue === undefined) return fail("NotFound", `no queue '${queueName}'`)
-    if (exchange.bindings.some((b) => b.queue === queue && b.pattern === pattern)) return Effect.void
-    const binding = { queue, pattern, words: splitWords(pattern), exchange }
+    const argsKey = argsKeyOf(args)
+    if (exchange.bindings.some((b) => b.queue === queue && b.pattern === pattern && b.argsKey === argsKey)) return Effect.void
+    const binding = { queue, pattern, words: splitWords(pattern), exchange, args, argsKey }
     queue.bindings.add(binding)
     this.setBindings(exchange, [...exchange.bindings, binding])
     return Effect.void
   }
 
-  unbind(queueName: string, exchangeName: string, pattern: string): Effect.Effect<void, BrokerError> {
+  unbind(queueName: string, exchangeName: string, pattern: string, args?: BindingArguments): Effect.Effect<void, BrokerError> {
     if (this.closed) return closedError()
     const exchange = this.exchanges.get(exchangeName)
     if (exchange === undefined) return fail("NotFound", `no exchange '${exchangeName}'`)
     const queue = this.queues.get(queueName)
     if (queue === undefined) return fail("NotFound", `no queue '${queueName}'`)
+    const argsKey = argsKeyOf(args)
     for (const b of queue.bindings) {
-      if (b.exchange === exchange && b.pattern === pattern) queue.bindings.delete(b)
+      if (b.exchange === exchange && b.pattern === pattern && b.argsKey === argsKey) queue.bindings.delete(b)
     }
-    this.setBindings(exchange, exchange.bindings.filter((b) => !(b.queue === queue && b.pattern === pattern)))
+    this.setBindings(exchange, exchange.bindings.filter((b) => !(b.queue === queue && b.pattern === pattern && b.argsKey === argsKey)))
     return Effect.void
   }
 
@@ -729,6 +762,8 @@ class BrokerState {
       ? exchange.direct.get(payload.routingKey)
       : exchange.type === "fanout"
       ? exchange.fanout
+      : exchange.type === "headers"
+      ? exchange.routeHeaders(payload.properties.headers)
       : exchange.routeTopic(payload.routingKey)
     if (queues === undefined || queues.length === 0) return false
     for (let i = 0; i < queues.length; i++) this.enqueue(queues[i], payload)

@@ -378,10 +378,11 @@ export const bindQueue = (
   channel: Channel,
   queue: string,
   exchange: string,
-  pattern: string
+  pattern: string,
+  args?: Readonly<Record<string, string | number | boolean>>
 ): Effect.Effect<void, BrokerError> =>
   Effect.tryPromise({
-    try: () => channel.bindQueue(queue, exchange, pattern),
+    try: () => channel.bindQueue(queue, exchange, pattern, args),
     catch: failedOn(channel, `bind queue '${queue}' to '${exchange}'`)
   })
 
@@ -394,10 +395,11 @@ export const unbindQueue = (
   channel: Channel,
   queue: string,
   exchange: string,
-  pattern: string
+  pattern: string,
+  args?: Readonly<Record<string, string | number | boolean>>
 ): Effect.Effect<void, BrokerError> =>
   Effect.tryPromise({
-    try: () => channel.unbindQueue(queue, exchange, pattern),
+    try: () => channel.unbindQueue(queue, exchange, pattern, args),
     catch: failedOn(channel, `unbind queue '${queue}' from '${exchange}'`)
   })
 
