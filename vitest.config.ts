@@ -1,4 +1,4 @@
-import { defineConfig } from "vitest/config"
+import { defaultExclude, defineConfig } from "vitest/config"
 
 // "effect-mesh" resolves to src/ under this condition (package.json exports), in the test files and in
 // the programs the tests start
@@ -14,6 +14,8 @@ export default defineConfig({
   ssr: { resolve: { conditions: [...conditions, "module", "node", "development|production"] } },
   test: {
     include: ["test/**/*.test.ts"],
+    // minutes of node restarts: `npm run test:cluster` (vitest.cluster.config.ts)
+    exclude: [...defaultExclude, "test/clusterRestarts.test.ts"],
     globalSetup: ["test/globalSetup.ts"],
     testTimeout: 60_000,
     hookTimeout: 120_000,

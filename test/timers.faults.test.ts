@@ -9,46 +9,10 @@ import { AmqpBroker, Broker } from "effect-mesh"
 import { fileURLToPath } from "node:url"
 import * as topology from "../src/internal/topology.ts"
 import { amqpUrl } from "./fixtures/amqpUrl.ts"
-import { type Proc, spawnProgram } from "./fixtures/processes.ts"
+import { spawnProgram } from "./fixtures/processes.ts"
+import { allRuns, assertNoOverlap } from "./fixtures/timerRuns.ts"
 
 const program = fileURLToPath(new URL("./fixtures/programs/singletonTimer.ts", import.meta.url))
-
-interface Run {
-  readonly pid: number
-  readonly start: number
-  /** undefined while running (or when the process died first) */
-  readonly end: number | undefined
-}
-
-/** the runs a process reported, from its `start <pid> <ms>` / `end <pid> <ms>` lines */
-const runsOf = (proc: Proc): Array<Run> => {
-  const runs: Array<Run> = []
-  for (const line of proc.output()) {
-    const match = /^(start|end) (\d+) (\d+)$/.exec(line)
-    if (match === null) continue
-    const pid = Number(match[2])
-    const at = Number(match[3])
-    if (match[1] === "start") runs.push({ pid, start: at, end: undefined })
-    else if (runs.length > 0) runs[runs.length - 1] = { ...runs[runs.length - 1], end: at }
-  }
-  return runs
-}
-
-const allRuns = (procs: ReadonlyArray<Proc>) => procs.flatMap(runsOf).sort((a, b) => a.start - b.start)
-
-/** fails with a description when two runs overlap; a run without an end must be the last of its process */
-const assertNoOverlap = (runs: ReadonlyArray<Run>, diedAt: ReadonlyMap<number, number>) => {
-  for (let i = 1; i < runs.length; i++) {
-    const previous = runs[i - 1]
-    const end = previous.end ?? diedAt.get(previous.pid)
-    assert.isDefined(end, `a run of ${previous.pid} had not ended when ${runs[i].pid} started one`)
-    assert.isAtLeast(
-      runs[i].start,
-      end!,
-      `runs overlap: ${previous.pid} ${previous.start}-${end} and ${runs[i].pid} from ${runs[i].start}`
-    )
-  }
-}
 
 describe("singleton timers on RabbitMQ, across processes", () => {
   it.live("three instances, a singleton timer every 200 ms: about 15 runs in 3 s, never overlapping; SIGKILL the one that fires and another resumes within 2 s", () =>

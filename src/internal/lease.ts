@@ -51,7 +51,14 @@ export const run = <R>(
     })
 
   const session = Effect.gen(function*() {
-    yield* broker.declareQueue(options.queue, { durable: true, singleActiveConsumer: true, expires: queueExpires })
+    // quorum: on a cluster the lease (its queue, its token) outlives the node it was declared on; a
+    // classic queue would be gone with its node, and with it every instance's singleton job
+    yield* broker.declareQueue(options.queue, {
+      durable: true,
+      type: "quorum",
+      singleActiveConsumer: true,
+      expires: queueExpires
+    })
     const consumer = yield* broker.consume(options.queue, { prefetch: 2, tag: `lease:${options.instanceId}` })
     const inbox = yield* Stream.toQueue(consumer.deliveries, { capacity: "unbounded" })
     const scope = yield* Scope.Scope
