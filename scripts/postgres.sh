@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # A private PostgreSQL for the SQL tests and examples/sql, without Docker.
 #
-#   scripts/postgres.sh start|stop|status|url|port
+#   scripts/postgres.sh start|stop|status|url|port|release
 #
 # `start` installs Debian's `postgresql` when missing (as root, waiting for apt's lock like
 # scripts/rabbitmq.sh, without letting the package's own cluster run), then starts a server of our
 # own: its own port, data folder, log and pid file, all under the project's ignored `.postgres/<port>/`.
 # It is idempotent (a lock serialises parallel starts and stops) and prints the connection URL on
 # stdout when the server answers. `stop` stops only that server.
+#
+# `release` is the SQL tests' (test/fixtures/postgres.ts): each test file holds a lease file in
+# `.postgres/<port>/leases/` (named `<pid>-<name>`) while it runs; `release` stops the server when no
+# live lease is left and a test booted it (`started-by-tests`), under the same lock as `start`, so a
+# test file starting meanwhile never finds it stopped under it.
 #
 # The server listens on 127.0.0.1 only, with no Unix socket, and trusts every local connection as the
 # superuser `postgres`: it is a throwaway server for development and tests, never one to deploy. It
@@ -163,6 +168,22 @@ do_status() {
   fi
 }
 
+do_release() {
+  local entry pid
+  for entry in "$BASE/leases"/*; do
+    [[ -e "$entry" ]] || continue
+    pid="$(basename "$entry")"
+    pid="${pid%%-*}"
+    if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+      return 0
+    fi
+    rm -f "$entry"
+  done
+  [[ -f "$BASE/started-by-tests" ]] || return 0
+  rm -f "$BASE/started-by-tests"
+  do_stop
+}
+
 # one start or stop at a time per server (parallel test files start it together)
 locked() {
   mkdir -p "$BASE"
@@ -174,11 +195,12 @@ locked() {
 case "${1:-}" in
   start) locked do_start ;;
   stop) locked do_stop ;;
+  release) locked do_release ;;
   status) do_status ;;
   url) echo "$URL" ;;
   port) echo "$PORT" ;;
   *)
-    echo "usage: $0 start|stop|status|url|port" >&2
+    echo "usage: $0 start|stop|status|url|port|release" >&2
     exit 2
     ;;
 esac
