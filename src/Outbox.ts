@@ -62,6 +62,11 @@ export interface RelayOptions extends Options {
   readonly interval?: Duration.Input | undefined
   /** rows per transaction (default 100) */
   readonly batchSize?: number | undefined
+  /**
+   * how long a sent row stays in the table (default 1 day), for inspection: the relay deletes older
+   * ones (at most every minute). The ids `once` recorded are not deleted: they are the subscribers'
+   */
+  readonly keepSent?: Duration.Input | undefined
 }
 
 // ---- constructors ----
@@ -155,6 +160,13 @@ export const layerRelay = (options: RelayOptions): Layer.Layer<never, SqlError.S
       Effect.forever
     )
     yield* Effect.forkScoped(loop)
+    const keep = Duration.fromInputUnsafe(options.keepSent ?? "1 day")
+    const pruneEvery = Duration.max(interval, Duration.min(keep, Duration.minutes(1)))
+    yield* Effect.forkScoped(prune(options, keep).pipe(
+      Effect.catchCause((cause) => Effect.logWarning("outbox relay: deleting sent rows failed", cause)),
+      Effect.andThen(Effect.sleep(pruneEvery)),
+      Effect.forever
+    ))
   }))
 
 /**
@@ -242,6 +254,12 @@ const relayRound = (options: RelayOptions): Effect.Effect<boolean, SqlError.SqlE
       return rows.length === batchSize && sent.length === rows.length
     })))
 }
+
+/** deletes the rows sent longer than `keep` ago */
+const prune = (options: Options, keep: Duration.Duration) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql`delete from ${sql(namesOf(options).table)}
+      where sent_at < now() - make_interval(secs => ${Duration.toMillis(keep) / 1000})`)
 
 /** publishes a row's event with the context of the call that wrote it, the row's id as its message id */
 const publishRow = (event: Event.Any, value: unknown, row: Row): Effect.Effect<void, Event.EventError, Broker> =>
