@@ -149,6 +149,7 @@ export const publish = <Source extends string, Type extends string, S extends Sc
  */
 export const layerRelay = (options: RelayOptions): Layer.Layer<never, SqlError.SqlError, SqlClient.SqlClient | Broker> =>
   Layer.effectDiscard(Effect.gen(function*() {
+    if (options.events.length === 0) return yield* Effect.die(new globalThis.Error("Outbox.relay: no events to relay"))
     yield* createTables(options)
     const round = relayRound(options)
     const interval = Duration.fromInputUnsafe(options.interval ?? "200 millis")
@@ -226,7 +227,6 @@ const relayRound = (options: RelayOptions): Effect.Effect<boolean, SqlError.SqlE
   const batchSize = options.batchSize ?? 100
   const events = new Map(options.events.map((event) => [`${event.source}.${event.type}`, event]))
   const keys = Array.from(events.keys())
-  if (keys.length === 0) return Effect.die(new globalThis.Error("Outbox.relay: no events to relay"))
   return Effect.flatMap(SqlClient.SqlClient, (sql) =>
     sql.withTransaction(Effect.gen(function*() {
       const rows = yield* sql<Row>`select id, source, type, payload, context from ${sql(table)}
