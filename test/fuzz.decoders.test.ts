@@ -6,7 +6,7 @@
  */
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, FileSystem, Option, Schedule, Stream } from "effect"
+import { Cause, Effect, Exit, FileSystem, Option, Schedule, Stream } from "effect"
 import { Sse as SseEncoding } from "effect/encoding"
 import fc from "fast-check"
 import type { Rpc } from "effect/rpc"
@@ -215,6 +215,43 @@ describe("fuzzed decoders", () => {
           }
         }),
         parameters(3000)
+      )
+    }).pipe(Effect.provide(MemoryBroker.layer)))
+
+  it.effect("events: a failed event with any retry headers is retried or dead-lettered at once, on a schedule that never ends too", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const queue = `fuzz-retry-${crypto.randomUUID().slice(0, 8)}`
+      yield* broker.declareQueue(queue, { durable: false })
+      yield* broker.declareQueue(`${queue}.dead`, { durable: false })
+      const schedules = [Schedule.spaced("1 second"), Schedule.recurs(3), Schedule.exponential("10 millis")]
+      const context = yield* Effect.context<never>()
+      const retries = fc.oneof(headerValue, fc.constantFrom(Number.MAX_SAFE_INTEGER, 1e12, "9007199254740991", 2 ** 31), fc.nat(50))
+      yield* Effect.promise(() =>
+        fc.assert(
+          fc.asyncProperty(fc.constantFrom(...schedules), retries, headerValue, (retry, count, firstFailure) => {
+            const settler = Settler.make(broker, {
+              label: "fuzz",
+              queue,
+              deadQueue: `${queue}.dead`,
+              durable: false,
+              maxMessageSize: 300,
+              metrics: Metrics.eventSettling("fuzz", "fuzz.tick")
+            }, namekoWire.jsonDecoder(rpcs[0].payloadSchema), retry)
+            const failed = delivery(new TextEncoder().encode("{}"), {
+              headers: { [events.header.retries]: count, [events.header.firstFailure]: firstFailure }
+            })
+            return Effect.runPromiseWith(context)(
+              settler.failCause(failed, Cause.fail("handler failed")).pipe(
+                Effect.timeoutOrElse({
+                  duration: "2 seconds",
+                  orElse: () => Effect.die(new Error(`settling an event with x-mesh-retries ${String(count)} took over 2 s`))
+                })
+              )
+            )
+          }),
+          parameters(300)
+        )
       )
     }).pipe(Effect.provide(MemoryBroker.layer)))
 

@@ -64,6 +64,9 @@ const countHeader = (value: HeaderValue | undefined): number | undefined => {
   return n !== undefined && Number.isSafeInteger(n) && n >= 0 ? n : undefined
 }
 
+/** the most failures a retry schedule is replayed over (a count of retries past it counts as this many) */
+const maxReplayedFailures = 10_000
+
 const maxErrorLength = 2000
 
 const describe = (error: unknown): string => {
@@ -203,7 +206,9 @@ export const make = (
     const message = describe(error)
     return Effect.gen(function*() {
       const headers = delivery.properties.headers
-      const failures = (countHeader(headers?.[internal.header.retries]) ?? 0) + 1
+      // the schedule is replayed from its start, a step per failure: a count from outside, however
+      // large, must not hold the process in that loop
+      const failures = Math.min(countHeader(headers?.[internal.header.retries]) ?? 0, maxReplayedFailures) + 1
       const now = yield* Clock.currentTimeMillis
       const firstFailure = numberHeader(headers?.[internal.header.firstFailure]) ?? now
       const delay = yield* delayAfter(retry, failures, error, firstFailure, now)
