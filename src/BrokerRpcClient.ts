@@ -21,8 +21,9 @@
  * answers a success with the value too. Streams, untyped calls and rpcs with middleware go through
  * `RpcClient`.
  *
- * A request is written in its contract's format (WireFormat.ts), resolved once per rpc (unary calls)
- * or per client (the others); a reply is read in the format its `content_type` names.
+ * A request is written in its rpc's format (WireFormat.ts: its contract's), resolved once per rpc with
+ * its codecs (a protocol's call finds its rpc by tag); a reply is read in the format its `content_type`
+ * names.
  *
  * @since 0.1.0
  */
