@@ -49,8 +49,7 @@ import {
   Schedule,
   Schema,
   SchemaIssue,
-  Stream,
-  Tracer
+  Stream
 } from "effect"
 import type { Scope } from "effect"
 import type { BrokerError, Consumer, Delivery, QueueOptions, QueueType } from "./Broker.ts"
@@ -61,8 +60,9 @@ import * as internal from "./internal/events.ts"
 import * as Metrics from "./internal/metrics.ts"
 import * as QueueTypes from "./internal/queueType.ts"
 import * as Runner from "./internal/runner.ts"
-import type * as Spans from "./internal/spans.ts"
+import * as Spans from "./internal/spans.ts"
 import * as Settler from "./internal/settler.ts"
+import * as Subscription from "./internal/subscription.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
 import * as Service from "./Service.ts"
@@ -374,51 +374,21 @@ export const handle = <Source extends string, Type extends string, S extends Sch
       const queueType = yield* QueueTypes.resolve(options.queueType, QueueTypes.defaults.events)
       const plan = planOf(event, options, instance, queueType)
       yield* declare(broker, event, plan)
-      const settle = Settler.make(broker, plan, codecOf(event).decode, options.retry ?? defaultRetry)
-      const consumer = yield* broker.consume(plan.queue, {
-        prefetch: plan.concurrency,
-        tag: `${plan.label} ${instance.instanceId}`
+      yield* Subscription.run({
+        broker,
+        label: plan.label,
+        queue: plan.queue,
+        concurrency: plan.concurrency,
+        drainTimeout: plan.drainTimeout,
+        tag: `${plan.label} ${instance.instanceId}`,
+        settler: Settler.make(broker, plan, codecOf(event).decode, options.retry ?? Subscription.defaultRetry),
+        service: instance.service,
+        runName: runName(instance, event),
+        metrics: Metrics.eventProcess(instance.service, `${event.source}.${event.type}`),
+        metadata: (_, metadata) => metadata,
+        span: (delivery, metadata) => consumerSpan(event, delivery, metadata),
+        handler: handler as (payload: unknown, metadata: Metadata) => Effect.Effect<X, E, R>
       })
-      // each event a run of its own on the instance runner, started at once. At most `concurrency` run
-      // at a time: the consumer's prefetch, which the broker keeps for events as for requests (an event
-      // is unacked until its handler ends), is the one limit
-      const lane = Runner.lane(yield* Effect.context<never>())
-      const name = runName(instance, event)
-      const metrics = Metrics.eventProcess(instance.service, `${event.source}.${event.type}`)
-      const start = (delivery: Delivery): Effect.Effect<void> => {
-        const decoded = settle.decode(delivery)
-        if (decoded._tag === "Invalid") return settle.invalid(delivery, decoded.issue)
-        const { metadata, payload } = decoded
-        return Effect.sync(() => {
-          // the handler's services are the entrypoint's, which the lane's runs get
-          const run = handler(payload, metadata) as Effect.Effect<X, E, Scope.Scope>
-          lane.start(
-            {
-              service: instance.service,
-              name,
-              context: metadata.context,
-              span: consumerSpan(event, delivery, metadata),
-              settledInSpan: true,
-              metrics
-            },
-            run,
-            (exit) => Exit.isSuccess(exit) ? delivery.ack : settle.failCause(delivery, exit.cause)
-          )
-        })
-      }
-      const fiber = yield* Stream.runForEach(consumer.deliveries, start).pipe(
-        Effect.catchCause((cause) =>
-          Cause.hasInterruptsOnly(cause)
-            ? Effect.void
-            : Effect.logError(`${plan.label}: the subscription stopped`, cause)
-        ),
-        Effect.forkScoped
-      )
-      // added last, so it runs first: running handlers finish (or are stopped and their events put
-      // back) before the consumer is closed
-      yield* Effect.addFinalizer(() =>
-        Effect.andThen(consumer.cancel, Effect.andThen(lane.drain(plan.drainTimeout), Fiber.interrupt(fiber)))
-      )
     })))
 
 /**
@@ -450,7 +420,7 @@ export const subscribe = <Source extends string, Type extends string, S extends 
       const queueType = yield* QueueTypes.resolve(options.queueType, QueueTypes.defaults.events)
       const plan = planOf(event, options, instance, queueType)
       yield* declare(broker, event, plan)
-      const settle = Settler.make(broker, plan, codecOf(event).decode, options.retry ?? defaultRetry)
+      const settle = Settler.make(broker, plan, codecOf(event).decode, options.retry ?? Subscription.defaultRetry)
       const name = runName(instance, event)
       const metrics = Metrics.eventProcess(instance.service, `${event.source}.${event.type}`)
       let current: Consumer | undefined
@@ -547,17 +517,10 @@ export const deadLetterQueue = (
 
 // ---- internal ----
 
-const defaultRetry: Schedule.Schedule<unknown, unknown> = Schedule.max([
-  Schedule.exponential("500 millis"),
-  Schedule.recurs(4)
-])
-
 const defaultRestart: Schedule.Schedule<unknown, unknown> = Schedule.min([
   Schedule.exponential("200 millis"),
   Schedule.spaced("30 seconds")
 ])
-
-const defaultDrainTimeout = Duration.seconds(10)
 
 const formatIssue = SchemaIssue.makeFormatterDefault()
 
@@ -608,14 +571,11 @@ const messagingAttributes = (event: Any, id: string, operation: "publish" | "pro
 })
 
 /** a handler's span: a consumer's, the child of its publish's span when the event names it */
-const consumerSpan = (event: Any, delivery: Delivery, metadata: Metadata): Spans.SpanOptions => {
-  const parent = wire.parseTraceparent(wire.stringHeader(delivery.properties.headers, wire.header.traceparent))
-  return {
-    kind: "consumer",
-    parent: parent === undefined ? undefined : Tracer.externalSpan(parent),
-    attributes: { ...messagingAttributes(event, metadata.messageId, "process"), "mesh.event.attempt": metadata.attempt }
-  }
-}
+const consumerSpan = (event: Any, delivery: Delivery, metadata: Metadata): Spans.SpanOptions =>
+  Spans.consumer(delivery.properties.headers, {
+    ...messagingAttributes(event, metadata.messageId, "process"),
+    "mesh.event.attempt": metadata.attempt
+  })
 
 /** the name of a handler's run, as a span's: `<service>.event:<source>.<type>` */
 const runName = (instance: Service.Instance, event: Any): string => `${instance.service}.event:${event.source}.${event.type}`
@@ -660,7 +620,7 @@ const planOf = (event: Any, options: Options, instance: Service.Instance, queueT
     deadQueue,
     durable: delivery !== "broadcast" || reliable !== undefined,
     concurrency: Math.max(1, options.concurrency ?? 16),
-    drainTimeout: options.drainTimeout ?? defaultDrainTimeout,
+    drainTimeout: options.drainTimeout ?? Subscription.defaultDrainTimeout,
     maxMessageSize: options.maxMessageSize ?? wire.defaultMaxMessageSize,
     metrics: Metrics.eventSettling(instance.service, `${event.source}.${event.type}`)
   }

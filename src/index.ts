@@ -5,6 +5,8 @@
  */
 
 /** @since 0.1.0 */
+export * as Amqp from "./Amqp.ts"
+/** @since 0.1.0 */
 export * as AmqpBroker from "./AmqpBroker.ts"
 /** @since 0.1.0 */
 export * as Broker from "./Broker.ts"

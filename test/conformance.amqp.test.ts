@@ -1,6 +1,7 @@
 import { Layer, Schedule } from "effect"
 import { AmqpBroker } from "effect-mesh"
 import { amqpUrl } from "./fixtures/amqpUrl.ts"
+import { amqpSuite } from "./fixtures/amqpSuite.ts"
 import { brokerContract } from "./fixtures/brokerContract.ts"
 import { brokerSuite } from "./fixtures/brokerSuite.ts"
 import { clientFaultSuite } from "./fixtures/clientFaultSuite.ts"
@@ -14,6 +15,7 @@ const layer = Layer.suspend(() => AmqpBroker.layer({ url: amqpUrl(), reconnect: 
 brokerContract("AmqpBroker", layer)
 brokerSuite("AmqpBroker", layer)
 deadLetterSuite("AmqpBroker", layer)
+amqpSuite("AmqpBroker", layer)
 clientFaultSuite("AmqpBroker", layer)
 // RabbitMQ verifies the user the URL logs in as (the tests' node: guest)
 identitySuite("AmqpBroker", layer, "guest")

@@ -1,4 +1,5 @@
 import { MemoryBroker } from "effect-mesh"
+import { amqpSuite } from "./fixtures/amqpSuite.ts"
 import { brokerContract } from "./fixtures/brokerContract.ts"
 import { brokerSuite } from "./fixtures/brokerSuite.ts"
 import { clientFaultSuite } from "./fixtures/clientFaultSuite.ts"
@@ -12,6 +13,7 @@ brokerSuite("MemoryBroker", MemoryBroker.layer)
 // ... or through the queue, as on RabbitMQ
 brokerSuite("MemoryBroker (queued calls)", MemoryBroker.layerWith({ directCalls: false }), { rpcOnly: true })
 deadLetterSuite("MemoryBroker", MemoryBroker.layer)
+amqpSuite("MemoryBroker", MemoryBroker.layer)
 clientFaultSuite("MemoryBroker", MemoryBroker.layer)
 // no sender is verified in one process unless the broker is given an identity, which it then stamps
 identitySuite("MemoryBroker", MemoryBroker.layer, undefined)

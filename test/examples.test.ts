@@ -83,6 +83,14 @@ describe("examples", () => {
       }
     }).pipe(Effect.scoped), 90_000)
 
+  it.live("examples/amqp/main.ts: a service consumes another system's exchange with a schema, on RabbitMQ", () =>
+    Effect.gen(function*() {
+      const proc = yield* spawnProgram(example("amqp/main.ts"), env())
+      const { code } = yield* proc.exited
+      assert.strictEqual(code, 0, proc.output().join("\n"))
+      assert.include(proc.output(), "ledger balance: 60", proc.output().join("\n"))
+    }).pipe(Effect.scoped), 90_000)
+
   it.live("the timers example logs pretty, as the others do, not logfmt", () =>
     Effect.gen(function*() {
       const proc = yield* spawnProgram(example("timers/main.ts"), env())

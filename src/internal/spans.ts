@@ -13,6 +13,8 @@
 import { Clock, Context, LogLevel, Option, References, Tracer } from "effect"
 import type { Exit } from "effect"
 import { constUndefined } from "effect/Function"
+import type { HeaderValue } from "../Broker.ts"
+import * as wire from "./wire.ts"
 
 /** @internal */
 export interface SpanOptions {
@@ -30,6 +32,15 @@ export interface ServerSpans {
   readonly end: (span: Tracer.Span, exit: Exit.Exit<unknown, unknown>) => void
   /** the context of a fiber running within `span` */
   readonly provide: <R>(context: Context.Context<R>, span: Tracer.Span) => Context.Context<R>
+}
+
+/** @internal a message handler's span: a consumer's, the child of the span its `traceparent` header names */
+export const consumer = (
+  headers: Readonly<Record<string, HeaderValue>> | undefined,
+  attributes: Readonly<Record<string, unknown>>
+): SpanOptions => {
+  const parent = wire.parseTraceparent(wire.stringHeader(headers, wire.header.traceparent))
+  return { kind: "consumer", parent: parent === undefined ? undefined : Tracer.externalSpan(parent), attributes }
 }
 
 /** @internal the options of `Effect.withSpan` that make the span `start` makes */

@@ -3,7 +3,7 @@
  * compatibility mode (Nameko's `nameko-rpc` / `rpc-<service>`) could swap them.
  */
 import { Effect } from "effect"
-import type { Broker, BrokerError } from "../Broker.ts"
+import type { Broker, BrokerError, ExchangeType } from "../Broker.ts"
 
 /** requests: a direct exchange, routing key = service name */
 export const rpcExchange = "mesh.rpc"
@@ -46,8 +46,13 @@ const declared = new WeakMap<object, Set<string>>()
 export const isDeclared = (broker: Broker["Service"], exchange: string): boolean =>
   declared.get(broker)?.has(exchange) === true
 
-/** declares an event source's exchange, once per broker */
-export const ensureExchange = (broker: Broker["Service"], exchange: string): Effect.Effect<void, BrokerError> =>
+/** declares an exchange (an event source's: durable, topic), once per broker */
+export const ensureExchange = (
+  broker: Broker["Service"],
+  exchange: string,
+  type: ExchangeType = "topic",
+  durable = true
+): Effect.Effect<void, BrokerError> =>
   Effect.suspend(() => {
     let names = declared.get(broker)
     if (names === undefined) {
@@ -57,7 +62,7 @@ export const ensureExchange = (broker: Broker["Service"], exchange: string): Eff
     if (names.has(exchange)) return Effect.void
     const known = names
     return Effect.tap(
-      broker.declareExchange(exchange, "topic", { durable: true }),
+      broker.declareExchange(exchange, type, { durable }),
       () => Effect.sync(() => known.add(exchange))
     )
   })
