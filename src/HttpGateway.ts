@@ -79,6 +79,13 @@ export interface ServerOptions {
 }
 
 /**
+ * The limits of the server, as options and settings take them.
+ *
+ * @since 0.1.0
+ */
+export type Limits = Pick<ServerOptions, "maxBodySize" | "maxHeaderCount" | "maxHeaderSize" | "maxWebSocketMessageSize">
+
+/**
  * Options of the RPC gateway routes.
  *
  * @since 0.1.0
@@ -210,8 +217,6 @@ export const layer = (
   options.contracts === undefined || options.contracts.length === 0
     ? layerServer(options)
     : layerRoutes({ ...options, contracts: options.contracts }).pipe(Layer.provideMerge(layerServer(options)))
-
-type Limits = Pick<ServerOptions, "maxBodySize" | "maxHeaderCount" | "maxHeaderSize" | "maxWebSocketMessageSize">
 
 /** a size with its unit (`512 KiB`), or a number of bytes */
 const byteSizeConfig = (key: string): Config.Config<ByteSize.ByteSize> =>
