@@ -27,6 +27,7 @@
  */
 import { Effect } from "effect"
 import type { Rpc } from "effect/rpc"
+import { RpcSchema } from "effect/rpc"
 import { SqlClient, SqlError } from "effect/sql"
 import type { ServiceContract } from "./ServiceContract.ts"
 
@@ -72,8 +73,8 @@ export type HandlersFrom<Rpcs extends Rpc.Any> = {
 }
 
 /**
- * The handlers `handlers` returns: each one returning an effect runs it in a `transaction`; a
- * streaming handler is left as it is (a transaction does not span a stream).
+ * The handlers `handlers` returns: each one returning an effect runs it in a `transaction`; the
+ * handler of a streaming rpc is left as it is (a transaction does not span a stream).
  *
  * @since 0.1.0
  */
@@ -90,12 +91,15 @@ export type Transactional<Handlers> = {
  * @since 0.1.0
  */
 export const handlers = <const Name extends string, Rpcs extends Rpc.Any, const Handlers extends HandlersFrom<Rpcs>>(
-  _contract: ServiceContract<Name, Rpcs>,
+  contract: ServiceContract<Name, Rpcs>,
   handlers: Handlers
 ): Transactional<Handlers> => {
   const wrapped: Record<string, unknown> = {}
   for (const [name, handler] of Object.entries(handlers as Record<string, unknown>)) {
-    wrapped[name] = typeof handler === "function"
+    const rpc = contract.group.requests.get(name) as Rpc.AnyWithProps | undefined
+    // a streaming rpc's effect (a queue of its chunks) ends before its stream does
+    const streams = rpc !== undefined && RpcSchema.isStreamSchema(rpc.successSchema)
+    wrapped[name] = typeof handler === "function" && !streams
       ? (...args: ReadonlyArray<unknown>) => {
         const result: unknown = handler(...args)
         return Effect.isEffect(result) ? transaction(result) : result
