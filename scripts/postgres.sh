@@ -46,10 +46,13 @@ source "$ROOT/scripts/apt.sh"
 
 # the newest installed server's programs (initdb, pg_ctl), or nothing
 bindir() {
-  local dir
-  dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
-  [[ -n "$dir" && -x "$dir/pg_ctl" && -x "$dir/initdb" ]] && echo "$dir"
-  return 0
+  local dir found=""
+  for dir in /usr/lib/postgresql/*/bin; do
+    if [[ -x "$dir/pg_ctl" && -x "$dir/initdb" ]]; then
+      found="$(printf '%s\n%s\n' "$found" "$dir" | sort -V | tail -n 1)"
+    fi
+  done
+  echo "$found"
 }
 
 install_server() {
@@ -59,23 +62,25 @@ install_server() {
     exit 1
   fi
   log "installing postgresql with apt-get"
-  # Keep the package from creating and starting its own cluster on the default port.
-  local policy=/usr/sbin/policy-rc.d placed=0 conf=/etc/postgresql-common/createcluster.conf
+  # Keep the package's own cluster (on the default port) from starting during the install.
+  local policy=/usr/sbin/policy-rc.d placed=0
   if [[ ! -e "$policy" ]]; then
     printf '#!/bin/sh\nexit 101\n' >"$policy"
     chmod +x "$policy"
     placed=1
   fi
-  if [[ ! -e "$conf" ]]; then
-    mkdir -p "$(dirname "$conf")"
-    echo "create_main_cluster = false" >"$conf"
-  fi
   local installed=0
   apt_install postgresql && installed=1
-  [[ "$placed" == 1 ]] && rm -f "$policy"
+  if [[ "$placed" == 1 ]]; then
+    rm -f "$policy"
+  fi
   if [[ "$installed" == 0 || -z "$(bindir)" ]]; then
-    log "could not install postgresql (the reason is above)"
+    log "could not install postgresql (the reason is above); set DATABASE_URL to test against a PostgreSQL of your own"
     exit 1
+  fi
+  # Where systemd runs, make sure the packaged service neither runs now nor at boot.
+  if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+    systemctl disable --now postgresql >&2 || true
   fi
 }
 
