@@ -21,7 +21,7 @@
  *
  * @since 0.1.0
  */
-import { Duration, Effect, Exit, Layer, Option, References, Scope, Stream } from "effect"
+import { Context, Duration, Effect, Exit, Layer, Option, References, Schema, Scope, Stream } from "effect"
 import type { Fiber } from "effect"
 import { Headers } from "effect/http"
 import type { Rpc, RpcGroup } from "effect/rpc"
@@ -35,6 +35,7 @@ import * as Discovery from "./Discovery.ts"
 import * as Identity from "./internal/identity.ts"
 import * as QueueTypes from "./internal/queueType.ts"
 import * as Runner from "./internal/runner.ts"
+import * as SingleInstance_ from "./internal/singleInstance.ts"
 import * as wire from "./internal/wire.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
 import { Forbidden, RemoteDefect } from "./ServiceError.ts"
@@ -76,6 +77,59 @@ export interface Options<Handlers, EX, RX> {
    */
   readonly authorize?: ((call: Call) => Effect.Effect<boolean>) | undefined
 }
+
+/**
+ * Single-instance mode (nuropb's fixed instance id), an option of `make`: the instance runs under this
+ * id, and no other instance with it runs anywhere on the broker at the same time.
+ *
+ * @since 0.1.0
+ */
+export interface SingleInstance {
+  /** the fixed instance id */
+  readonly id: string
+  /**
+   * when another instance runs with this id: `fail` (the default) fails the Layer with `InstanceTaken`,
+   * naming the holder; `wait` waits, and starts once the holder stops or dies
+   */
+  readonly whenTaken?: "fail" | "wait" | undefined
+  /**
+   * how long the lease on the id lasts without being renewed: a holder that dies is replaced within
+   * about this long, and one that loses the broker stops leading as soon (default 1 second)
+   */
+  readonly lease?: Duration.Input | undefined
+}
+
+/**
+ * A service started with a fixed instance id found another instance running with it.
+ *
+ * @since 0.1.0
+ */
+export class InstanceTaken extends Schema.TaggedError<InstanceTaken>()("InstanceTaken", {
+  service: Schema.String,
+  instanceId: Schema.String,
+  /** the running instance, as discovery describes it (host, pid, broker, start time) */
+  holder: Schema.String
+}) {
+  override get message(): string {
+    return `${this.service}: instance ${this.instanceId} is already running (${this.holder}); ` +
+      `stop it, or start this one with whenTaken: "wait" to take over when it goes`
+  }
+}
+
+/** the running instance's leadership, as its handlers and entrypoints see it */
+const CurrentLeadership = Context.Reference<SingleInstance_.Leadership>("effect-mesh/Service/Leadership", {
+  defaultValue: () => ({ leading: false })
+})
+
+/**
+ * Whether the running instance leads: started with a fixed instance id (`make`'s `instance`) and
+ * holding it on the broker now (nuropb's `is_leader`). Always false for other instances.
+ *
+ * @since 0.1.0
+ */
+export const isLeader: Effect.Effect<boolean> = Effect.withFiber((fiber) =>
+  Effect.succeed(fiber.getRef(CurrentLeadership).leading)
+)
 
 /**
  * A call as the authorization policy sees it: which method, its payload (made by its schema), and the
@@ -162,21 +216,37 @@ export const make = <
   const Handlers extends RpcGroup.HandlersFrom<Rpcs>,
   EX = never,
   RX = never,
-  const Entrypoints extends ReadonlyArray<Entrypoint<unknown, unknown>> = []
+  const Entrypoints extends ReadonlyArray<Entrypoint<unknown, unknown>> = [],
+  const Single extends SingleInstance | undefined = undefined
 >(
   contract: ServiceContract<Name, Rpcs>,
   options: Options<Handlers, EX, RX> & {
     /** event subscriptions, timers, workers, routes: everything else the service runs */
     readonly entrypoints?: Entrypoints | undefined
+    /** single-instance mode: a fixed instance id, held on the broker (see `SingleInstance`) */
+    readonly instance?: Single
   }
 ): Layer.Layer<
   never,
-  EX | BrokerError | EntrypointError<Entrypoints[number]>,
+  EX | BrokerError | EntrypointError<Entrypoints[number]> | ([Single] extends [undefined] ? never : InstanceTaken),
   Requirements<Rpcs, Handlers, RX> | EntrypointServices<Entrypoints[number]>
 > =>
   mark(
-    Layer.unwrap(Effect.sync(() => {
-      const instance: Instance = { service: contract.name, instanceId: crypto.randomUUID(), authorize: options.authorize }
+    Layer.unwrap(Effect.gen(function*() {
+      const single = options.instance
+      const instance: Instance = { service: contract.name, instanceId: single?.id ?? crypto.randomUUID(), authorize: options.authorize }
+      const leadership: SingleInstance_.Leadership = { leading: false }
+      if (single !== undefined) {
+        const taken = yield* SingleInstance_.acquire(yield* Broker, {
+          service: instance.service,
+          instanceId: instance.instanceId,
+          whenTaken: single.whenTaken ?? "fail",
+          lease: Duration.fromInputUnsafe(single.lease ?? "1 second")
+        }, leadership)
+        if (Option.isSome(taken)) {
+          return yield* new InstanceTaken({ service: instance.service, instanceId: instance.instanceId, holder: taken.value })
+        }
+      }
       const entrypoints = (options.entrypoints ?? []).map((e) => e.layer(instance))
       const discovery = options.discovery === false ? [] : [Discovery.layer({
         ...instance,
@@ -184,12 +254,14 @@ export const make = <
         entrypoints: (options.entrypoints ?? []).map((e) => e.name),
         publishes: options.publishes
       })]
-      return Layer.mergeAll(rpcLayer(contract, options, instance), ...entrypoints, ...discovery)
+      return Layer.mergeAll(rpcLayer(contract, options, instance), ...entrypoints, ...discovery).pipe(
+        Layer.provide(Layer.succeed(CurrentLeadership)(leadership))
+      )
     })),
     contract as unknown as ServiceContract<string, Rpc.Any>
   ) as Layer.Layer<
     never,
-    EX | BrokerError | EntrypointError<Entrypoints[number]>,
+    EX | BrokerError | EntrypointError<Entrypoints[number]> | ([Single] extends [undefined] ? never : InstanceTaken),
     Requirements<Rpcs, Handlers, RX> | EntrypointServices<Entrypoints[number]>
   >
 

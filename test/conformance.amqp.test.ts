@@ -7,6 +7,7 @@ import { brokerSuite } from "./fixtures/brokerSuite.ts"
 import { clientFaultSuite } from "./fixtures/clientFaultSuite.ts"
 import { deadLetterSuite } from "./fixtures/deadLetterSuite.ts"
 import { identitySuite } from "./fixtures/identitySuite.ts"
+import { singleInstanceSuite } from "./fixtures/singleInstanceSuite.ts"
 import { wireFormatSuite } from "./fixtures/wireFormatSuite.ts"
 
 // suspended: the URL is known only once the global setup has started RabbitMQ
@@ -16,6 +17,7 @@ brokerContract("AmqpBroker", layer)
 brokerSuite("AmqpBroker", layer)
 deadLetterSuite("AmqpBroker", layer)
 amqpSuite("AmqpBroker", layer)
+singleInstanceSuite("AmqpBroker", layer)
 clientFaultSuite("AmqpBroker", layer)
 // RabbitMQ verifies the user the URL logs in as (the tests' node: guest)
 identitySuite("AmqpBroker", layer, "guest")

@@ -5,6 +5,7 @@ import { brokerSuite } from "./fixtures/brokerSuite.ts"
 import { clientFaultSuite } from "./fixtures/clientFaultSuite.ts"
 import { deadLetterSuite } from "./fixtures/deadLetterSuite.ts"
 import { identitySuite } from "./fixtures/identitySuite.ts"
+import { singleInstanceSuite } from "./fixtures/singleInstanceSuite.ts"
 import { wireFormatSuite } from "./fixtures/wireFormatSuite.ts"
 
 brokerContract("MemoryBroker", MemoryBroker.layer)
@@ -14,6 +15,7 @@ brokerSuite("MemoryBroker", MemoryBroker.layer)
 brokerSuite("MemoryBroker (queued calls)", MemoryBroker.layerWith({ directCalls: false }), { rpcOnly: true })
 deadLetterSuite("MemoryBroker", MemoryBroker.layer)
 amqpSuite("MemoryBroker", MemoryBroker.layer)
+singleInstanceSuite("MemoryBroker", MemoryBroker.layer)
 clientFaultSuite("MemoryBroker", MemoryBroker.layer)
 // no sender is verified in one process unless the broker is given an identity, which it then stamps
 identitySuite("MemoryBroker", MemoryBroker.layer, undefined)

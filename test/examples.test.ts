@@ -91,6 +91,16 @@ describe("examples", () => {
       assert.include(proc.output(), "ledger balance: 60", proc.output().join("\n"))
     }).pipe(Effect.scoped), 90_000)
 
+  it.live("examples/single/main.ts: the instance with the fixed id leads; a second start is refused, naming it (RabbitMQ)", () =>
+    Effect.gen(function*() {
+      const proc = yield* spawnProgram(example("single/main.ts"), env(), ["--once"])
+      const { code } = yield* proc.exited
+      const output = proc.output().join("\n")
+      assert.strictEqual(code, 0, output)
+      assert.include(proc.output(), "billing-scheduler-1: leading", output)
+      assert.match(output, /a second start: InstanceTaken: billing-scheduler: instance billing-scheduler-1 is already running \(host .+, pid \d+, broker amqp/)
+    }).pipe(Effect.scoped), 90_000)
+
   it.live("the timers example logs pretty, as the others do, not logfmt", () =>
     Effect.gen(function*() {
       const proc = yield* spawnProgram(example("timers/main.ts"), env())
