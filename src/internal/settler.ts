@@ -65,7 +65,7 @@ const countHeader = (value: HeaderValue | undefined): number | undefined => {
 }
 
 /** the most failures a retry schedule is replayed over (a count of retries past it counts as this many) */
-const maxReplayedFailures = 10_000
+const maxReplayedFailures = 1_000
 
 const maxErrorLength = 2000
 
