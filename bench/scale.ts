@@ -89,6 +89,11 @@ export const startWorker = (args: ReadonlyArray<string>): Worker => {
         const found = lines.find((l) => l.startsWith(prefix))
         if (found !== undefined) return resolve(found)
         const timer = setTimeout(() => reject(new Error(`worker ${args.join(" ")}: no '${prefix}' within ${timeoutMs} ms`)), timeoutMs)
+        // a worker that died says nothing more: fail at once
+        void exited.then(() => {
+          clearTimeout(timer)
+          reject(new Error(`worker ${args.join(" ")} exited (${child.exitCode ?? child.signalCode}) before '${prefix}'`))
+        })
         waiters.push({ prefix, seen: 0, resolve: (line) => {
           clearTimeout(timer)
           resolve(line)
