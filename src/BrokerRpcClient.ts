@@ -226,8 +226,15 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
     if (incoming._tag === "Returned") return route.returned()
     const answer = answerOf(incoming.message)
     if (answer === undefined) {
+      // no answer will come that this process can read: the call fails now, not at its deadline
       const contentType = incoming.message.properties.contentType ?? Formats.json.contentType
-      return Effect.logWarning(`a reply for ${correlationId} was not a message in a format this process reads (${contentType}); dropped`)
+      const message = Formats.ofContentType(contentType) === undefined
+        ? `the reply's content-type "${contentType}" is not a format this process reads`
+        : `the reply could not be read as ${contentType}`
+      return Effect.andThen(
+        Effect.logWarning(`a reply for ${correlationId} (${route.service}.${route.method}): ${message}`),
+        route.end(new TransportError({ service: route.service, method: route.method, message }))
+      )
     }
     const instance = incoming.message.properties.headers?.[wire.header.instance]
     return route.reply(answer, typeof instance === "string" ? instance : undefined)
@@ -245,7 +252,7 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
       return true
     }
     const answer = answerOf(incoming.message)
-    // a reply that cannot be read goes the long way, to be logged
+    // a reply that cannot be read goes the long way, to be logged and fail its call
     if (answer === undefined) return false
     route.answer(answer)
     return true
