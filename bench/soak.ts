@@ -4,8 +4,8 @@
  * `rate` calls a second (default: half the most recent `--scale` measurement of 1 service and 1 client
  * on one node, from bench/results/). Every 10 s both report their resident memory (RSS); the run
  * writes `bench/results/<time>-soak.json` and a chart, `bench/results/<time>-soak.svg`, and says how
- * much each grew from the end of the warm-up (default a fifth of the run, at least a minute) to the
- * end. It fails (exit code 1) when either grew by 10% or more, or when calls failed.
+ * much each grew from the first minute after the warm-up (default a fifth of the run, at least a
+ * minute) to the last minute (medians of each). It fails (exit code 1) when either grew by 10% or more, or when calls failed.
  */
 import { readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { dirname, join } from "node:path"
@@ -13,6 +13,7 @@ import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { lineChart } from "./chart.ts"
 import { oneNode, startWorker } from "./scale.ts"
+import { median } from "./shared.ts"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const resultsDir = join(root, "bench", "results")
@@ -101,13 +102,24 @@ const cleaner = await import("node:child_process").then(({ spawnSync }) =>
   spawnSync(process.execPath, [join(root, "bench", "scaleCleanup.ts"), node.url, runId], { stdio: "inherit" }))
 if (cleaner.status !== 0) console.error("cleanup failed")
 
-/** growth from the first sample after the warm-up to the mean of the last three */
+/**
+ * growth from the first minute after the warm-up to the last minute, each its median: RSS rises and
+ * falls with the garbage collector's cycles (tens of MiB here), and a median of six samples follows
+ * the trend, not where one sample fell in a cycle
+ */
 const growth = (pick: (s: Sample) => number) => {
   const after = samples.filter((s) => s.second >= warmupSeconds)
-  if (after.length < 2) return Number.NaN
-  const base = pick(after[0])
-  const last = after.slice(-3)
-  return (last.reduce((sum, s) => sum + pick(s), 0) / last.length - base) / base
+  if (after.length < 12) return Number.NaN
+  const base = median(after.slice(0, 6).map(pick))
+  return (median(after.slice(-6).map(pick)) - base) / base
+}
+/** the highest RSS of the second half after the warm-up against that of the first half: a leak raises it */
+const peakGrowth = (pick: (s: Sample) => number) => {
+  const after = samples.filter((s) => s.second >= warmupSeconds)
+  const half = Math.floor(after.length / 2)
+  if (half < 1) return Number.NaN
+  const first = Math.max(...after.slice(0, half).map(pick))
+  return (Math.max(...after.slice(half).map(pick)) - first) / first
 }
 const serverGrowth = growth((s) => s.serverRss)
 const clientGrowth = growth((s) => s.clientRss)
@@ -118,6 +130,8 @@ const summary = {
   warmupSeconds,
   serverGrowthPercent: Number((serverGrowth * 100).toFixed(1)),
   clientGrowthPercent: Number((clientGrowth * 100).toFixed(1)),
+  serverPeakGrowthPercent: Number((peakGrowth((s) => s.serverRss) * 100).toFixed(1)),
+  clientPeakGrowthPercent: Number((peakGrowth((s) => s.clientRss) * 100).toFixed(1)),
   failed,
   meanCallsPerSecond: Math.round(samples.reduce((sum, s) => sum + s.callsPerSecond, 0) / Math.max(1, samples.length))
 }
