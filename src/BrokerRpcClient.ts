@@ -154,25 +154,8 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
     interrupt: (call) => publishControl("Interrupt", topology.controlServiceKey(call.service), call.correlationId)
   }
 
-  // No reply to a call in flight can come any more: each fails, deadline or not. The routes are read
-  // when the reply queue's `Lost` is dispatched: a call made after the loss cannot be among them, as
-  // its publish waits for the reconnection, and that takes round trips the dispatch does not
-  const endAll = (reason: string): Effect.Effect<void> =>
-    Effect.suspend(() =>
-      Effect.forEach(
-        Array.from(routes.values()),
-        (route) =>
-          route.end(
-            new TransportError({
-              service: route.service,
-              method: route.method,
-              reason: "OutcomeUnknown",
-              message: `${reason} while ${route.service}.${route.method} was in flight: its outcome is unknown (the request may or may not have run)`
-            })
-          ),
-        { discard: true }
-      )
-    )
+  // no reply to a call in flight can come any more: each fails, deadline or not
+  const endAll = (reason: string): Effect.Effect<void> => PendingCall.endAll(routes, reason)
 
   // calls that waited a whole sweep interval without a word, by service, are checked against their
   // service's queue: requests waiting there and no consumer end them with ServiceNotFound NoConsumer.

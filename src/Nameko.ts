@@ -231,6 +231,14 @@ export const makeTransport = (name = "effect_mesh"): Effect.Effect<Transport["Se
         return true
       }
     })
+    // Nameko's replies come on a queue of its own, which says nothing when the connection goes: a reply
+    // queue of the broker's does (`Lost`), and then no reply to a call in flight can come any more
+    const watch = yield* broker.replyQueue()
+    yield* watch.incoming.pipe(
+      Stream.runForEach((incoming) => incoming._tag === "Lost" ? PendingCall.endAll(routes, "the connection to the broker was lost") : Effect.void),
+      Effect.tapError((error) => PendingCall.endAll(routes, error.message)),
+      Effect.forkScoped
+    )
     // a broker that hands every delivery to the stream (none that speaks AMQP today) goes here
     yield* consumer.deliveries.pipe(
       Stream.runForEach((delivery) => Effect.andThen(Effect.sync(() => answer(delivery)), delivery.ack)),

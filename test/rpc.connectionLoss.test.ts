@@ -7,7 +7,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Effect, Fiber, Layer, Schedule } from "effect"
-import { AmqpBroker, ServiceClient, ServiceError } from "effect-mesh"
+import { AmqpBroker, Broker, Nameko, ServiceClient, ServiceError } from "effect-mesh"
 import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { spawnProgram } from "./fixtures/processes.ts"
@@ -26,7 +26,7 @@ const killNode = Effect.sync(() => {
 })
 
 const clientLayer = () =>
-  ServiceClient.layer.pipe(
+  Layer.merge(ServiceClient.layer, Nameko.layerClient).pipe(
     Layer.provideMerge(AmqpBroker.layer({ url: node.url(), reconnect: Schedule.spaced("250 millis") })),
     Layer.fresh
   )
@@ -55,10 +55,27 @@ const lostInFlight = (fault: Effect.Effect<unknown, Error>) =>
     const calls = yield* Effect.forkChild(Effect.forEach(Array.from({ length: 20 }, (_, id) => id), call, {
       concurrency: "unbounded"
     }))
+    // and calls on Nameko's wire, to a Nameko service whose queue nobody consumes: they wait
+    const namekoService = `nameko_${suffix()}`
+    const broker = yield* Broker.Broker
+    yield* broker.declareExchange("nameko-rpc", "topic", { durable: true })
+    yield* broker.declareQueue(`rpc-${namekoService}`, { autoDelete: false, expires: 600_000 })
+    yield* broker.bindQueue(`rpc-${namekoService}`, "nameko-rpc", `${namekoService}.*`)
+    const nameko = yield* Nameko.client(workContract(namekoService), { args: { work: ["id", "millis"] } })
+    const namekoCall = (id: number) =>
+      Effect.gen(function*() {
+        const start = yield* Clock.currentTimeMillis
+        const error = yield* nameko.work({ id, millis: 1 }, id % 2 === 0 ? { timeout: "20 seconds" } : undefined).pipe(
+          Effect.flip,
+          Effect.timeoutOrElse({ duration: "30 seconds", orElse: () => Effect.succeed("hung" as const) })
+        )
+        return { id: 100 + id, error, millis: (yield* Clock.currentTimeMillis) - start }
+      })
+    const namekoCalls = yield* Effect.forkChild(Effect.forEach([0, 1, 2, 3], namekoCall, { concurrency: "unbounded" }))
     // let every call reach the instance (it logs nothing per call until it serves one)
     yield* Effect.sleep("1 second")
     yield* fault
-    const outcomes = yield* Fiber.join(calls)
+    const outcomes = [...yield* Fiber.join(calls), ...yield* Fiber.join(namekoCalls)]
     for (const { error, id, millis } of outcomes) {
       const what = `call ${id} (${id % 2 === 0 ? "20 s timeout" : "no timeout"}) after ${millis} ms: ${String(error)}`
       assert.instanceOf(error, ServiceError.TransportError, what)

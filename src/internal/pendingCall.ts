@@ -28,6 +28,28 @@ export interface Calls {
   readonly interrupt: (call: PendingCall) => Effect.Effect<void>
 }
 
+/**
+ * No reply to a call in flight can come any more (the connection, or the transport, is gone): each
+ * fails with `TransportError` `OutcomeUnknown`, deadline or not. The routes are read as the loss is
+ * dispatched: a call made after it cannot be among them, as its publish waits for the reconnection
+ */
+export const endAll = (routes: Map<string, PendingCall>, reason: string): Effect.Effect<void> =>
+  Effect.suspend(() =>
+    Effect.forEach(
+      Array.from(routes.values()),
+      (route) =>
+        route.end(
+          new TransportError({
+            service: route.service,
+            method: route.method,
+            reason: "OutcomeUnknown",
+            message: `${reason} while ${route.service}.${route.method} was in flight: its outcome is unknown (the request may or may not have run)`
+          })
+        ),
+      { discard: true }
+    )
+  )
+
 /** an answer: effect/rpc's message (a chunk, or the Exit encoded), or a success as a value */
 export type Answer = FromServerEncoded | Exit.Exit<unknown, unknown>
 
