@@ -11,7 +11,6 @@ import { afterAll, beforeAll } from "vitest"
 import { Clock, type Duration, Effect, Exit, Fiber, Layer, Option, Queue, Ref, Schedule, Schema, Stream } from "effect"
 import { Rpc, RpcGroup } from "effect/rpc"
 import { readFileSync } from "node:fs"
-import { createServer } from "node:net"
 import { fileURLToPath } from "node:url"
 import * as AmqpBroker from "../src/AmqpBroker.ts"
 import { Broker, type BrokerError, type Consumer, type Delivery, type Incoming } from "../src/Broker.ts"
@@ -24,20 +23,12 @@ import { amqpUrl } from "./fixtures/amqpUrl.ts"
 import { take as takeN } from "./fixtures/brokerContract.ts"
 import { rabbitNode } from "./fixtures/rabbit.ts"
 import { checkoutPort } from "./fixtures/ports.ts"
+import { freePort } from "./fixtures/freePort.ts"
 
 const suffix = () => crypto.randomUUID().slice(0, 8)
 
 class ReadyRpcs extends RpcGroup.make(Rpc.make("ping", { success: Schema.String })) {}
 
-/** a port nothing listens on right now */
-const freePort = Effect.callback<number>((resume) => {
-  const server = createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const address = server.address()
-    const port = typeof address === "object" && address !== null ? address.port : 0
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
 const encode = (s: string) => new TextEncoder().encode(s)
 const decode = (b: Uint8Array) => new TextDecoder().decode(b)
 

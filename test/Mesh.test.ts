@@ -8,11 +8,11 @@ import { ConfigProvider, Console, Deferred, Effect, Exit, Fiber, Layer, Schedule
 import { Rpc, RpcGroup } from "effect/rpc"
 import { Broker, Discovery, HttpEntrypoint, Mesh, Service, ServiceClient, ServiceContract } from "effect-mesh"
 import { writeFileSync } from "node:fs"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { amqpUrl } from "./fixtures/amqpUrl.ts"
 import { captureLogs } from "./fixtures/logs.ts"
+import { freePort } from "./fixtures/freePort.ts"
 
 const suffix = () => crypto.randomUUID().slice(0, 8)
 
@@ -41,15 +41,6 @@ const greeterLive = (contract: ReturnType<typeof greeter>) =>
 /** the same rpc, without routes */
 const plainLive = (contract: ReturnType<typeof greeter>) => Service.make(contract, { handlers })
 
-/** a port nothing listens on right now */
-const freePort = Effect.callback<number>((resume) => {
-  const server = createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const address = server.address()
-    const port = typeof address === "object" && address !== null ? address.port : 0
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
 
 const fetchJson = (url: string, init?: RequestInit) =>
   Effect.promise(async () => {

@@ -9,20 +9,11 @@ import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Option, Redacted, Schedule } from "effect"
 import { AmqpBroker, MeshConfig } from "effect-mesh"
 import { writeFileSync } from "node:fs"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { amqpUrl } from "./fixtures/amqpUrl.ts"
+import { freePort } from "./fixtures/freePort.ts"
 
-/** a port nothing listens on: one a server held a moment ago */
-const freePort = Effect.callback<number>((resume) => {
-  const server = createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const address = server.address()
-    const port = typeof address === "object" && address !== null ? address.port : 0
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
 
 const file = (name: string, text: string) => {
   const path = join(tmpdir(), `mesh-urls-${crypto.randomUUID().slice(0, 8)}-${name}`)

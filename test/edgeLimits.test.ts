@@ -7,13 +7,14 @@ import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Exit, Layer, Stream } from "effect"
 import { FetchHttpClient, HttpRouter, HttpServerResponse } from "effect/http"
 import { HttpGateway, Hub, Mesh, MemoryBroker, Service, ServiceClient, ServiceContract, Sse, WebSocketGateway } from "effect-mesh"
-import { connect, createServer } from "node:net"
+import { connect } from "node:net"
 import WebSocket from "ws"
 import { mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Rpc, RpcGroup } from "effect/rpc"
 import { Schema } from "effect"
+import { freePort } from "./fixtures/freePort.ts"
 
 class AddRpcs extends RpcGroup.make(
   Rpc.make("add", { payload: { a: Schema.Number, b: Schema.Number }, success: Schema.Number })
@@ -71,14 +72,6 @@ const raw = (url: string, head: string, body = "") =>
 const post = (path: string, length: number) =>
   `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\n`
 
-const freePort = Effect.callback<number>((resume) => {
-  const server = createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const address = server.address()
-    const port = typeof address === "object" && address !== null ? address.port : 0
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
 
 const headerLines = (n: number) => Array.from({ length: n }, (_, i) => `X-H${i}: ${i}\r\n`).join("")
 

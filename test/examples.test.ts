@@ -4,20 +4,12 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Schedule } from "effect"
-import { type AddressInfo, createServer } from "node:net"
 import { fileURLToPath } from "node:url"
 import { amqpUrl } from "./fixtures/amqpUrl.ts"
 import { spawnProgram } from "./fixtures/processes.ts"
+import { freePort } from "./fixtures/freePort.ts"
 
 const example = (path: string) => fileURLToPath(new URL(`../examples/${path}`, import.meta.url))
-/** a port nothing listens on right now */
-const freePort = Effect.callback<number>((resume) => {
-  const server = createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const port = (server.address() as AddressInfo).port
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
 
 /** the test RabbitMQ, a free port */
 const env = () => ({ AMQP_URL: amqpUrl(), HTTP_PORT: "0" })

@@ -10,19 +10,12 @@ import { ConfigProvider, Effect, Layer, Schedule, Schema } from "effect"
 import { Rpc, RpcGroup } from "effect/rpc"
 import { Event, Mesh, Service, ServiceClient, ServiceContract } from "effect-mesh"
 import { createServer, type Server } from "node:http"
-import { type AddressInfo, createServer as createNetServer } from "node:net"
+import type { AddressInfo } from "node:net"
 import { amqpUrl } from "./fixtures/amqpUrl.ts"
+import { freePort } from "./fixtures/freePort.ts"
 
 const suffix = () => crypto.randomUUID().slice(0, 8)
 
-/** a port nothing listens on right now */
-const freePort = Effect.callback<number>((resume) => {
-  const server = createNetServer()
-  server.listen(0, "127.0.0.1", () => {
-    const port = (server.address() as AddressInfo).port
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
 
 interface OtlpSpan {
   readonly traceId: string
