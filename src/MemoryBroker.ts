@@ -306,16 +306,16 @@ const argsKeyOf = (args: BindingArguments | undefined): string =>
  * not headers to match
  */
 const matchHeaders = (args: BindingArguments | undefined, headers: Readonly<Record<string, HeaderValue>> | undefined): boolean => {
-  const any = args?.["x-match"] === "any"
+  const matchAny = args?.["x-match"] === "any"
   let matched = false
   for (const key in args) {
     if (key.startsWith("x-")) continue
     const same = headers !== undefined && key in headers && headers[key] === args[key]
-    if (any && same) return true
-    if (!any && !same) return false
+    if (matchAny && same) return true
+    if (!matchAny && !same) return false
     matched = true
   }
-  return !any && matched
+  return !matchAny && matched
 }
 
 class ExchangeState {
