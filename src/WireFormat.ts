@@ -6,7 +6,7 @@
  * a service reads every format it knows (both of these) whatever its own contract says, and answers a
  * request in the format it came in. A caller and a service that disagree therefore interoperate, and a
  * request in a format the service does not know (another content type) is refused with
- * `InvalidPayload` naming it, answered or dead-lettered as any refused request is.
+ * `InvalidPayload` naming it, answered or dead-lettered as every refused request is.
  *
  * Both formats carry the same values: the schemas' JSON encoding (effect/rpc's `codecFor` is
  * `Schema.toCodecJson` for both), so a contract's schemas need nothing of their own for MessagePack.
