@@ -153,7 +153,7 @@ export const consume = <S extends Schema.Top, X, E, R>(
         concurrency: Math.max(1, options.concurrency ?? 16),
         drainTimeout: options.drainTimeout ?? Subscription.defaultDrainTimeout,
         tag: `${plan.label} ${instance.instanceId}`,
-        settler: Settler.make(broker, plan, Schema.decodeUnknownExit(jsonCodec(schema)), options.retry ?? Subscription.defaultRetry),
+        settler: Settler.make(broker, plan, codecOf(schema).decode, options.retry ?? Subscription.defaultRetry),
         service: instance.service,
         runName: `${instance.service}.amqp:${options.exchange}`,
         metrics: Metrics.eventProcess(instance.service, destination),
@@ -195,7 +195,7 @@ export const publish = <S extends Schema.Top>(
     const fail = (reason: AmqpError["reason"], message: string) =>
       new AmqpError({ reason, exchange: exchange.exchange, routingKey, message })
     const made = yield* Effect.mapError(schema.makeEffect(payload), (issue) => fail("InvalidPayload", formatIssue(issue)))
-    const encoded = Schema.encodeUnknownExit(jsonCodec(schema))(made)
+    const encoded = codecOf(schema).encode(made)
     if (Exit.isFailure(encoded)) {
       return yield* fail("InvalidPayload", Option.match(Exit.findErrorOption(encoded), {
         onNone: () => "the payload could not be encoded",
@@ -251,5 +251,20 @@ const queueOf = (service: string, name: string): string => `mesh.amqp.${service}
 
 const formatIssue = SchemaIssue.makeFormatterDefault()
 
-const jsonCodec = (schema: Schema.Top): Schema.Codec<unknown, unknown> =>
-  Schema.toCodecJson(schema) as unknown as Schema.Codec<unknown, unknown>
+interface Codec {
+  readonly encode: (value: unknown) => Exit.Exit<unknown, Schema.SchemaError>
+  readonly decode: (json: unknown) => Exit.Exit<unknown, Schema.SchemaError>
+}
+
+/** a schema's JSON codec, made once per schema (not on every publish) */
+const codecs = new WeakMap<Schema.Top, Codec>()
+
+const codecOf = (schema: Schema.Top): Codec => {
+  let codec = codecs.get(schema)
+  if (codec === undefined) {
+    const json = Schema.toCodecJson(schema) as unknown as Schema.Codec<unknown, unknown>
+    codec = { encode: Schema.encodeUnknownExit(json), decode: Schema.decodeUnknownExit(json) }
+    codecs.set(schema, codec)
+  }
+  return codec
+}

@@ -249,7 +249,8 @@ export const make = <
       }
       const entrypoints = (options.entrypoints ?? []).map((e) => e.layer(instance))
       const discovery = options.discovery === false ? [] : [Discovery.layer({
-        ...instance,
+        service: instance.service,
+        instanceId: instance.instanceId,
         contract: contract as unknown as ServiceContract<string, Rpc.Any>,
         entrypoints: (options.entrypoints ?? []).map((e) => e.name),
         publishes: options.publishes
