@@ -62,25 +62,10 @@ install_server() {
     exit 1
   fi
   log "installing postgresql with apt-get"
-  # Keep the package's own cluster (on the default port) from starting during the install.
-  local policy=/usr/sbin/policy-rc.d placed=0
-  if [[ ! -e "$policy" ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
-    chmod +x "$policy"
-    placed=1
-  fi
-  local installed=0
-  apt_install postgresql && installed=1
-  if [[ "$placed" == 1 ]]; then
-    rm -f "$policy"
-  fi
-  if [[ "$installed" == 0 || -z "$(bindir)" ]]; then
+  # the package's own cluster (on the default port) neither starts now nor at boot
+  if ! apt_install_service postgresql || [[ -z "$(bindir)" ]]; then
     log "could not install postgresql (the reason is above); set DATABASE_URL to test against a PostgreSQL of your own"
     exit 1
-  fi
-  # Where systemd runs, make sure the packaged service neither runs now nor at boot.
-  if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
-    systemctl disable --now postgresql >&2 || true
   fi
 }
 

@@ -84,33 +84,10 @@ install_server() {
   log "installing prometheus with apt-get"
   local started
   started=$(date +%s)
-  # Keep the package's own service from starting a Prometheus on the default port during the install.
-  local policy=/usr/sbin/policy-rc.d placed=0
-  if [[ ! -e "$policy" ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
-    chmod +x "$policy"
-    placed=1
-  fi
-  local installed=0
-  apt_install prometheus && installed=1
-  if [[ "$placed" == 1 ]]; then
-    rm -f "$policy"
-  fi
-  if [[ "$installed" == 0 ]]; then
+  # the package's own Prometheus (on the default port) neither starts now nor at boot
+  if ! apt_install_service prometheus; then
     log "could not install prometheus (the reason is above)"
     exit 1
-  fi
-  # The packaged service neither runs now nor at boot (it may have started if another install removed
-  # its own policy-rc.d meanwhile).
-  if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
-    systemctl disable --now prometheus >&2 || true
-  else
-    if [[ -x /etc/init.d/prometheus ]]; then
-      /etc/init.d/prometheus stop >&2 || true
-    fi
-    if command -v update-rc.d >/dev/null; then
-      update-rc.d prometheus disable >&2 || true
-    fi
   fi
   log "prometheus installed in $(($(date +%s) - started))s"
 }

@@ -149,25 +149,10 @@ install_server() {
     exit 1
   fi
   log "installing rabbitmq-server with apt-get"
-  # Keep the package's own service from starting a node on the default port during the install.
-  local policy=/usr/sbin/policy-rc.d placed=0
-  if [[ ! -e "$policy" ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
-    chmod +x "$policy"
-    placed=1
-  fi
-  local installed=0
-  apt_install rabbitmq-server && installed=1
-  if [[ "$placed" == 1 ]]; then
-    rm -f "$policy"
-  fi
-  if [[ "$installed" == 0 ]]; then
+  # the package's own node (on the default port) neither starts now nor at boot
+  if ! apt_install_service rabbitmq-server; then
     log "could not install rabbitmq-server (the reason is above); set AMQP_URL to test against a RabbitMQ of your own"
     exit 1
-  fi
-  # Where systemd runs, make sure the packaged service neither runs now nor at boot.
-  if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
-    systemctl disable --now rabbitmq-server >&2 || true
   fi
 }
 
