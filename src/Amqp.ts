@@ -41,6 +41,7 @@ import * as Spans from "./internal/spans.ts"
 import * as Subscription from "./internal/subscription.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
+import * as MessageSize from "./internal/messageSize.ts"
 import * as Service from "./Service.ts"
 
 /**
@@ -128,12 +129,13 @@ export const consume = <S extends Schema.Top, X, E, R>(
       const deadQueue = topology.eventDeadLetterQueue(queue)
       const queueType = yield* QueueTypes.resolve(options.queueType, QueueTypes.defaults.events)
       const destination = `${options.exchange}:${options.name}`
+      const maxMessageSize = yield* MessageSize.resolve(options.maxMessageSize)
       const plan = {
         label: `${instance.service}: amqp ${options.exchange} (${options.name})`,
         queue,
         deadQueue,
         durable: true,
-        maxMessageSize: options.maxMessageSize ?? wire.defaultMaxMessageSize,
+        maxMessageSize,
         metrics: Metrics.eventSettling(instance.service, destination)
       }
       yield* topology.ensureCommon(broker)

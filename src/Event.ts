@@ -65,6 +65,7 @@ import * as Settler from "./internal/settler.ts"
 import * as Subscription from "./internal/subscription.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
+import * as MessageSize from "./internal/messageSize.ts"
 import * as Service from "./Service.ts"
 
 // ---- models ----
@@ -372,7 +373,7 @@ export const handle = <Source extends string, Type extends string, S extends Sch
     Layer.effectDiscard(Effect.gen(function*() {
       const broker = yield* Broker
       const queueType = yield* QueueTypes.resolve(options.queueType, QueueTypes.defaults.events)
-      const plan = planOf(event, options, instance, queueType)
+      const plan = planOf(event, options, instance, queueType, yield* MessageSize.resolve(options.maxMessageSize))
       yield* declare(broker, event, plan)
       yield* Subscription.run({
         broker,
@@ -418,7 +419,7 @@ export const subscribe = <Source extends string, Type extends string, S extends 
     Layer.effectDiscard(Effect.gen(function*() {
       const broker = yield* Broker
       const queueType = yield* QueueTypes.resolve(options.queueType, QueueTypes.defaults.events)
-      const plan = planOf(event, options, instance, queueType)
+      const plan = planOf(event, options, instance, queueType, yield* MessageSize.resolve(options.maxMessageSize))
       yield* declare(broker, event, plan)
       const settle = Settler.make(broker, plan, codecOf(event).decode, options.retry ?? Subscription.defaultRetry)
       const name = runName(instance, event)
@@ -597,7 +598,13 @@ interface Plan {
   readonly metrics: Metrics.EventSettling
 }
 
-const planOf = (event: Any, options: Options, instance: Service.Instance, queueType: QueueType): Plan => {
+const planOf = (
+  event: Any,
+  options: Options,
+  instance: Service.Instance,
+  queueType: QueueType,
+  maxMessageSize: number
+): Plan => {
   const delivery = options.delivery ?? "pool"
   const subscription = topology.eventSubscription(event.source, event.type, delivery, instance.service, options.name)
   const deadQueue = topology.eventDeadLetterQueue(subscription)
@@ -621,7 +628,7 @@ const planOf = (event: Any, options: Options, instance: Service.Instance, queueT
     durable: delivery !== "broadcast" || reliable !== undefined,
     concurrency: Math.max(1, options.concurrency ?? 16),
     drainTimeout: options.drainTimeout ?? Subscription.defaultDrainTimeout,
-    maxMessageSize: options.maxMessageSize ?? wire.defaultMaxMessageSize,
+    maxMessageSize,
     metrics: Metrics.eventSettling(instance.service, `${event.source}.${event.type}`)
   }
 }

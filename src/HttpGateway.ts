@@ -51,6 +51,7 @@ import type { Server } from "node:http"
 import * as CallContext from "./CallContext.ts"
 import * as BrokerRpcClient from "./BrokerRpcClient.ts"
 import * as edge from "./internal/edge.ts"
+import { byteSizeConfig } from "./internal/messageSize.ts"
 import * as ServiceClient from "./ServiceClient.ts"
 
 // ---- models ----
@@ -217,10 +218,6 @@ export const layer = (
   options.contracts === undefined || options.contracts.length === 0
     ? layerServer(options)
     : layerRoutes({ ...options, contracts: options.contracts }).pipe(Layer.provideMerge(layerServer(options)))
-
-/** a size with its unit (`512 KiB`), or a number of bytes */
-const byteSizeConfig = (key: string): Config.Config<ByteSize.ByteSize> =>
-  Config.ByteSize(key).pipe(Config.orElse(() => Config.Int(key).pipe(Config.map(ByteSize.bytes))))
 
 /**
  * The edge's limits as the configuration sets them: `HTTP_MAX_BODY_SIZE`, `HTTP_MAX_HEADER_COUNT`,

@@ -37,6 +37,7 @@ import * as HttpGateway from "./HttpGateway.ts"
 import * as Redact from "./internal/redact.ts"
 import * as Sampler from "./internal/sampler.ts"
 import * as Tls from "./internal/tls.ts"
+import * as MessageSize from "./internal/messageSize.ts"
 import * as MemoryBroker from "./MemoryBroker.ts"
 
 // ---- models ----
@@ -315,6 +316,8 @@ const meshSettings: ReadonlyArray<readonly [string, string | undefined]> = [
   [HttpGateway.configKeys.maxHeaderCount, String(HttpGateway.limits.maxHeaderCount)],
   [HttpGateway.configKeys.maxHeaderSize, "16 KiB"],
   [HttpGateway.configKeys.maxWebSocketMessageSize, "1 MiB"],
+  // the largest message a service, subscription or consumer takes when it sets none (internal/messageSize.ts)
+  [MessageSize.configKey, "1 MiB"],
   ["METRICS_PORT", undefined],
   ["OTEL_EXPORTER_OTLP_ENDPOINT", undefined],
   ["OTEL_SERVICE_NAME", undefined],

@@ -41,6 +41,7 @@ import * as wire from "./internal/namekoWire.ts"
 import * as PendingCall from "./internal/pendingCall.ts"
 import * as Runner from "./internal/runner.ts"
 import * as meshWire from "./internal/wire.ts"
+import * as MessageSize from "./internal/messageSize.ts"
 import * as Service from "./Service.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
 import type { ServiceError } from "./ServiceError.ts"
@@ -518,7 +519,7 @@ const serveRpc = (
     yield* broker.declareQueue(queue, { durable: true })
     yield* broker.bindQueue(queue, wire.rpcExchange, wire.rpcBinding(service))
     const lane = Runner.lane(yield* Effect.context<never>())
-    const maxMessageSize = options?.maxMessageSize ?? meshWire.defaultMaxMessageSize
+    const maxMessageSize = yield* MessageSize.resolve(options?.maxMessageSize)
     const prefix = `${service}.`
     let nextRequest = 0
     const errorEncoders = new Map<string, (error: unknown) => Exit.Exit<unknown, Schema.SchemaError>>()

@@ -37,6 +37,7 @@ import * as QueueTypes from "./internal/queueType.ts"
 import * as Runner from "./internal/runner.ts"
 import * as SingleInstance_ from "./internal/singleInstance.ts"
 import * as wire from "./internal/wire.ts"
+import * as MessageSize from "./internal/messageSize.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
 import { Forbidden, RemoteDefect } from "./ServiceError.ts"
 
@@ -326,7 +327,7 @@ const rpcLayer = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
       instanceId: instance.instanceId,
       queueType: yield* QueueTypes.resolve(options.queueType, QueueTypes.defaults.requests),
       deliveryLimit: options.deliveryLimit,
-      maxMessageSize: options.maxMessageSize,
+      maxMessageSize: yield* MessageSize.resolve(options.maxMessageSize),
       unary
     })
     yield* RpcServer.make(contract.group, {

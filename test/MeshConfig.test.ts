@@ -126,6 +126,7 @@ describe("MeshConfig", () => {
         OTEL_TRACES_SAMPLER: "parentbased_always_on (default)",
         MESH_DLQ_MAX_LENGTH: "10000 (default)",
         MESH_DLQ_TTL: "7 days (default)",
+        MESH_MAX_MESSAGE_SIZE: "1 MiB (default)",
         SERVICE_API_KEY: "<redacted> (file)",
         SERVICE_NAME: "orders (file)"
       })
