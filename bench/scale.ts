@@ -68,8 +68,8 @@ export interface Worker {
   readonly stop: () => Promise<void>
 }
 
-export const startWorker = (args: ReadonlyArray<string>): Worker => {
-  const child = spawn(process.execPath, [worker, ...args], { stdio: "pipe", env: process.env })
+export const startWorker = (args: ReadonlyArray<string>, nodeFlags: ReadonlyArray<string> = []): Worker => {
+  const child = spawn(process.execPath, [...nodeFlags, worker, ...args], { stdio: "pipe", env: process.env })
   const lines: Array<string> = []
   const waiters: Array<{ prefix: string; resolve: (line: string) => void; seen: number }> = []
   createInterface({ input: child.stdout }).on("line", (line) => {
@@ -132,7 +132,8 @@ const brokers = (): ReadonlyArray<{ readonly name: string; readonly url: string 
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
-const rpcCell = async (
+/** one measurement of calls/s: `servers` service processes against `clients` client processes, 64 calls in flight each */
+export const rpcCell = async (
   broker: { readonly name: string; readonly url: string },
   servers: number,
   clients: number,

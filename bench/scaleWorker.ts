@@ -14,11 +14,14 @@
  * p99, and a sample of latencies for merging); with a `rate` (calls/s) it paces itself and runs until
  * killed, printing `tick <json>` every second. A subscriber handles the source's `tick` events (pool,
  * quorum) and prints `handled <n>` every 100 ms; a publisher publishes `count` events, `inFlight` at
- * once, each confirmed, and prints `published <ms>`. Every process prints `rss <bytes>` on `rss`.
+ * once, each confirmed, and prints `published <ms>`. On `memory`, every process prints its RSS and,
+ * when run with `--expose-gc`, collects its garbage in full and adds the heap left (`memory <json>`);
+ * on `snapshot <file>`, it writes a V8 heap snapshot to that file and prints `snapshot <file>`.
  */
 import { Effect, Layer, ManagedRuntime, Schema } from "effect"
 import { AmqpBroker, Event, Service, ServiceClient, ServiceContract } from "effect-mesh"
 import { createInterface } from "node:readline"
+import { writeHeapSnapshot } from "node:v8"
 import { BenchRpcs, handlers, Latencies, serverConcurrency } from "./shared.ts"
 
 const [role = "", url = "", namesArg = "", ...rest] = process.argv.slice(2)
@@ -32,9 +35,18 @@ let go: () => void = () => {}
 const started = new Promise<void>((resolve) => {
   go = resolve
 })
+/** what `memory` reports: RSS as it stood, then the heap after a full collection (with `--expose-gc`) */
+const memory = () => {
+  const rss = process.memoryUsage().rss
+  const collect: unknown = Reflect.get(globalThis, "gc")
+  if (typeof collect === "function") collect()
+  const after = process.memoryUsage()
+  return { rss, heapUsed: after.heapUsed, heapTotal: after.heapTotal, external: after.external, collected: typeof collect === "function" }
+}
 createInterface({ input: process.stdin }).on("line", (line) => {
   if (line === "go") go()
-  if (line === "rss") say(`rss ${process.memoryUsage().rss}`)
+  if (line === "memory") say(`memory ${JSON.stringify(memory())}`)
+  if (line.startsWith("snapshot ")) say(`snapshot ${writeHeapSnapshot(line.slice(9))}`)
 })
 
 const broker = AmqpBroker.layer({ url })
