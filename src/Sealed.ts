@@ -60,7 +60,7 @@ export class SealedKeyError extends Schema.TaggedError<SealedKeyError>()("Sealed
   key: Schema.String
 }) {
   override get message(): string {
-    return `${this.key} is not an X25519 key (32 bytes in base64url); make one with Sealed.generateKeyPair (mesh sealed-keygen)`
+    return `${this.key} is not an X25519 key (32 bytes in base64url); make one with mesh keygen (Sealed.generateKeyPair)`
   }
 }
 
