@@ -25,6 +25,11 @@
  * its codecs (a protocol's call finds its rpc by tag); a reply is read in the format its `content_type`
  * names.
  *
+ * A sealed rpc's request (Sealed.ts) is sealed for its service's key (found once per service,
+ * internal/sealedKeys.ts) and never passed as a value; its answers are opened with the call's own key,
+ * and an unsealed answer is taken only when it is a refusal. Nothing of this runs for other rpcs but
+ * the codecs' `sealed` flag, and for replies a flag set by the process's first sealed call.
+ *
  * @since 0.1.0
  */
 import { Clock, Context, Effect, Exit, Layer, Option, Schema, Scope, Stream } from "effect"
@@ -44,7 +49,7 @@ import * as SealedKeys from "./internal/sealedKeys.ts"
 import * as Sealing from "./internal/sealing.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
-import { ServiceNotFound, TransportError } from "./ServiceError.ts"
+import { CallTimeout, ServiceNotFound, TransportError } from "./ServiceError.ts"
 
 /**
  * One process's connection to the RPC side of the mesh: its reply queue and its clients.
@@ -138,6 +143,20 @@ const sealedAnswerOf = (message: Message, sealed: Formats.BodyFormat): PendingCa
   return plain !== undefined && !Exit.isExit(plain) && plain._tag === "Exit" && plain.exit._tag === "Failure" ? plain : undefined
 }
 
+/**
+ * a sealed call's refusal because its request did not open: the key this process found for the service
+ * may be an old one (the service's key was rotated), so the next call asks discovery again
+ */
+const forgetKeyOn = (broker: Broker["Service"], route: PendingCall.PendingCall, answer: PendingCall.Answer): void => {
+  if (Exit.isExit(answer) || answer._tag !== "Exit" || answer.exit._tag !== "Failure") return
+  for (const reason of answer.exit.cause) {
+    const error = reason._tag === "Die" ? wire.serviceErrorOfDefect(reason.defect) : Option.none()
+    if (Option.isSome(error) && error.value._tag === "InvalidPayload" && error.value.issue === Sealing.notOpened) {
+      SealedKeys.forget(broker, route.service)
+    }
+  }
+}
+
 const transportError = (message: string, cause: unknown) =>
   new RpcClientError.RpcClientError({
     reason: new RpcClientError.RpcClientDefect({ message, cause })
@@ -222,14 +241,27 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
   const sealedCalls = new WeakMap<PendingCall.PendingCall, Formats.BodyFormat>()
   let sealing = false
   /** seals a call's request for its service's key; its answers will be opened with the call's own key */
-  const seal = (call: PendingCall.PendingCall, format: Formats.BodyFormat, plaintext: Uint8Array) =>
-    Effect.map(SealedKeys.keyFor(broker, call.service, call.method), (key) => {
+  // (finding the key, on the process's first sealed call to the service, waits no longer than its deadline)
+  const seal = (
+    call: PendingCall.PendingCall,
+    format: Formats.BodyFormat,
+    plaintext: Uint8Array,
+    deadline: number | undefined,
+    fiber: Fiber.Fiber<unknown, unknown>
+  ) => {
+    const key = SealedKeys.keyFor(broker, call.service, call.method)
+    const bounded = deadline === undefined ? key : Effect.timeoutOrElse(key, {
+      duration: Math.max(0, deadline - clockOf(fiber)),
+      orElse: () => Effect.fail(new CallTimeout({ service: call.service, method: call.method, timeoutMillis: call.timeoutMillis }))
+    })
+    return Effect.map(bounded, (key) => {
       const sealed = Sealing.sealRequest(key, call, plaintext)
       const answers = Sealing.sealedFormat(format, sealed.answers)
       sealing = true
       sealedCalls.set(call, answers)
       return { body: sealed.body, format: answers }
     })
+  }
 
   const onIncoming = (incoming: Incoming): Effect.Effect<void> => {
     if (incoming._tag === "Lost") return endAll("the connection to the broker was lost")
@@ -237,7 +269,8 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
     const route = correlationId === undefined ? undefined : routes.get(correlationId)
     if (route === undefined) return Effect.void
     if (incoming._tag === "Returned") return route.returned()
-    const answer = answerOf(incoming.message, sealing ? sealedCalls.get(route) : undefined)
+    const sealed = sealing ? sealedCalls.get(route) : undefined
+    const answer = answerOf(incoming.message, sealed)
     if (answer === undefined) {
       // no answer will come that this process can read: the call fails now, not at its deadline
       const contentType = incoming.message.properties.contentType ?? Formats.json.contentType
@@ -249,6 +282,7 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
         route.end(new TransportError({ service: route.service, method: route.method, message }))
       )
     }
+    if (sealed !== undefined) forgetKeyOn(broker, route, answer)
     const instance = incoming.message.properties.headers?.[wire.header.instance]
     return route.reply(answer, typeof instance === "string" ? instance : undefined)
   }
@@ -264,9 +298,11 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
       route.returnedNow()
       return true
     }
-    const answer = answerOf(incoming.message, sealing ? sealedCalls.get(route) : undefined)
+    const sealed = sealing ? sealedCalls.get(route) : undefined
+    const answer = answerOf(incoming.message, sealed)
     // a reply that cannot be read goes the long way, to be logged and fail its call
     if (answer === undefined) return false
+    if (sealed !== undefined) forgetKeyOn(broker, route, answer)
     route.answer(answer)
     return true
   }
@@ -347,7 +383,7 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
     const headers = span === undefined
       ? request.headers()
       : { ...request.headers(), [wire.header.traceparent]: wire.traceparent(span.traceId, span.spanId, span.sampled) }
-    return Effect.matchEffect(seal(call, codecs.format, codecs.format.encode(encoded.value)), {
+    return Effect.matchEffect(seal(call, codecs.format, codecs.format.encode(encoded.value), request.deadline, fiber), {
       onFailure: (error) => Effect.die(wire.serviceErrorDefect(error)),
       onSuccess: ({ body, format }) => call.run(fiber, send(call, body, headers, request.deadline, fiber, format))
     })
@@ -382,7 +418,7 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
           )
           const unsent = (error: BrokerError) => Effect.fail(transportError(call.unsent(error).message, error))
           if (codecs?.sealed === true) {
-            return Effect.matchEffect(seal(call, format, format.encode(request.payload)), {
+            return Effect.matchEffect(seal(call, format, format.encode(request.payload), deadline, fiber), {
               onFailure: (error) => call.end(error),
               onSuccess: (sealed) => Effect.catch(send(call, sealed.body, headers, deadline, fiber, sealed.format), unsent)
             })

@@ -20,6 +20,11 @@
  * acked unanswered, as one that expired in the queue: the caller has told itself `CallTimeout`.
  * Streams and rpcs with middleware go through `RpcServer`.
  *
+ * A sealed request (Sealed.ts) is opened at admission with the service's key, and everything answered
+ * to it (its Exit, its chunks, a refusal of its payload) is sealed for its caller: the call's format is
+ * a sealed one. One that does not open, or a request to a sealed rpc that is not sealed, is answered
+ * with `InvalidPayload` and dead-lettered with the reason `sealed-refused`.
+ *
  * @since 0.1.0
  */
 import { Clock, Deferred, Duration, Effect, Exit, Option, Queue, Schema, SchemaIssue, Stream, Tracer } from "effect"

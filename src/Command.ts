@@ -2,7 +2,8 @@
  * Commands: a call of a service's rpc whose result nobody waits for (fire and forget, at least once).
  * A command travels as a request in the service's queue, marked so that the instance sends no reply:
  * it is admitted and run like any call (the same schema, size limit and context), acked when it
- * completes, and dead-lettered to the service's dead-letter queue when it fails.
+ * completes, and dead-lettered to the service's dead-letter queue when it fails. A sealed rpc's command
+ * is sealed for the service's key, as a call is (Sealed.ts).
  *
  * ```ts
  * yield* Command.send(Audit, "record", { line: "daily report" })

@@ -1,7 +1,8 @@
 /**
  * Where a caller finds the public key of a service with sealed rpcs (Sealed.ts): the key given to it
  * (`Sealed.PublicKeys`), else the one the service's instances announce through discovery, asked once
- * per broker and service and kept. The first instance to answer with a key gives it.
+ * per broker and service and kept until a call is refused as sealed for another key (the service's
+ * key was rotated). The first instance to answer with a key gives it.
  *
  * @internal
  */
@@ -44,6 +45,11 @@ export const keyFor = (
         byService.set(service, key)
       }))
   })
+
+/** forgets the key found for `service`: the next sealed call asks discovery again */
+export const forget = (broker: Broker["Service"], service: string): void => {
+  known.get(broker)?.delete(service)
+}
 
 /** a public key in a description, if it has one that reads as a key */
 const keyOf = (body: Uint8Array): Option.Option<Sealing.PublicKey> =>
