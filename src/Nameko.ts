@@ -41,6 +41,7 @@ import * as wire from "./internal/namekoWire.ts"
 import * as PendingCall from "./internal/pendingCall.ts"
 import * as Runner from "./internal/runner.ts"
 import * as meshWire from "./internal/wire.ts"
+import * as Sealed from "./Sealed.ts"
 import * as Service from "./Service.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
 import type { ServiceError } from "./ServiceError.ts"
@@ -582,7 +583,8 @@ const serveRpc = (
       const method = key.startsWith(prefix) ? key.slice(prefix.length) : key
       const rpc = group.requests.get(method) as Rpc.AnyWithProps | undefined
       const handler = handlers[method]
-      if (rpc === undefined || handler === undefined || !wire.servable(rpc)) {
+      // a sealed rpc is not on Nameko's wire: its requests would cross the broker in plain text
+      if (rpc === undefined || handler === undefined || !wire.servable(rpc) || Sealed.isSealed(rpc)) {
         return answer(delivery, replyTo, wire.reply(null, wire.namekoError("MethodNotFound", method)))
       }
       if (delivery.body.length > maxMessageSize) {

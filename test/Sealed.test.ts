@@ -1,13 +1,15 @@
 /**
  * Sealed's keys: the service's private key from config, never in a log line, an error or `mesh
  * config`'s output; a service with sealed methods and no key, or a key that is not one, does not
- * start and says why without the key. The broker-crossing behaviour is the conformance suite's
+ * start and says why without the key. Nameko's wire (RabbitMQ only) does not carry sealed methods. The broker-crossing behaviour is the conformance suite's
  * (test/fixtures/sealedSuite.ts).
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, ConfigProvider, Effect, Exit, Layer, Redacted, References, Schema, Stream } from "effect"
 import { Rpc, RpcGroup } from "effect/rpc"
-import { Discovery, MemoryBroker, MeshConfig, Sealed, Service, ServiceClient, ServiceContract } from "effect-mesh"
+import { AmqpBroker, Broker, Discovery, MemoryBroker, MeshConfig, Nameko, Sealed, Service, ServiceClient, ServiceContract } from "effect-mesh"
+import * as namekoWire from "../src/internal/namekoWire.ts"
+import { amqpUrl } from "./fixtures/amqpUrl.ts"
 import { captureLogs } from "./fixtures/logs.ts"
 
 class NoteRpcs extends RpcGroup.make(
@@ -16,9 +18,9 @@ class NoteRpcs extends RpcGroup.make(
 ) {}
 
 const Notes = ServiceContract.make("sealed-notes", NoteRpcs)
-const NotesLive = Service.make(Notes, {
-  handlers: { keep: ({ note }) => Effect.succeed(`kept ${note}`), ping: () => Effect.succeed("pong") }
-})
+const notesHandlers = NoteRpcs.of({ keep: ({ note }) => Effect.succeed(`kept ${note}`), ping: () => Effect.succeed("pong") })
+const NotesLive = Service.make(Notes, { handlers: notesHandlers })
+const namekoNotes = ServiceContract.make(`sealed-nameko-${crypto.randomUUID().slice(0, 8)}`, NoteRpcs)
 
 const config = (values: Record<string, string>) => ConfigProvider.layer(ConfigProvider.fromUnknown(values))
 
@@ -94,6 +96,38 @@ describe("Sealed", () => {
       const publicKey = yield* Effect.flip(Effect.scoped(Layer.build(Sealed.layerPublicKeys({ notes: notAKey }))))
       assert.strictEqual(publicKey.message.startsWith("the public key given for notes is not an X25519 key"), true)
     }))
+
+  it.live("a sealed method is not served on Nameko's wire (MethodNotFound), an unsealed one beside it is", () =>
+    Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const replyTo = crypto.randomUUID()
+      const queue = yield* broker.declareQueue("", { exclusive: true, autoDelete: true })
+      yield* broker.bindQueue(queue, namekoWire.rpcExchange, replyTo)
+      const consumer = yield* broker.consume(queue, { prefetch: 10 })
+      const send = (method: string) =>
+        broker.publish(namekoWire.rpcExchange, `${namekoNotes.name}.${method}`, Buffer.from(JSON.stringify({ args: [], kwargs: method === "keep" ? { note: "x" } : {} })), {
+          replyTo,
+          correlationId: method,
+          contentType: "application/json"
+        })
+      yield* send("keep")
+      yield* send("ping")
+      const replies = yield* consumer.deliveries.pipe(
+        Stream.take(2),
+        Stream.mapEffect((d) => Effect.as(d.ack, [d.properties.correlationId, namekoWire.readReply(d.body)] as const)),
+        Stream.runCollect
+      )
+      const byId = new Map(replies)
+      assert.strictEqual(byId.get("keep")?.error?.exc_type, "MethodNotFound")
+      assert.strictEqual(byId.get("ping")?.result, "pong")
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(Service.make(namekoNotes, { handlers: notesHandlers, entrypoints: [Nameko.serve(namekoNotes, notesHandlers)] }).pipe(
+        Layer.provide(Sealed.layer(Effect.runSync(Sealed.generateKeyPair).privateKey)),
+        Layer.provideMerge(Layer.suspend(() => AmqpBroker.layer({ url: amqpUrl() }))),
+        Layer.fresh
+      ))
+    ))
 
   it.effect("a key pair: 32-byte keys in base64url; the public key is the one the private key makes", () =>
     Effect.gen(function*() {
