@@ -32,7 +32,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Effect, Exit, Layer, Option, Schema, Scope, Stream } from "effect"
+import { Cause, Clock, Context, Effect, Exit, Layer, Option, Schema, Scope, Stream } from "effect"
 import type { Rpc, RpcGroup } from "effect/rpc"
 import { RpcClient, RpcClientError } from "effect/rpc"
 import type { FromClientEncoded, FromServerEncoded, RequestId } from "effect/rpc/RpcMessage"
@@ -240,8 +240,10 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
   // what opens the answers of each sealed call in flight; looked up only once this process has made one
   const sealedCalls = new WeakMap<PendingCall.PendingCall, Formats.BodyFormat>()
   let sealing = false
-  /** seals a call's request for its service's key; its answers will be opened with the call's own key */
-  // (finding the key, on the process's first sealed call to the service, waits no longer than its deadline)
+  /**
+   * seals a call's request for its service's key; its answers will be opened with the call's own key.
+   * Finding the key (the process's first sealed call to the service) waits no longer than the deadline
+   */
   const seal = (
     call: PendingCall.PendingCall,
     format: Formats.BodyFormat,
@@ -378,7 +380,8 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
     fiber: Fiber.Fiber<unknown, unknown>
   ): Effect.Effect<unknown, unknown> => {
     const encoded = codecs.encodePayload(payload)
-    if (Exit.isFailure(encoded)) return Effect.die(encoded.cause)
+    // a value of the type that its encoding cannot take: a defect, as in effect/rpc
+    if (Exit.isFailure(encoded)) return Effect.die(Cause.squash(encoded.cause))
     const span = request.span
     const headers = span === undefined
       ? request.headers()

@@ -25,8 +25,8 @@ import { hostname } from "node:os"
 import type { BrokerError, Delivery, Incoming } from "./Broker.ts"
 import { Broker } from "./Broker.ts"
 import * as topology from "./internal/topology.ts"
-import * as Sealed from "./Sealed.ts"
 import * as wire from "./internal/wire.ts"
+import * as Sealed from "./Sealed.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
 
 // ---- models ----

@@ -14,40 +14,13 @@ import type { Delivery, HeaderValue } from "../Broker.ts"
 import * as CallContext from "../CallContext.ts"
 import type { ServiceError } from "../ServiceError.ts"
 import { InvalidPayload, MethodNotFound } from "../ServiceError.ts"
+import * as WireFormat from "../WireFormat.ts"
 import * as Codecs from "./codecs.ts"
 import * as events from "./events.ts"
 import * as Formats from "./formats.ts"
 import { LocalRequest } from "./local.ts"
 import * as Sealing from "./sealing.ts"
 import * as wire from "./wire.ts"
-import * as WireFormat from "../WireFormat.ts"
-
-/** a sealed request opened: its plaintext, and the format its answers are sealed in */
-type Opened =
-  | { readonly _tag: "Opened"; readonly plaintext: Uint8Array; readonly inner: Formats.BodyFormat; readonly format: Formats.BodyFormat }
-  | { readonly _tag: "Refused"; readonly issue: string }
-
-/** why a request to a sealed rpc that is not sealed is refused */
-const notSealed = "the method is sealed: its requests must be sealed for the service's key (Sealed.ts)"
-
-/** opens a sealed request; off the hot path: only sealed requests, and requests to sealed rpcs, get here */
-const open = (
-  key: Sealing.ServiceKey,
-  service: string,
-  method: string,
-  correlationId: string,
-  contentType: string | undefined,
-  body: Uint8Array
-): Opened => {
-  if (!Sealing.isSealedContentType(contentType)) return { _tag: "Refused", issue: notSealed }
-  const inner = Sealing.innerFormat(contentType)
-  if (inner === undefined) return { _tag: "Refused", issue: Formats.unknownContentType(contentType) }
-  const opened = Sealing.openRequest(key, { service, method, correlationId }, body)
-  return Result.match(opened, {
-    onFailure: (issue): Opened => ({ _tag: "Refused", issue }),
-    onSuccess: ({ answers, plaintext }): Opened => ({ _tag: "Opened", plaintext, inner, format: Sealing.sealedFormat(inner, answers) })
-  })
-}
 
 /**
  * A request to run: its rpc and decoded payload, where to answer (`replyTo` is `""` for a command,
@@ -117,6 +90,33 @@ const explain = (rpc: Rpc.AnyWithProps, payload: unknown, failed: Exit.Exit<unkn
 /** the caller's deadline (epoch millis; NaN without one), from the call context header */
 const deadlineOf = (headers: Readonly<Record<string, HeaderValue>> | undefined): number =>
   CallContext.deadlineOf(wire.stringHeader(headers, CallContext.headerNames.context)) ?? Number.NaN
+
+/** a sealed request opened: its plaintext, and the format its answers are sealed in */
+type Opened =
+  | { readonly _tag: "Opened"; readonly plaintext: Uint8Array; readonly inner: Formats.BodyFormat; readonly format: Formats.BodyFormat }
+  | { readonly _tag: "Refused"; readonly issue: string }
+
+/** why a request to a sealed rpc that is not sealed is refused */
+const notSealed = "the method is sealed: its requests must be sealed for the service's key (Sealed.ts)"
+
+/** opens a sealed request; off the hot path: only sealed requests, and requests to sealed rpcs, get here */
+const open = (
+  key: Sealing.ServiceKey,
+  service: string,
+  method: string,
+  correlationId: string,
+  contentType: string | undefined,
+  body: Uint8Array
+): Opened => {
+  if (!Sealing.isSealedContentType(contentType)) return { _tag: "Refused", issue: notSealed }
+  const inner = Sealing.innerFormat(contentType)
+  if (inner === undefined) return { _tag: "Refused", issue: Formats.unknownContentType(contentType) }
+  const opened = Sealing.openRequest(key, { service, method, correlationId }, body)
+  return Result.match(opened, {
+    onFailure: (issue): Opened => ({ _tag: "Refused", issue }),
+    onSuccess: ({ answers, plaintext }): Opened => ({ _tag: "Opened", plaintext, inner, format: Sealing.sealedFormat(inner, answers) })
+  })
+}
 
 /** the admission step of a service: its name, its rpcs, and the largest body it takes */
 export const make = (
