@@ -126,6 +126,7 @@ describe("MeshConfig", () => {
         OTEL_TRACES_SAMPLER: "parentbased_always_on (default)",
         MESH_DLQ_MAX_LENGTH: "10000 (default)",
         MESH_DLQ_TTL: "7 days (default)",
+        MESH_SEALED_PRIVATE_KEY: "(not set) (default)",
         SERVICE_API_KEY: "<redacted> (file)",
         SERVICE_NAME: "orders (file)"
       })
