@@ -25,9 +25,14 @@
  * its codecs (a protocol's call finds its rpc by tag); a reply is read in the format its `content_type`
  * names.
  *
+ * A sealed rpc's request (Sealed.ts) is sealed for its service's key (found once per service,
+ * internal/sealedKeys.ts) and never passed as a value; its answers are opened with the call's own key,
+ * and an unsealed answer is taken only when it is a refusal. Nothing of this runs for other rpcs but
+ * the codecs' `sealed` flag, and for replies a flag set by the process's first sealed call.
+ *
  * @since 0.1.0
  */
-import { Clock, Context, Effect, Exit, Layer, Option, Schema, Scope, Stream } from "effect"
+import { Cause, Clock, Context, Effect, Exit, Layer, Option, Schema, Scope, Stream } from "effect"
 import type { Rpc, RpcGroup } from "effect/rpc"
 import { RpcClient, RpcClientError } from "effect/rpc"
 import type { FromClientEncoded, FromServerEncoded, RequestId } from "effect/rpc/RpcMessage"
@@ -40,9 +45,11 @@ import * as Deadlines from "./internal/deadlines.ts"
 import * as Formats from "./internal/formats.ts"
 import { LocalRequest } from "./internal/local.ts"
 import * as PendingCall from "./internal/pendingCall.ts"
+import * as SealedKeys from "./internal/sealedKeys.ts"
+import * as Sealing from "./internal/sealing.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
-import { ServiceNotFound, TransportError } from "./ServiceError.ts"
+import { CallTimeout, ServiceNotFound, TransportError } from "./ServiceError.ts"
 
 /**
  * One process's connection to the RPC side of the mesh: its reply queue and its clients.
@@ -111,14 +118,43 @@ const clockOf = (fiber: Fiber.Fiber<unknown, unknown>): number => fiber.getRef(C
  * a reply's answer: a success as a value (from this process), or effect/rpc's message; undefined when
  * it is not a message in a format this process reads
  */
-const answerOf = (message: Message): PendingCall.Answer | undefined => {
+const answerOf = (message: Message, sealed?: Formats.BodyFormat): PendingCall.Answer | undefined => {
   if (Exit.isExit(message.local)) return message.local
+  if (sealed !== undefined) return sealedAnswerOf(message, sealed)
   const format = Formats.ofContentType(message.properties.contentType)
   if (format === undefined) return undefined
   const body = format.decode(message.body)
   return Option.isNone(body) || typeof body.value !== "object" || body.value === null
     ? undefined
     : body.value as FromServerEncoded
+}
+
+/**
+ * the answer to a sealed call: opened with the call's key. An answer that is not sealed can only be
+ * the instance's refusal (a failure: a request it could not open, a method it does not have), never a
+ * value; one that does not open is not an answer
+ */
+const sealedAnswerOf = (message: Message, sealed: Formats.BodyFormat): PendingCall.Answer | undefined => {
+  if (message.properties.contentType === sealed.contentType) {
+    const body = sealed.decode(message.body)
+    return Option.isNone(body) || typeof body.value !== "object" || body.value === null ? undefined : body.value as FromServerEncoded
+  }
+  const plain = answerOf(message)
+  return plain !== undefined && !Exit.isExit(plain) && plain._tag === "Exit" && plain.exit._tag === "Failure" ? plain : undefined
+}
+
+/**
+ * a sealed call's refusal because its request did not open: the key this process found for the service
+ * may be an old one (the service's key was rotated), so the next call asks discovery again
+ */
+const forgetKeyOn = (broker: Broker["Service"], route: PendingCall.PendingCall, answer: PendingCall.Answer): void => {
+  if (Exit.isExit(answer) || answer._tag !== "Exit" || answer.exit._tag !== "Failure") return
+  for (const reason of answer.exit.cause) {
+    const error = reason._tag === "Die" ? wire.serviceErrorOfDefect(reason.defect) : Option.none()
+    if (Option.isSome(error) && error.value._tag === "InvalidPayload" && error.value.issue === Sealing.notOpened) {
+      SealedKeys.forget(broker, route.service)
+    }
+  }
 }
 
 const transportError = (message: string, cause: unknown) =>
@@ -201,17 +237,46 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
     deadlines.add(now + noConsumerCheckMillis, sweep)
   }
 
+  // what opens the answers of each sealed call in flight; looked up only once this process has made one
+  const sealedCalls = new WeakMap<PendingCall.PendingCall, Formats.BodyFormat>()
+  let sealing = false
+  /**
+   * seals a call's request for its service's key; its answers will be opened with the call's own key.
+   * Finding the key (the process's first sealed call to the service) waits no longer than the deadline
+   */
+  const seal = (
+    call: PendingCall.PendingCall,
+    format: Formats.BodyFormat,
+    plaintext: Uint8Array,
+    deadline: number | undefined,
+    fiber: Fiber.Fiber<unknown, unknown>
+  ) => {
+    const key = SealedKeys.keyFor(broker, call.service, call.method)
+    const bounded = deadline === undefined ? key : Effect.timeoutOrElse(key, {
+      duration: Math.max(0, deadline - clockOf(fiber)),
+      orElse: () => Effect.fail(new CallTimeout({ service: call.service, method: call.method, timeoutMillis: call.timeoutMillis }))
+    })
+    return Effect.map(bounded, (key) => {
+      const sealed = Sealing.sealRequest(key, call, plaintext)
+      const answers = Sealing.sealedFormat(format, sealed.answers)
+      sealing = true
+      sealedCalls.set(call, answers)
+      return { body: sealed.body, format: answers }
+    })
+  }
+
   const onIncoming = (incoming: Incoming): Effect.Effect<void> => {
     if (incoming._tag === "Lost") return endAll("the connection to the broker was lost")
     const correlationId = incoming.message.properties.correlationId
     const route = correlationId === undefined ? undefined : routes.get(correlationId)
     if (route === undefined) return Effect.void
     if (incoming._tag === "Returned") return route.returned()
-    const answer = answerOf(incoming.message)
+    const sealed = sealing ? sealedCalls.get(route) : undefined
+    const answer = answerOf(incoming.message, sealed)
     if (answer === undefined) {
       // no answer will come that this process can read: the call fails now, not at its deadline
       const contentType = incoming.message.properties.contentType ?? Formats.json.contentType
-      const message = Formats.ofContentType(contentType) === undefined
+      const message = Formats.ofContentType(contentType) === undefined && !Sealing.isSealedContentType(contentType)
         ? `the reply's content-type "${contentType}" is not a format this process reads`
         : `the reply could not be read as ${contentType}`
       return Effect.andThen(
@@ -219,6 +284,7 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
         route.end(new TransportError({ service: route.service, method: route.method, message }))
       )
     }
+    if (sealed !== undefined) forgetKeyOn(broker, route, answer)
     const instance = incoming.message.properties.headers?.[wire.header.instance]
     return route.reply(answer, typeof instance === "string" ? instance : undefined)
   }
@@ -234,9 +300,11 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
       route.returnedNow()
       return true
     }
-    const answer = answerOf(incoming.message)
+    const sealed = sealing ? sealedCalls.get(route) : undefined
+    const answer = answerOf(incoming.message, sealed)
     // a reply that cannot be read goes the long way, to be logged and fail its call
     if (answer === undefined) return false
+    if (sealed !== undefined) forgetKeyOn(broker, route, answer)
     route.answer(answer)
     return true
   }
@@ -284,6 +352,7 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
       if (Option.isNone(made)) return Codecs.refusedPayload(service, rpc, payload)
       const span = request.span
       const call = new PendingCall.UnaryCall(calls, service, rpc._tag, newCorrelationId(), codecs.decodeExit, request.timeoutMillis, sweeps)
+      if (codecs.sealed) return sealedUnary(call, codecs, made.value, request, fiber)
       // the request as a value too, for an instance of this process on a broker that hands values over;
       // its bytes and headers are made where it leaves the process
       const body: LocalBody = {
@@ -299,6 +368,30 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
       return call.run(fiber, send(call, body, undefined, deadline, fiber, codecs.format))
     })
 
+  /**
+   * a unary call to a sealed rpc: its bytes sealed for the service, never its value (even to an
+   * instance of this process: the broker holds ciphertext only)
+   */
+  const sealedUnary = (
+    call: PendingCall.UnaryCall,
+    codecs: Codecs.Codecs,
+    payload: unknown,
+    request: Parameters<Unary>[3],
+    fiber: Fiber.Fiber<unknown, unknown>
+  ): Effect.Effect<unknown, unknown> => {
+    const encoded = codecs.encodePayload(payload)
+    // a value of the type that its encoding cannot take: a defect, as in effect/rpc
+    if (Exit.isFailure(encoded)) return Effect.die(Cause.squash(encoded.cause))
+    const span = request.span
+    const headers = span === undefined
+      ? request.headers()
+      : { ...request.headers(), [wire.header.traceparent]: wire.traceparent(span.traceId, span.spanId, span.sampled) }
+    return Effect.matchEffect(seal(call, codecs.format, codecs.format.encode(encoded.value), request.deadline, fiber), {
+      onFailure: (error) => Effect.die(wire.serviceErrorDefect(error)),
+      onSuccess: ({ body, format }) => call.run(fiber, send(call, body, headers, request.deadline, fiber, format))
+    })
+  }
+
   /** a protocol to one service; its requests in their rpcs' formats (a contract's), JSON without one */
   const makeProtocol = (service: string, group?: Requests) =>
     RpcClient.Protocol.make(Effect.fnUntraced(function*(write) {
@@ -313,7 +406,8 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
           }
           const deadline = CallContext.deadlineOf(headers[CallContext.headerNames.context])
           const rpc = group?.requests.get(request.tag) as Rpc.AnyWithProps | undefined
-          const format = rpc === undefined ? Formats.json : Codecs.codecsOf(rpc).format
+          const codecs = rpc === undefined ? undefined : Codecs.codecsOf(rpc)
+          const format = codecs === undefined ? Formats.json : codecs.format
           const call = new PendingCall.ProtocolCall(
             calls,
             protocol,
@@ -325,10 +419,14 @@ export const make: Effect.Effect<Transport["Service"], BrokerError, Broker | Sco
             deadline === undefined ? 0 : Math.max(0, deadline - clockOf(fiber)),
             sweeps
           )
-          return Effect.catch(
-            send(call, format.encode(request.payload), headers, deadline, fiber, format),
-            (error) => Effect.fail(transportError(call.unsent(error).message, error))
-          )
+          const unsent = (error: BrokerError) => Effect.fail(transportError(call.unsent(error).message, error))
+          if (codecs?.sealed === true) {
+            return Effect.matchEffect(seal(call, format, format.encode(request.payload), deadline, fiber), {
+              onFailure: (error) => call.end(error),
+              onSuccess: (sealed) => Effect.catch(send(call, sealed.body, headers, deadline, fiber, sealed.format), unsent)
+            })
+          }
+          return Effect.catch(send(call, format.encode(request.payload), headers, deadline, fiber, format), unsent)
         })
 
       const sendControl = (requestId: RequestId, tag: "Interrupt" | "Ack") => {

@@ -20,6 +20,11 @@
  * acked unanswered, as one that expired in the queue: the caller has told itself `CallTimeout`.
  * Streams and rpcs with middleware go through `RpcServer`.
  *
+ * A sealed request (Sealed.ts) is opened at admission with the service's key, and everything answered
+ * to it (its Exit, its chunks, a refusal of its payload) is sealed for its caller: the call's format is
+ * a sealed one. One that does not open, or a request to a sealed rpc that is not sealed, is answered
+ * with `InvalidPayload` and dead-lettered with the reason `sealed-refused`.
+ *
  * @since 0.1.0
  */
 import { Clock, Deferred, Duration, Effect, Exit, Option, Queue, Schema, SchemaIssue, Stream, Tracer } from "effect"
@@ -41,6 +46,7 @@ import * as Metrics from "./internal/metrics.ts"
 import * as QueueTypes from "./internal/queueType.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
+import type * as Sealed from "./Sealed.ts"
 import type { ServiceError } from "./ServiceError.ts"
 
 /**
@@ -61,6 +67,8 @@ export interface Options {
   readonly deliveryLimit?: number | undefined
   /** the largest request body taken, in bytes (default 1 MiB); a larger one is refused undecoded */
   readonly maxMessageSize?: number | undefined
+  /** the service's key: sealed requests are opened with it, and its sealed rpcs take nothing else (Sealed.ts) */
+  readonly sealedKey?: Sealed.ServiceKey | undefined
   /**
    * the instance's unary rpcs, run without RpcServer (no client and request bookkeeping of its own,
    * no second decode); streams and the rest go through RpcServer
@@ -116,6 +124,9 @@ export interface BrokerRpcServer {
 }
 
 const formatIssue = SchemaIssue.makeFormatterDefault()
+
+/** the reason a sealed request refused unopened is dead-lettered with (`DeadLetters.list` shows it) */
+const sealedRefused = "sealed-refused"
 
 const eof: FromClientEncoded = { _tag: "Eof" }
 
@@ -282,6 +293,19 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
         })
       )
 
+    // a sealed request that did not open (or a request to a sealed rpc that was not sealed): the caller
+    // is told, the message kept in the dead-letter queue with why, and the instance goes on
+    const refuseSealed = (delivery: Delivery, refused: Admission.Refused, issue: string) =>
+      Effect.andThen(
+        Effect.andThen(
+          Effect.logWarning(`${service}: sealed request ${refused.requestId} (${delivery.properties.type}) dead-lettered: ${issue}`),
+          refused.replyTo === ""
+            ? Effect.void
+            : Effect.ignore(publishReply(refused.replyTo, refused.requestId, { _tag: "Exit", requestId: refused.requestId, exit: wire.serviceErrorExit(refused.error) }, refused.format))
+        ),
+        DeadLetterQueue.deadLetter(broker, delivery, queue, deadQueue, sealedRefused, issue)
+      )
+
     // the payload is decoded here, once: a payload that fails its schema is answered with the mesh's
     // `InvalidPayload`, and RpcServer gets the decoded value with a codec that passes it through
     const payloadSchemas = new Set<unknown>()
@@ -294,7 +318,7 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
 
     // every delivery is admitted once (internal/admission.ts); what `take` declines keeps its answer
     // for `onDelivery`, which settles it
-    const admit = Admission.make(service, options.group, options.maxMessageSize ?? wire.defaultMaxMessageSize)
+    const admit = Admission.make(service, options.group, options.maxMessageSize ?? wire.defaultMaxMessageSize, options.sealedKey?.key)
     const now = () => clock.currentTimeMillisUnsafe()
     const declined = new WeakMap<Delivery, Admission.Admission>()
 
@@ -333,7 +357,10 @@ export const make: (options: Options) => Effect.Effect<BrokerRpcServer, BrokerEr
           // the caller has given up: running it now would be wasted work
           return Effect.andThen(Effect.logDebug(`${service}.${admitted.method}: dropped a request past its deadline`), delivery.ack)
         case "Refused":
-          return draining ? delivery.nack(true) : answer(delivery, admitted.replyTo, admitted.requestId, admitted.error, admitted.format)
+          if (draining) return delivery.nack(true)
+          return admitted.deadLetter === undefined
+            ? answer(delivery, admitted.replyTo, admitted.requestId, admitted.error, admitted.format)
+            : refuseSealed(delivery, admitted, admitted.deadLetter)
       }
       if (draining) return delivery.nack(true)
       const started = start(delivery, admitted)

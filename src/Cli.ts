@@ -11,6 +11,7 @@
  * mesh describe calculator
  * mesh dlq orders                                    # why mesh.rpc.orders.dead's letters died; --replay, --purge
  * mesh show-config --config mesh.yaml
+ * mesh keygen                                        # a key pair for a service's sealed methods
  * mesh shell                                         # a REPL: calculator.add {a: 1, b: 2}, emit, tail, describe
  * ```
  *
@@ -41,6 +42,7 @@ import * as Event from "./Event.ts"
 import * as MemoryBroker from "./MemoryBroker.ts"
 import type * as Mesh from "./Mesh.ts"
 import * as MeshConfig from "./MeshConfig.ts"
+import * as Sealed from "./Sealed.ts"
 import * as Service from "./Service.ts"
 import * as ServiceClient from "./ServiceClient.ts"
 import { oneLine, renderCallError, renderDescriptions } from "./internal/render.ts"
@@ -273,6 +275,20 @@ const showConfigCommand = Command.make(
   })
 ).pipe(Command.withDescription("Print the effective configuration, secrets redacted"))
 
+const keygenCommand = Command.make(
+  "keygen",
+  {},
+  () =>
+    Effect.flatMap(Sealed.generateKeyPair, (pair) =>
+      Console.log([
+        `${Sealed.configKeys.privateKey}=${Redacted.value(pair.privateKey)}`,
+        `# the public key, for callers given it (Sealed.layerPublicKeys); discovery announces it too: ${pair.publicKey}`
+      ].join("\n")))
+).pipe(
+  Command.withDescription("Make an X25519 key pair for a service's sealed methods: its private key as config, its public key"),
+  Command.withExamples([{ command: "mesh keygen >> .env", description: "the key for the service's environment" }])
+)
+
 const permissionsCommand = Command.make(
   "permissions",
   {
@@ -369,6 +385,7 @@ export const command = root.pipe(
     describeCommand,
     dlqCommand,
     showConfigCommand,
+    keygenCommand,
     permissionsCommand,
     shellCommand
   ])

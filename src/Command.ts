@@ -2,7 +2,8 @@
  * Commands: a call of a service's rpc whose result nobody waits for (fire and forget, at least once).
  * A command travels as a request in the service's queue, marked so that the instance sends no reply:
  * it is admitted and run like any call (the same schema, size limit and context), acked when it
- * completes, and dead-lettered to the service's dead-letter queue when it fails.
+ * completes, and dead-lettered to the service's dead-letter queue when it fails. A sealed rpc's command
+ * is sealed for the service's key, as a call is (Sealed.ts).
  *
  * ```ts
  * yield* Command.send(Audit, "record", { line: "daily report" })
@@ -17,6 +18,8 @@ import * as CallContext from "./CallContext.ts"
 import * as Codecs from "./internal/codecs.ts"
 import * as internal from "./internal/events.ts"
 import * as Metrics from "./internal/metrics.ts"
+import * as SealedKeys from "./internal/sealedKeys.ts"
+import * as Sealing from "./internal/sealing.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
@@ -67,18 +70,24 @@ export const send = <
       Effect.mapError((e) => new TransportError({ service, method, message: e.message }))
     )
     const id = crypto.randomUUID()
+    // a sealed method's command is sealed for the service, as a call is (Sealed.ts); nobody answers it
+    const plaintext = codecs.format.encode(encoded.value)
+    const body = codecs.sealed
+      ? Sealing.sealRequest(yield* SealedKeys.keyFor(broker, service, method), { service, method, correlationId: id }, plaintext).body
+      : plaintext
+    const contentType = codecs.sealed ? Sealing.contentTypeOf(codecs.format) : codecs.format.contentType
     const context = yield* internal.nextContext(service, method, id)
     // a producer's span, which the instance's span of the command is a child of
     yield* Effect.useSpan(
       `${service}.${method} send`,
       { kind: "producer", attributes: { "messaging.system": "rabbitmq", "messaging.operation.type": "send", "rpc.method": method } },
       (span) =>
-        broker.publish(topology.rpcExchange, topology.rpcRoutingKey(service), codecs.format.encode(encoded.value), {
+        broker.publish(topology.rpcExchange, topology.rpcRoutingKey(service), body, {
           mandatory: true,
           confirm: true,
           persistent: true,
           // in its contract's format, as a call is
-          contentType: codecs.format.contentType,
+          contentType,
           type: method,
           correlationId: id,
           messageId: id,

@@ -26,6 +26,7 @@ import type { BrokerError, Delivery, Incoming } from "./Broker.ts"
 import { Broker } from "./Broker.ts"
 import * as topology from "./internal/topology.ts"
 import * as wire from "./internal/wire.ts"
+import * as Sealed from "./Sealed.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
 
 // ---- models ----
@@ -55,7 +56,9 @@ export const RpcDescription = Schema.Struct({
   stream: Schema.Boolean,
   payload: JsonSchema,
   success: JsonSchema,
-  error: JsonSchema
+  error: JsonSchema,
+  /** its payload and answers cross the broker sealed (Sealed.ts) */
+  sealed: Schema.optionalKey(Schema.Boolean)
 })
 
 /**
@@ -118,7 +121,9 @@ export const Description = Schema.Struct({
   /** names of everything else it runs: event subscriptions, timers, workers, routes */
   entrypoints: Schema.Array(Schema.String),
   publishes: Schema.Array(EventDescription),
-  subscribes: Schema.Array(EventDescription)
+  subscribes: Schema.Array(EventDescription),
+  /** the X25519 public key callers seal requests for (base64url), when it has sealed rpcs (Sealed.ts) */
+  sealedKey: Schema.optionalKey(Schema.String)
 })
 
 /**
@@ -188,7 +193,8 @@ export const describeContract = (contract: ServiceContract<string, Rpc.Any>): Re
       stream,
       payload: toJsonSchema(props.payloadSchema),
       success: toJsonSchema(stream ? success.success : success),
-      error: toJsonSchema(stream ? Schema.Union([props.errorSchema, success.error]) : props.errorSchema)
+      error: toJsonSchema(stream ? Schema.Union([props.errorSchema, success.error]) : props.errorSchema),
+      ...(Sealed.isSealed(props) ? { sealed: true } : {})
     }
   })
 
@@ -206,6 +212,8 @@ export interface Options {
   readonly publishes?: ReadonlyArray<PublishedEvent> | undefined
   /** how often it announces itself while it runs (default 10 seconds) */
   readonly heartbeat?: Duration.Input | undefined
+  /** the public key of its sealed rpcs, announced to callers (Sealed.ts) */
+  readonly sealedKey?: string | undefined
 }
 
 /**
@@ -239,7 +247,8 @@ export const layer = (options: Options): Layer.Layer<never, BrokerError, Broker>
             type: event.type,
             payload: toJsonSchema(event.schema)
           })),
-          subscribes: (options.entrypoints ?? []).flatMap(subscriptionOf)
+          subscribes: (options.entrypoints ?? []).flatMap(subscriptionOf),
+          ...(options.sealedKey === undefined ? {} : { sealedKey: options.sealedKey })
         }
         body = wire.encodeJson(description)
       }

@@ -39,6 +39,7 @@ import * as Sampler from "./internal/sampler.ts"
 import * as Tls from "./internal/tls.ts"
 import * as MessageSize from "./internal/messageSize.ts"
 import * as MemoryBroker from "./MemoryBroker.ts"
+import * as Sealed from "./Sealed.ts"
 
 // ---- models ----
 
@@ -323,7 +324,9 @@ const meshSettings: ReadonlyArray<readonly [string, string | undefined]> = [
   ["OTEL_SERVICE_NAME", undefined],
   ["OTEL_TRACES_SAMPLER", "parentbased_always_on"],
   [DeadLetters.keys.maxLength, String(DeadLetters.defaults.maxLength)],
-  [DeadLetters.keys.ttl, String(DeadLetters.defaults.ttl)]
+  [DeadLetters.keys.ttl, String(DeadLetters.defaults.ttl)],
+  // a service's key for its sealed rpcs: shown as <redacted>, as every private key is
+  [Sealed.configKeys.privateKey, undefined]
 ]
 
 /** settings whose value may be a list */

@@ -42,6 +42,7 @@ import * as PendingCall from "./internal/pendingCall.ts"
 import * as Runner from "./internal/runner.ts"
 import * as meshWire from "./internal/wire.ts"
 import * as MessageSize from "./internal/messageSize.ts"
+import * as Sealed from "./Sealed.ts"
 import * as Service from "./Service.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
 import type { ServiceError } from "./ServiceError.ts"
@@ -583,7 +584,8 @@ const serveRpc = (
       const method = key.startsWith(prefix) ? key.slice(prefix.length) : key
       const rpc = group.requests.get(method) as Rpc.AnyWithProps | undefined
       const handler = handlers[method]
-      if (rpc === undefined || handler === undefined || !wire.servable(rpc)) {
+      // a sealed rpc is not on Nameko's wire: its requests would cross the broker in plain text
+      if (rpc === undefined || handler === undefined || !wire.servable(rpc) || Sealed.isSealed(rpc)) {
         return answer(delivery, replyTo, wire.reply(null, wire.namekoError("MethodNotFound", method)))
       }
       if (delivery.body.length > maxMessageSize) {

@@ -21,7 +21,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Exit, Layer, Option, References, Schema, Scope, Stream } from "effect"
+import { Config, Context, Duration, Effect, Exit, Layer, Option, References, Schema, Scope, Stream } from "effect"
 import type { Fiber } from "effect"
 import { Headers } from "effect/http"
 import type { Rpc, RpcGroup } from "effect/rpc"
@@ -38,6 +38,7 @@ import * as Runner from "./internal/runner.ts"
 import * as SingleInstance_ from "./internal/singleInstance.ts"
 import * as wire from "./internal/wire.ts"
 import * as MessageSize from "./internal/messageSize.ts"
+import * as Sealed from "./Sealed.ts"
 import type { ServiceContract } from "./ServiceContract.ts"
 import { Forbidden, RemoteDefect } from "./ServiceError.ts"
 
@@ -249,14 +250,16 @@ export const make = <
         }
       }
       const entrypoints = (options.entrypoints ?? []).map((e) => e.layer(instance))
+      const sealedKey = yield* sealedKeyOf(contract.name, contract.group.requests)
       const discovery = options.discovery === false ? [] : [Discovery.layer({
         service: instance.service,
         instanceId: instance.instanceId,
         contract: contract as unknown as ServiceContract<string, Rpc.Any>,
         entrypoints: (options.entrypoints ?? []).map((e) => e.name),
-        publishes: options.publishes
+        publishes: options.publishes,
+        sealedKey: sealedKey?.publicKey
       })]
-      return Layer.mergeAll(rpcLayer(contract, options, instance), ...entrypoints, ...discovery).pipe(
+      return Layer.mergeAll(rpcLayer(contract, options, instance, sealedKey), ...entrypoints, ...discovery).pipe(
         Layer.provide(Layer.succeed(CurrentLeadership)(leadership))
       )
     })),
@@ -305,7 +308,8 @@ const mark = <A, E, R>(layer: Layer.Layer<A, E, R>, contract: ServiceContract<st
 const rpcLayer = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
   contract: ServiceContract<string, Rpcs>,
   options: Options<Handlers, EX, RX>,
-  instance: Instance
+  instance: Instance,
+  sealedKey: Sealed.ServiceKey | undefined
 ) =>
   Layer.effectDiscard(Effect.gen(function*() {
     const build = options.handlers
@@ -328,6 +332,7 @@ const rpcLayer = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
       queueType: yield* QueueTypes.resolve(options.queueType, QueueTypes.defaults.requests),
       deliveryLimit: options.deliveryLimit,
       maxMessageSize: yield* MessageSize.resolve(options.maxMessageSize),
+      sealedKey,
       unary
     })
     yield* RpcServer.make(contract.group, {
@@ -341,6 +346,28 @@ const rpcLayer = <Rpcs extends Rpc.Any, Handlers, EX, RX>(
     // added last, so it runs first: requests drain before the server above is interrupted
     yield* Effect.addFinalizer(() => server.drain)
   })) as Layer.Layer<never, EX | BrokerError, Requirements<Rpcs, Handlers, RX>>
+
+/**
+ * The key a service with sealed rpcs opens their requests with: `Sealed.CurrentServiceKey` where the
+ * Layer is built (`Sealed.layer`), else `MESH_SEALED_PRIVATE_KEY` from config (so `mesh run` needs no
+ * wiring). A contract with sealed rpcs and no key, or a key that is not one, is a mistake of
+ * deployment: the service does not start, and says which (never the key).
+ */
+const sealedKeyOf = (service: string, requests: ReadonlyMap<string, Rpc.Any>): Effect.Effect<Sealed.ServiceKey | undefined> =>
+  Effect.withFiber((fiber) => {
+    const given = fiber.getRef(Sealed.CurrentServiceKey)
+    const sealed = Array.from(requests.values()).filter(Sealed.isSealed).map((rpc) => rpc._tag)
+    if (given !== undefined || sealed.length === 0) return Effect.succeed(given)
+    const missing = `${service} has sealed methods (${sealed.join(", ")}) but no key: set ${Sealed.configKeys.privateKey} ` +
+      `or provide Sealed.layer(privateKey) where the service is built`
+    return Effect.gen(function*() {
+      const key = yield* Config.option(Config.Redacted(Sealed.configKeys.privateKey)).pipe(
+        Effect.mapError((error) => `${Sealed.configKeys.privateKey}: ${error.message}`)
+      )
+      if (Option.isNone(key)) return yield* Effect.fail(missing)
+      return yield* Effect.mapError(Sealed.makeServiceKey(key.value), (error) => `${service}: ${error.message}`)
+    }).pipe(Effect.mapError((message) => new globalThis.Error(message)), Effect.orDie)
+  })
 
 /**
  * The instance's unary rpcs without middleware, run without RpcServer: each request in a fiber of its

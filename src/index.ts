@@ -45,6 +45,8 @@ export * as Nameko from "./Nameko.ts"
 /** @since 0.1.0 */
 export * as Outbox from "./Outbox.ts"
 /** @since 0.1.0 */
+export * as Sealed from "./Sealed.ts"
+/** @since 0.1.0 */
 export * as Service from "./Service.ts"
 /** @since 0.1.0 */
 export * as ServiceClient from "./ServiceClient.ts"

@@ -127,6 +127,7 @@ describe("MeshConfig", () => {
         MESH_DLQ_MAX_LENGTH: "10000 (default)",
         MESH_DLQ_TTL: "7 days (default)",
         MESH_MAX_MESSAGE_SIZE: "1 MiB (default)",
+        MESH_SEALED_PRIVATE_KEY: "(not set) (default)",
         SERVICE_API_KEY: "<redacted> (file)",
         SERVICE_NAME: "orders (file)"
       })

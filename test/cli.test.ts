@@ -3,8 +3,8 @@
  * `mesh emit` and `mesh describe` as further processes, SIGTERM with calls in flight, bad input.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Layer } from "effect"
-import { AmqpBroker, ServiceClient } from "effect-mesh"
+import { Effect, Fiber, Layer, Stream } from "effect"
+import { AmqpBroker, Sealed, ServiceClient, ServiceContract } from "effect-mesh"
 import { execFileSync, spawnSync } from "node:child_process"
 import { realpathSync, writeFileSync } from "node:fs"
 import { createServer } from "node:net"
@@ -14,6 +14,7 @@ import { fileURLToPath } from "node:url"
 import { amqpUrl } from "./fixtures/amqpUrl.ts"
 import { spawnProgram } from "./fixtures/processes.ts"
 import { workContract } from "./fixtures/programs/workContract.ts"
+import { VaultRpcs } from "../examples/sealed/service.ts"
 
 const bin = fileURLToPath(new URL("../src/bin.ts", import.meta.url))
 const workModule = "test/fixtures/programs/cliWork.ts"
@@ -274,6 +275,37 @@ describe("mesh", () => {
         /^mesh: GET \/cli-\w+\/hello\/:name: the services serve HTTP and no port is configured: pass --port, or set HTTP_PORT \(http\.port in --config\)$/
       )
       assert.isFalse(refused.lines.some((l) => l.includes("mesh: running")))
+    }).pipe(Effect.scoped), 120_000)
+
+  it.live("keygen; run a sealed service with LOG_LEVEL=Debug, call it sealed, refuse an unsealed call: the private key is never printed", () =>
+    Effect.gen(function*() {
+      const made = yield* mesh(["keygen"], {})
+      assert.strictEqual(made.code, 0, made.lines.join("\n"))
+      const key = /^MESH_SEALED_PRIVATE_KEY=([A-Za-z0-9_-]{43})$/.exec(made.lines[0] ?? "")?.[1] ?? ""
+      const publicKey = /: ([A-Za-z0-9_-]{43})$/.exec(made.lines[1] ?? "")?.[1] ?? ""
+      assert.strictEqual((yield* Sealed.makeServiceKey(key)).publicKey, publicKey)
+
+      const service = `cli-vault-${suffix()}`
+      const env = { SERVICE: service, MESH_SEALED_PRIVATE_KEY: key, LOG_LEVEL: "Debug" }
+      const run = yield* meshRun(["test/fixtures/programs/sealedVault.ts"], env)
+      const Vault = ServiceContract.make(service, VaultRpcs)
+      yield* Effect.gen(function*() {
+        const vault = yield* ServiceClient.make(Vault)
+        assert.strictEqual(yield* vault.store({ owner: "ada", secret: "attic" }), "kept ada's secret")
+        assert.deepStrictEqual(Array.from(yield* Stream.runCollect(vault.reveal({ owner: "ada" }))), ["attic"])
+      }).pipe(Effect.provide(clientLayer()))
+      // mesh call has no contract: its request is not sealed, and refused
+      const unsealed = yield* mesh(["call", `${service}.store`, `{"owner":"eve","secret":"x"}`], { AMQP_URL: amqpUrl() })
+      assert.strictEqual(unsealed.code, 1, unsealed.lines.join("\n"))
+      assert.match(unsealed.lines.join("\n"), /InvalidPayload: .*the method is sealed/)
+      const described = yield* mesh(["describe", service, "--json"], { AMQP_URL: amqpUrl() })
+      assert.include(described.lines.join("\n"), publicKey)
+      const shown = yield* mesh(["show-config"], env)
+      assert.match(shown.lines.join("\n"), /MESH_SEALED_PRIVATE_KEY\s+= <redacted> {2}\(env\)/)
+      yield* run.kill("SIGTERM")
+      assert.strictEqual((yield* run.exited).code, 0, run.output().join("\n"))
+      assert.isTrue(run.output().some((line) => line.includes("sealed request") && line.includes("dead-lettered")), run.output().join("\n"))
+      for (const output of [run.output(), unsealed.lines, described.lines, shown.lines]) assert.notInclude(output.join("\n"), key)
     }).pipe(Effect.scoped), 120_000)
 
   it.live("run on the embedded broker without AMQP_URL says so; show-config redacts secrets", () =>

@@ -7,6 +7,7 @@ import { brokerSuite } from "./fixtures/brokerSuite.ts"
 import { clientFaultSuite } from "./fixtures/clientFaultSuite.ts"
 import { deadLetterSuite } from "./fixtures/deadLetterSuite.ts"
 import { identitySuite } from "./fixtures/identitySuite.ts"
+import { sealedSuite } from "./fixtures/sealedSuite.ts"
 import { singleInstanceSuite } from "./fixtures/singleInstanceSuite.ts"
 import { wireFormatSuite } from "./fixtures/wireFormatSuite.ts"
 
@@ -22,3 +23,4 @@ clientFaultSuite("AmqpBroker", layer)
 // RabbitMQ verifies the user the URL logs in as (the tests' node: guest)
 identitySuite("AmqpBroker", layer, "guest")
 wireFormatSuite("AmqpBroker", layer)
+sealedSuite("AmqpBroker", layer)

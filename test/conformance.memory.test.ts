@@ -5,6 +5,7 @@ import { brokerSuite } from "./fixtures/brokerSuite.ts"
 import { clientFaultSuite } from "./fixtures/clientFaultSuite.ts"
 import { deadLetterSuite } from "./fixtures/deadLetterSuite.ts"
 import { identitySuite } from "./fixtures/identitySuite.ts"
+import { sealedSuite } from "./fixtures/sealedSuite.ts"
 import { singleInstanceSuite } from "./fixtures/singleInstanceSuite.ts"
 import { wireFormatSuite } from "./fixtures/wireFormatSuite.ts"
 
@@ -23,3 +24,5 @@ identitySuite("MemoryBroker (identity)", MemoryBroker.layerWith({ identity: "mes
 identitySuite("MemoryBroker (identity, queued calls)", MemoryBroker.layerWith({ identity: "mesh-local", directCalls: false }), "mesh-local")
 wireFormatSuite("MemoryBroker", MemoryBroker.layer)
 wireFormatSuite("MemoryBroker (queued calls)", MemoryBroker.layerWith({ directCalls: false }))
+sealedSuite("MemoryBroker", MemoryBroker.layer)
+sealedSuite("MemoryBroker (queued calls)", MemoryBroker.layerWith({ directCalls: false }))

@@ -3,7 +3,8 @@
  * `mesh run` does, and every example logs in the same (pretty) format.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Schedule } from "effect"
+import { Effect, Redacted, Schedule } from "effect"
+import { Sealed } from "effect-mesh"
 import { fileURLToPath } from "node:url"
 import { amqpUrl } from "./fixtures/amqpUrl.ts"
 import { spawnProgram } from "./fixtures/processes.ts"
@@ -91,6 +92,25 @@ describe("examples", () => {
       assert.strictEqual(code, 0, output)
       assert.include(proc.output(), "billing-scheduler-1: leading", output)
       assert.match(output, /a second start: InstanceTaken: billing-scheduler: instance billing-scheduler-1 is already running \(host .+, pid \d+, broker amqp/)
+    }).pipe(Effect.scoped), 90_000)
+
+  it.live("examples/sealed/main.ts: sealed calls and a stream; the wrong key refused, its request dead-lettered sealed; the key never printed (RabbitMQ)", () =>
+    Effect.gen(function*() {
+      const key = Redacted.value((yield* Sealed.generateKeyPair).privateKey)
+      const proc = yield* spawnProgram(example("sealed/main.ts"), { ...env(), [Sealed.configKeys.privateKey]: key })
+      const { code } = yield* proc.exited
+      const output = proc.output().join("\n")
+      assert.strictEqual(code, 0, output)
+      for (
+        const line of [
+          "store → kept ada's secret",
+          "reveal → the lamp is in the attic",
+          "count → 1",
+          "sealed for the wrong key → InvalidPayload",
+          "dead letter: sealed-refused, store, the secret in plain text: no"
+        ]
+      ) assert.include(proc.output(), line, output)
+      assert.notInclude(output, key)
     }).pipe(Effect.scoped), 90_000)
 
   it.live("the timers example logs pretty, as the others do, not logfmt", () =>

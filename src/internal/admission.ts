@@ -1,6 +1,6 @@
 /**
  * The one admission step of a service instance: a delivery from the service's queue is checked once
- * (reply-to and correlation id, size, method, content type, body, payload, deadline) and becomes
+ * (reply-to and correlation id, size, method, content type, seal, body, payload, deadline) and becomes
  * admitted work or a refusal that says how to settle it. A request that came as a value
  * (`LocalRequest`) for the very rpc served is admitted as it is, without bytes to check. Every route of the instance (the unary hot
  * path in the transport's callback, the stream of deliveries, RpcServer for streams and middleware)
@@ -8,16 +8,18 @@
  *
  * @internal
  */
-import { Exit, Option, Schema, SchemaIssue } from "effect"
+import { Exit, Option, Result, Schema, SchemaIssue } from "effect"
 import type { Rpc, RpcGroup } from "effect/rpc"
 import type { Delivery, HeaderValue } from "../Broker.ts"
 import * as CallContext from "../CallContext.ts"
 import type { ServiceError } from "../ServiceError.ts"
 import { InvalidPayload, MethodNotFound } from "../ServiceError.ts"
+import * as WireFormat from "../WireFormat.ts"
 import * as Codecs from "./codecs.ts"
 import * as events from "./events.ts"
 import * as Formats from "./formats.ts"
 import { LocalRequest } from "./local.ts"
+import * as Sealing from "./sealing.ts"
 import * as wire from "./wire.ts"
 
 /**
@@ -46,6 +48,11 @@ export interface Refused {
   readonly error: ServiceError
   /** the format to answer in: the request's, JSON where the service does not know it */
   readonly format: Formats.BodyFormat
+  /**
+   * why a sealed request was refused unopened (altered, sealed for another key, not sealed): it is
+   * answered, then dead-lettered rather than acked
+   */
+  readonly deadLetter?: string | undefined
 }
 
 /** nobody to answer (no reply-to or correlation id): dead-lettered, not sent around in circles */
@@ -84,8 +91,41 @@ const explain = (rpc: Rpc.AnyWithProps, payload: unknown, failed: Exit.Exit<unkn
 const deadlineOf = (headers: Readonly<Record<string, HeaderValue>> | undefined): number =>
   CallContext.deadlineOf(wire.stringHeader(headers, CallContext.headerNames.context)) ?? Number.NaN
 
+/** a sealed request opened: its plaintext, and the format its answers are sealed in */
+type Opened =
+  | { readonly _tag: "Opened"; readonly plaintext: Uint8Array; readonly inner: Formats.BodyFormat; readonly format: Formats.BodyFormat }
+  | { readonly _tag: "Refused"; readonly issue: string }
+
+/** why a request to a sealed rpc that is not sealed is refused */
+const notSealed = "the method is sealed: its requests must be sealed for the service's key (Sealed.ts)"
+
+/** opens a sealed request; off the hot path: only sealed requests, and requests to sealed rpcs, get here */
+const open = (
+  key: Sealing.ServiceKey,
+  service: string,
+  method: string,
+  correlationId: string,
+  contentType: string | undefined,
+  body: Uint8Array
+): Opened => {
+  if (!Sealing.isSealedContentType(contentType)) return { _tag: "Refused", issue: notSealed }
+  const inner = Sealing.innerFormat(contentType)
+  if (inner === undefined) return { _tag: "Refused", issue: Formats.unknownContentType(contentType) }
+  const opened = Sealing.openRequest(key, { service, method, correlationId }, body)
+  return Result.match(opened, {
+    onFailure: (issue): Opened => ({ _tag: "Refused", issue }),
+    onSuccess: ({ answers, plaintext }): Opened => ({ _tag: "Opened", plaintext, inner, format: Sealing.sealedFormat(inner, answers) })
+  })
+}
+
 /** the admission step of a service: its name, its rpcs, and the largest body it takes */
-export const make = (service: string, group: RpcGroup.RpcGroup<Rpc.Any>, maxMessageSize: number): Admit =>
+export const make = (
+  service: string,
+  group: RpcGroup.RpcGroup<Rpc.Any>,
+  maxMessageSize: number,
+  /** the service's key, when it has one: sealed requests are opened with it (Sealed.ts) */
+  key?: Sealing.ServiceKey | undefined
+): Admit =>
 (delivery, now) => {
   const props = delivery.properties
   const requestId = props.correlationId
@@ -102,20 +142,34 @@ export const make = (service: string, group: RpcGroup.RpcGroup<Rpc.Any>, maxMess
   const replyTo = command ? "" : props.replyTo
   if (replyTo === undefined || (replyTo === "" && !command) || requestId === undefined) return unanswerable
   // a format known to this process, or JSON to say that it is not
-  const format = Formats.ofContentType(props.contentType)
+  let format = Formats.ofContentType(props.contentType)
   const refuse = (error: ServiceError): Refused => ({ _tag: "Refused", replyTo, requestId, error, format: format ?? Formats.json })
   if (delivery.body.length > maxMessageSize) {
     return refuse(new InvalidPayload({ service, method, issue: wire.tooLarge(delivery.body.length, maxMessageSize) }))
   }
   if (rpc === undefined) return refuse(new MethodNotFound({ service, method }))
-  if (format === undefined) {
+  const codecs = Codecs.codecsOf(rpc)
+  let bytes = delivery.body
+  // what the body is read with: the request's format, or inside a seal its inner one
+  let inner = format
+  // a service with a key opens what is sealed, and takes nothing else for a sealed rpc
+  if (key !== undefined && (codecs.sealed || Sealing.isSealedContentType(props.contentType))) {
+    const opened = open(key, service, method, requestId, props.contentType, bytes)
+    if (opened._tag === "Refused") {
+      return { _tag: "Refused", replyTo, requestId, error: new InvalidPayload({ service, method, issue: opened.issue }), format: Formats.json, deadLetter: opened.issue }
+    }
+    format = opened.format
+    inner = opened.inner
+    bytes = opened.plaintext
+  }
+  if (format === undefined || inner === undefined) {
     return refuse(new InvalidPayload({ service, method, issue: Formats.unknownContentType(String(props.contentType)) }))
   }
-  const body = format.decode(delivery.body)
+  const body = inner.decode(bytes)
   if (Option.isNone(body)) {
-    return refuse(new InvalidPayload({ service, method, issue: `the body is not ${format === Formats.json ? "JSON" : "MessagePack"}` }))
+    return refuse(new InvalidPayload({ service, method, issue: `the body is not ${format.format === WireFormat.json ? "JSON" : "MessagePack"}` }))
   }
-  const decoded = Codecs.codecsOf(rpc).decodePayload(body.value)
+  const decoded = codecs.decodePayload(body.value)
   if (Exit.isFailure(decoded)) {
     return refuse(new InvalidPayload({ service, method, issue: explain(rpc, body.value, decoded) }))
   }

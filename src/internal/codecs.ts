@@ -3,7 +3,8 @@
  * unary paths of the client (BrokerRpcClient) and of the instance (BrokerRpcServer).
  *
  * The wire format its requests are written in (the rpc's `WireFormat.Format` annotation, JSON without
- * one) is resolved here too, once per rpc: a caller pays nothing per call to know it.
+ * one) and whether it is sealed (`Sealed.Sealed`) are resolved here too, once per rpc: a caller pays
+ * nothing per call to know them.
  *
  * An Exit that succeeded, the common case, is encoded and decoded with the success schema alone:
  * `{ _tag: "Success", value }` is what the Exit schema makes of it too, without a pass through the
@@ -15,6 +16,7 @@ import { Context, Effect, Exit, Option, Schema, SchemaIssue } from "effect"
 import type { SchemaAST } from "effect"
 import { Rpc, RpcSchema } from "effect/rpc"
 import { InvalidPayload } from "../ServiceError.ts"
+import * as Sealed from "../Sealed.ts"
 import * as WireFormat from "../WireFormat.ts"
 import * as Formats from "./formats.ts"
 
@@ -24,6 +26,8 @@ type Parse = (u: unknown) => Exit.Exit<unknown, Schema.SchemaError>
 export interface Codecs {
   /** the format the rpc's requests are written in */
   readonly format: Formats.BodyFormat
+  /** its payload and answers cross the broker sealed (Sealed.ts) */
+  readonly sealed: boolean
   readonly encodePayload: Parse
   /** a payload of its type to its encoded form; throws (Schema's own error) where its encoding fails */
   readonly encodePayloadSync: (u: unknown) => unknown
@@ -48,6 +52,7 @@ export const codecsOf = (rpc: Rpc.AnyWithProps): Codecs => {
   if (codecs !== undefined) return codecs
   const options: SchemaAST.ParseOptions = Context.get(rpc.annotations, Rpc.ParseOptions)
   const format = Formats.of(Context.get(rpc.annotations, WireFormat.Format))
+  const sealed = Context.get(rpc.annotations, Sealed.Sealed)
   const exit = json(Rpc.exitSchema(rpc as Rpc.Any))
   const encodeFullExit = Schema.encodeUnknownExit(exit, options)
   const decodeFullExit = Schema.decodeUnknownExit(exit, options) as (
@@ -59,7 +64,7 @@ export const codecsOf = (rpc: Rpc.AnyWithProps): Codecs => {
   const encodePayloadSync = Schema.encodeUnknownSync(payload, options)
   if (RpcSchema.isStreamSchema(rpc.successSchema)) {
     // a stream's Exit carries no value: nothing to take a shorter way for
-    codecs = { format, encodePayload, encodePayloadSync, decodePayload, encodeExit: encodeFullExit, decodeExit: decodeFullExit }
+    codecs = { format, sealed, encodePayload, encodePayloadSync, decodePayload, encodeExit: encodeFullExit, decodeExit: decodeFullExit }
     cache.set(rpc, codecs)
     return codecs
   }
@@ -68,6 +73,7 @@ export const codecsOf = (rpc: Rpc.AnyWithProps): Codecs => {
   const decodeSuccess = Schema.decodeUnknownExit(success, options)
   codecs = {
     format,
+    sealed,
     encodePayload,
     encodePayloadSync,
     decodePayload,

@@ -2,9 +2,10 @@
  * The one declaration of a dead-letter queue, for rpc, command and event dead letters alike: bounded
  * as `DeadLetters.current` says, and bound to the mesh's dead-letter exchange under its own name.
  */
-import { Duration, Effect } from "effect"
-import type { Broker, BrokerError } from "../Broker.ts"
+import { Clock, Duration, Effect } from "effect"
+import type { Broker, BrokerError, Delivery } from "../Broker.ts"
 import * as DeadLetters from "../DeadLetters.ts"
+import * as events from "./events.ts"
 import * as topology from "./topology.ts"
 
 /**
@@ -37,3 +38,39 @@ const mismatch = (queue: string, maxLength: number, ttl: number, message: string
   `place with a policy: rabbitmqctl set_policy mesh-dead-letters '\\.dead$' ` +
   `'{"max-length":${maxLength},"message-ttl":${ttl},"overflow":"drop-head"}' --apply-to queues; ` +
   `or, once it is empty (mesh dlq ${queue} --replay or --purge), delete it and restart`
+
+/**
+ * Dead-letters a delivery of `queue` with the mesh's reason and error (what `DeadLetters.list` shows):
+ * its body and properties go to `deadQueue` as they came, confirmed, with the reason in its headers,
+ * and only then is it acked. A republish that fails leaves the broker's own dead-lettering
+ * (`nack`, reason `rejected`): the message is never lost, nor sent back to the queue it failed in.
+ */
+export const deadLetter = (
+  broker: Broker["Service"],
+  delivery: Delivery,
+  queue: string,
+  deadQueue: string,
+  reason: string,
+  error: string
+): Effect.Effect<void> =>
+  Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    const props = delivery.properties
+    return broker.publish("", deadQueue, delivery.body, {
+      contentType: props.contentType,
+      correlationId: props.correlationId,
+      messageId: props.messageId,
+      type: props.type,
+      headers: {
+        ...props.headers,
+        [events.header.deathReason]: reason,
+        [events.header.error]: error,
+        [events.header.queue]: queue,
+        [events.header.diedAt]: now
+      },
+      persistent: true,
+      confirm: true
+    }).pipe(
+      Effect.matchCauseEffect({ onSuccess: () => delivery.ack, onFailure: () => delivery.nack(false) }),
+      Effect.uninterruptible
+    )
+  })
